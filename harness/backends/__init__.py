@@ -1,0 +1,1 @@
+"""Model backends: ``api`` (OpenAI, Anthropic, OpenAI-compatible servers) and ``local`` (transformers)."""

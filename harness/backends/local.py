@@ -1,0 +1,393 @@
+"""Local transformers models: the default offline model, batched generation, next-token scores.
+
+Generation is batched with left padding, prompts sorted by length so a batch pads little,
+results handed back in the caller's order. Prompts that share a long token prefix (system
+prompt + few-shot examples) have that prefix's KV cache computed once and reused for every
+batch, so k-shot costs far less than k+1 times zero-shot. Runs in fp32 (bf16 is hundreds of
+times slower on CPUs like ours).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.backends.modelhub import ResolvedModel, model_hash, resolve_model
+from harness.errors import HarnessError, InputError, ModelNotAvailableError, Problem
+
+MAX_NEW_TOKENS_LIMIT = 2048
+# Below this many shared tokens a prefix cache is not worth its copy per batch.
+MIN_SHARED_PREFIX = 16
+# Tokens that close a turn in common chat templates; the one the template uses stops generation.
+END_OF_TURN_CANDIDATES = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """How to decode. temperature 0 means greedy; part of every generation's cache key."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            problems.append(("max_new_tokens", f"must be 1..{MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}"))
+        if self.temperature < 0:
+            problems.append(("temperature", f"must be >= 0, got {self.temperature}"))
+        if not 0 < self.top_p <= 1:
+            problems.append(("top_p", f"must be in (0, 1], got {self.top_p}"))
+        if self.repetition_penalty <= 0:
+            problems.append(("repetition_penalty", f"must be > 0, got {self.repetition_penalty}"))
+        if problems:
+            raise InputError([Problem("<decoding>", None, f, m) for f, m in problems])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    latency_s: float  # the batch's wall time divided by its size (amortised per example)
+
+
+class LocalModel:
+    """A causal LM (plus optional peft adapter) loaded offline for generation and scoring."""
+
+    def __init__(
+        self,
+        spec: str | None = None,
+        adapter: str | Path | None = None,
+        *,
+        dtype: str = "float32",
+        threads: int | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.resolved: ResolvedModel = resolve_model(spec)
+        path = self.resolved.path
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tokenizer.padding_side = "left"
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
+        base_hash = model_hash(path)
+        self.name = self.resolved.name
+        self.model_hash = base_hash
+        self.adapter_path: Path | None = None
+        # Prompt-learning adapters (prefix / prompt tuning) put virtual tokens before the
+        # prompt; they get their own generation path and no shared-prefix reuse.
+        self.prompt_learning: str | None = None
+        if adapter is not None:
+            model = self._load_adapter(model, Path(adapter))
+            self.adapter_path = Path(adapter).resolve()
+            self.name = f"{self.resolved.name}+{self.adapter_path.name}"
+            self.model_hash = f"{base_hash}+{model_hash(self.adapter_path)}"
+        self.model = model.eval()
+        self.eos_ids = end_of_turn_ids(self.tokenizer)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token_id = self.eos_ids[0]
+        self.max_positions = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+
+    def _load_adapter(self, model: Any, adapter: Path) -> Any:
+        from peft import PeftConfig, PeftModel
+
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelNotAvailableError(
+                f"adapter {str(adapter)!r} not found: expected a peft adapter folder with adapter_config.json."
+            )
+        config = PeftConfig.from_pretrained(str(adapter))
+        if getattr(config, "is_prompt_learning", False):
+            kind = str(getattr(config.peft_type, "value", config.peft_type))
+            if kind not in ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"):
+                raise HarnessError(f"adapter {str(adapter)!r}: {kind} adapters are not supported for generation")
+            self.prompt_learning = kind
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+
+    # --- prompts -------------------------------------------------------------------------
+    def render(self, messages: list[dict]) -> str:
+        """The chat template applied to ``messages``, ending with the assistant's turn opening."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            # Base models without a template: plain "role: content" lines.
+            body = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            return body + "assistant:"
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def encode(self, prompts: list[list[dict]]) -> list[list[int]]:
+        ids = [self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
+        for i, row in enumerate(ids):
+            if not row:
+                raise InputError(Problem("<prompts>", None, f"prompts[{i}]", "renders to no tokens"))
+        return ids
+
+    # --- generation ----------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: list[list[dict]],
+        params: DecodingParams = DecodingParams(),
+        *,
+        batch_size: int = 16,
+        progress: bool = True,
+        on_result: Callable[[int, Generation], None] | None = None,
+        reuse_prefix: bool = True,
+    ) -> list[Generation]:
+        """Generate one reply per prompt (a list of chat messages), in the prompts' order.
+
+        ``on_result(index, generation)`` is called as soon as each reply is ready, so a
+        caller can store it before the rest finish. Sampling (temperature > 0) is seeded
+        once per call with ``params.seed``.
+        """
+        import torch
+
+        if batch_size < 1:
+            raise InputError(Problem("<generate>", None, "batch_size", f"must be >= 1, got {batch_size}"))
+        ids = self.encode(prompts)
+        for i, row in enumerate(ids):
+            if len(row) + params.max_new_tokens > self.max_positions:
+                raise InputError(Problem(
+                    "<prompts>", None, f"prompts[{i}]",
+                    f"{len(row)} prompt tokens + {params.max_new_tokens} new exceed the model's "
+                    f"{self.max_positions} positions",
+                ))
+        prefix_len = shared_prefix_length(ids) if reuse_prefix and not self.prompt_learning else 0
+        if prefix_len < MIN_SHARED_PREFIX:
+            prefix_len = 0
+        results: list[Generation | None] = [None] * len(ids)
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        torch.manual_seed(params.seed)
+        with torch.inference_mode(), _progress(progress, len(ids)) as advance:
+            prefix_cache = self._prefill(ids[0][:prefix_len]) if prefix_len else None
+            for batch in batches:
+                start = time.perf_counter()
+                rows = [ids[i] for i in batch]
+                outs = self._generate_batch(rows, params, prefix_len, prefix_cache)
+                per_example = (time.perf_counter() - start) / len(batch)
+                for i, out in zip(batch, outs):
+                    gen = Generation(
+                        text=self.tokenizer.decode(out, skip_special_tokens=True).strip(),
+                        prompt_tokens=len(ids[i]),
+                        output_tokens=len(out),
+                        latency_s=per_example,
+                    )
+                    results[i] = gen
+                    if on_result is not None:
+                        on_result(i, gen)
+                advance(len(batch))
+        return results  # type: ignore[return-value]
+
+    def _prefill(self, prefix: list[int]) -> Any:
+        """KV cache of the shared prefix for one row."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True)
+        return cache
+
+    def _generate_batch(self, rows: list[list[int]], params: DecodingParams, prefix_len: int, prefix_cache: Any):
+        """New tokens (up to and excluding eos) for each row of one batch."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        # Padding goes after the shared prefix (it is cached unpadded) and before each row's
+        # own part; masked pads and mask-derived positions keep each row exact.
+        tails = [r[prefix_len:] for r in rows]
+        width = max(len(t) for t in tails)
+        input_ids = torch.full((len(rows), prefix_len + width), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for j, (row, tail) in enumerate(zip(rows, tails)):
+            input_ids[j, :prefix_len] = torch.tensor(row[:prefix_len], dtype=torch.long)
+            input_ids[j, prefix_len + width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            mask[j, :prefix_len] = 1
+            mask[j, prefix_len + width - len(tail) :] = 1
+        kwargs: dict[str, Any] = dict(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self.eos_ids,
+            pad_token_id=pad,
+            repetition_penalty=params.repetition_penalty,
+        )
+        if params.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+            kwargs["cache"] = cache
+        if self.prompt_learning:
+            out = self._generate_prompt_learning(kwargs)
+        else:
+            out = self.model.generate(**kwargs)
+        new = out[:, input_ids.shape[1] :].tolist()
+        return [_until_eos(seq, self.eos_ids, pad) for seq in new]
+
+    def _generate_prompt_learning(self, kwargs: dict[str, Any]) -> Any:
+        """Generate through the base model with the adapter's virtual tokens put in by hand.
+
+        ``PeftModel.generate`` here (peft 0.21, transformers 5.24) silently drops a prefix-tuning
+        prefix (generate's own cache wins over peft's past_key_values) and misplaces positions
+        for left-padded prompt tuning. Virtual tokens go first, unmasked, as in training; the
+        mask-derived positions then match the training forward pass for every row.
+        """
+        import torch
+
+        base = self.model.get_base_model()
+        input_ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        n = input_ids.shape[0]
+        virtual = self.model.get_prompt(batch_size=n)
+        if self.prompt_learning == "PREFIX_TUNING":
+            n_virtual = virtual.get_seq_length()
+            kwargs["cache"] = virtual
+        else:
+            n_virtual = virtual.shape[1]
+            embeds = base.get_input_embeddings()(input_ids)
+            kwargs["inputs_embeds"] = torch.cat([virtual.to(embeds.dtype), embeds], dim=1)
+        kwargs["attention_mask"] = torch.cat([torch.ones(n, n_virtual, dtype=mask.dtype), mask], dim=1)
+        # With input_ids passed beside inputs_embeds, the output is still input_ids + new tokens.
+        return base.generate(**kwargs)
+
+    # --- scoring -------------------------------------------------------------------------
+    def next_token_probs(
+        self,
+        prompts: list[list[dict]],
+        candidates: list[str],
+        *,
+        answer_prefix: str = "",
+        batch_size: int = 16,
+    ):
+        """P(first token of each candidate | prompt), renormalised over the candidates.
+
+        Returns an (n_prompts, n_candidates) float64 array whose rows sum to 1. Used by the
+        local G-Eval judge: expected score = probs @ scores. ``answer_prefix`` is text placed
+        after the assistant turn opening (e.g. ``"Score: "``).
+        """
+        import numpy as np
+        import torch
+
+        cand_ids = self.candidate_token_ids(candidates)
+        texts = [self.render(p) + answer_prefix for p in prompts]
+        if self.prompt_learning:
+            batch_size = 1  # peft's forward ignores positions: padding would shift them
+        rows: list[Any] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                enc = self.tokenizer(
+                    texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                )
+                logits = self.model(**enc).logits[:, -1, :].float()
+                chosen = logits[:, cand_ids]
+                rows.append(torch.softmax(chosen, dim=-1).double().numpy())
+        return np.concatenate(rows, axis=0) if rows else np.zeros((0, len(candidates)))
+
+    def candidate_token_ids(self, candidates: list[str]) -> list[int]:
+        """First token id of each candidate; two candidates sharing it cannot be told apart."""
+        if not candidates:
+            raise InputError(Problem("<judge>", None, "candidates", "no candidates given"))
+        ids = []
+        for c in candidates:
+            toks = self.tokenizer(c, add_special_tokens=False)["input_ids"]
+            if not toks:
+                raise InputError(Problem("<judge>", None, "candidates", f"{c!r} encodes to no tokens"))
+            ids.append(toks[0])
+        if len(set(ids)) != len(ids):
+            raise InputError(Problem(
+                "<judge>", None, "candidates",
+                f"candidates {candidates!r} share a first token; use labels that start differently",
+            ))
+        return ids
+
+
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the longest common token prefix, leaving every row at least one own token."""
+    if len(rows) < 2:
+        return 0
+    first = rows[0]
+    n = min(len(r) for r in rows) - 1
+    for k in range(max(n, 0)):
+        tok = first[k]
+        if any(r[k] != tok for r in rows):
+            return k
+    return max(n, 0)
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end the assistant's turn: the template's closing token, then eos."""
+    ids: list[int] = []
+    vocab = tokenizer.get_vocab()
+    closing = _template_closing_token(tokenizer)
+    for tok in ([closing] if closing else []) + list(END_OF_TURN_CANDIDATES):
+        if tok in vocab and (tok == closing or tok == tokenizer.eos_token):
+            ids.append(vocab[tok])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        raise HarnessError("the tokenizer has no eos or end-of-turn token; cannot tell when a reply ends")
+    return ids
+
+
+def _template_closing_token(tokenizer: Any) -> str | None:
+    """The special token the chat template writes right after an assistant message."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    marker = "XQZMARKERQZX"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+    except Exception:  # templates may reject this shape; fall back to eos
+        return None
+    after = text.split(marker, 1)[-1] if marker in text else ""
+    for tok in END_OF_TURN_CANDIDATES + tuple(tokenizer.all_special_tokens):
+        if tok and after.startswith(tok):
+            return tok
+    return None
+
+
+def _until_eos(seq: list[int], eos_ids: list[int], pad: int) -> list[int]:
+    for k, tok in enumerate(seq):
+        if tok in eos_ids:
+            return seq[:k]
+    # No eos: strip trailing pad only (generate pads finished rows with it).
+    while seq and seq[-1] == pad and pad not in eos_ids:
+        seq = seq[:-1]
+    return seq
+
+
+class _progress:
+    """A rich progress bar that can be switched off; yields an ``advance(n)`` function."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled = enabled and total > 0
+        self.total = total
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        task = self.bar.add_task("generating", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,363 @@
+"""The ``harness`` command line.
+
+Exit codes everywhere: 0 success (for ``run``: at least one candidate meets the goal),
+1 a finding or verdict the user must act on, 2 invalid input (file:line:field printed).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Evaluation-first harness: declare success goals, then check data, train, score and decide.")
+console = Console()
+err_console = Console(stderr=True)
+
+DbOpt = typer.Option(None, "--db", help="DuckDB store path (default $HARNESS_DB or .harness/harness.duckdb).")
+
+
+def _store(db: Optional[Path]):
+    from harness.store import Store
+
+    return Store(db)
+
+
+def _fail(exc: Exception) -> None:
+    if isinstance(exc, InputError):
+        err_console.print(f"[bold red]invalid input[/] ({len(exc.problems)} problem(s)):")
+        for p in exc.problems:
+            err_console.print(f"  {p}", markup=False, highlight=False)
+    else:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _load_goal(path: Path):
+    from harness.goals import load_goal
+
+    try:
+        return load_goal(path)
+    except HarnessError as exc:
+        _fail(exc)
+
+
+@app.command()
+def init(name: str = typer.Argument(..., help="Goal name; writes goals/NAME.yaml and rubrics/NAME.yaml."),
+         force: bool = typer.Option(False, help="Overwrite existing files.")) -> None:
+    """Write a commented starter goal and rubric."""
+    from harness.templates import write_starter
+
+    try:
+        paths = write_starter(name, Path.cwd(), force=force)
+    except HarnessError as exc:
+        _fail(exc)
+    for p in paths:
+        console.print(f"wrote {p}")
+    console.print("Next: put your JSONL data where the goal's data.path points, then "
+                  f"`harness check goals/{name}.yaml`.")
+
+
+def _token_counter(goal):
+    """The goal's model tokenizer when it is available locally, else whitespace."""
+    try:
+        from harness.backends.local import load_tokenizer
+
+        tok = load_tokenizer(goal.model)
+        return (lambda text: len(tok.encode(text, add_special_tokens=False))), f"tokenizer of {goal.model}"
+    except Exception as exc:  # noqa: BLE001 - any failure falls back, and the report says so
+        return (lambda text: len(text.split())), f"whitespace (model tokenizer unavailable: {type(exc).__name__})"
+
+
+@app.command()
+def check(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+          tokenizer: bool = typer.Option(True, help="Count tokens with the goal's model tokenizer.")) -> None:
+    """Check the goal's data: formats, counts, lengths, labels, PII, lint, duplicates, volume."""
+    from harness.data.formats import read_jsonl
+    from harness.data.quality import check_examples, render_report
+
+    goal = _load_goal(goal_path)
+    examples, problems = read_jsonl(goal.data_path(), None if goal.data.format == "auto" else goal.data.format)
+    if problems:
+        if as_json:
+            print(json.dumps({"goal": goal.goal, "valid": False,
+                              "problems": [p.__dict__ for p in problems]}, indent=2))
+            raise typer.Exit(2)
+        _fail(InputError(problems))
+    if tokenizer:
+        count, how = _token_counter(goal)
+    else:
+        count, how = (lambda text: len(text.split())), "whitespace (--no-tokenizer)"
+    report = check_examples(examples, count_tokens=count, blocking=set(goal.data.blocking),
+                            near_dup_threshold=goal.data.near_duplicate_threshold)
+    if as_json:
+        out = report.to_dict()
+        out.update({"goal": goal.goal, "valid": True, "data": str(goal.data_path()), "token_counter": how})
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        console.print(f"[bold]{goal.goal}[/]: {goal.data_path()} (tokens: {how})")
+        console.print(render_report(report))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def scrub(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+          out: Optional[Path] = typer.Option(None, help="Output JSONL (default: DATA.scrubbed.jsonl beside the data).")) -> None:
+    """Write a PII-scrubbed copy of the goal's data; the original is never modified."""
+    from harness.data.pii import scrub_file
+
+    goal = _load_goal(goal_path)
+    src = goal.data_path()
+    dst = out or src.with_name(src.stem + ".scrubbed.jsonl")
+    try:
+        report = scrub_file(src, dst, None if goal.data.format == "auto" else goal.data.format)
+    except HarnessError as exc:
+        _fail(exc)
+    counts = getattr(report, "counts", {}) or {}
+    console.print(f"wrote {dst}: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no PII found"))
+
+
+@app.command()
+def split(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+          out: Optional[Path] = typer.Option(None, help="Folder for train/validation/test JSONL (default .harness/splits/GOAL)."),
+          reseal: bool = typer.Option(False, help="Accept a changed test set and record the new seal."),
+          db: Optional[Path] = DbOpt,
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Split deterministically by content hash; seal the test set; report train/test leakage."""
+    from harness.data.split import prepare, write_splits
+
+    goal = _load_goal(goal_path)
+    try:
+        prepared = prepare(goal, _store(db), reseal=reseal)
+    except HarnessError as exc:
+        _fail(exc)
+    paths = write_splits(prepared, out or Path(".harness") / "splits" / goal.goal)
+    manifest = prepared.manifest()
+    manifest["files"] = {k: str(v) for k, v in paths.items()}
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+        return
+    counts = manifest["counts"]
+    console.print(f"[bold]{goal.goal}[/]: train {counts['train']}, validation {counts['validation']}, "
+                  f"test {counts['test']} → {paths['train'].parent}")
+    seal_msg = {"new": "test set sealed", "unchanged": "test set matches its seal",
+                "resealed": "[yellow]test set RESEALED (recorded)[/]"}[prepared.sealed]
+    console.print(f"{seal_msg}: {prepared.test_hash[:16]}")
+    if prepared.scrubbed:
+        console.print("PII scrubbed: " + ", ".join(f"{k} {v}" for k, v in sorted(prepared.scrubbed.items())))
+    if prepared.leakage:
+        action = "dropped from train/validation" if goal.data.leakage == "drop" else "flagged (set data.leakage: drop to remove)"
+        console.print(f"[yellow]leakage[/]: {len(prepared.leakage)} train/validation example(s) duplicate test ones, {action}")
+        for p in prepared.leakage[:10]:
+            kind = "exact" if p["exact"] else f"near (jaccard {p['jaccard']})"
+            console.print(f"  line {p['train_line']} ≈ test line {p['test_line']}: {kind}")
+    else:
+        console.print("no train/test leakage found")
+
+
+@app.command()
+def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+        only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this candidate (repeatable); baselines of relative criteria come along."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (steps, stored work, API cost estimate) and stop."),
+        reseal: bool = typer.Option(False, help="Accept a changed test set and record the new seal."),
+        db: Optional[Path] = DbOpt,
+        progress: bool = typer.Option(True, help="Progress bars."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results JSON at the end.")) -> None:
+    """Train, generate, score, judge and decide. Exit 0 when a candidate meets the goal, 1 when none does."""
+    from harness.runner import plan, run_goal, validate_goal
+
+    goal = _load_goal(goal_path)
+    store = _store(db)
+    try:
+        if dry_run:
+            from harness.data.split import prepare
+
+            validate_goal(goal)
+            prepared = prepare(goal, store, reseal=reseal, record=False)
+            _print_plan(goal, plan(goal, store, prepared), prepared)
+            return
+        result = run_goal(goal, store, only=only, reseal=reseal, progress=progress,
+                          console=None if as_json else console)
+    except HarnessError as exc:
+        _fail(exc)
+    if as_json:
+        from harness.results import results_dict
+
+        print(json.dumps(results_dict(store, goal.goal, result.run_id), indent=2))
+    else:
+        _print_verdicts(goal, store, result.run_id)
+        c = result.counts
+        console.print(f"run {result.run_id}: {result.seconds:.1f} s; generated {c['generated']}, reused {c['reused']}; "
+                      f"judged {c['judged']}, reused {c['judgments_reused']}; trained {c['trained']}, "
+                      f"adapters reused {c['adapters_reused']}")
+        console.print(f"Leaderboard: streamlit run app.py  (store: {store.path})")
+    raise typer.Exit(result.exit_code)
+
+
+def _print_plan(goal, steps, prepared) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"plan for {goal.goal}: {len(prepared.test)} test examples (sealed: {prepared.sealed})")
+    for col in ("candidate", "kind", "step", "units", "est. cost (USD)", "note"):
+        t.add_column(col)
+    total = 0.0
+    for s in steps:
+        total += s.est_cost_usd
+        t.add_row(s.candidate, s.kind, s.action, str(s.todo), f"{s.est_cost_usd:.4f}" if s.est_cost_usd else "-", s.note)
+    console.print(t)
+    console.print(f"estimated API cost: ${total:.4f} (cached predictions and judgments cost nothing)")
+
+
+_BADGE = {"pass": "[green]pass[/]", "fail": "[red]fail[/]", "inconclusive": "[yellow]inconclusive[/]"}
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _print_verdicts(goal, store, run_id) -> None:
+    from rich.table import Table
+
+    from harness.results import results_dict
+
+    res = results_dict(store, goal.goal, run_id)
+    t = Table(title=f"{goal.goal}: verdicts at {goal.confidence:.0%} confidence (run {run_id})")
+    t.add_column("candidate")
+    for c in goal.success:
+        op = {"at_least": ">=", "at_most": "<=", "reduce_by": "reduce by", "improve_by": "improve by"}[c.op]
+        label = f"{c.metric} {op} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
+        t.add_column(label)
+    t.add_column("meets goal")
+    t.add_column("cost")
+    for cand in res["candidates"]:
+        cells = []
+        for i, crit in enumerate(goal.success):
+            v = cand["criteria"][i] if i < len(cand["criteria"]) else None
+            if v is None:
+                cells.append("-")
+                continue
+            lo, hi = v["ci"]
+            cells.append(f"{_fmt(v['value'])} [{_fmt(lo)}, {_fmt(hi)}] {_BADGE.get(v['status'], v['status'])}")
+        cost = []
+        if cand.get("cost_usd"):
+            cost.append(f"${cand['cost_usd']:.4f}")
+        if cand.get("train_seconds"):
+            cost.append(f"train {cand['train_seconds']:.0f} s")
+        t.add_row(cand["name"], *cells, "[green]yes[/]" if cand["meets_goal"] else "no", ", ".join(cost) or "-")
+    console.print(t)
+    for cand in res["candidates"]:
+        for v in cand["criteria"]:
+            if v["status"] == "inconclusive" and v.get("detail"):
+                console.print(f"  {cand['name']} / {v['metric']}: {v['detail']}", highlight=False)
+    if res["best_candidate"]:
+        best = next(c for c in res["candidates"] if c["name"] == res["best_candidate"])
+        console.print(f"[bold green]best candidate: {best['name']}[/] (cost ${best.get('cost_usd') or 0:.4f}"
+                      + (f", trained in {best['train_seconds']:.0f} s" if best.get("train_seconds") else "") + ")")
+    else:
+        console.print("[bold red]no candidate meets the goal[/]")
+
+
+@app.command()
+def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal name with --db)."),
+            run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: latest)."),
+            db: Optional[Path] = DbOpt,
+            as_json: bool = typer.Option(False, "--json", help="Stable JSON shape (see harness/results.py).")) -> None:
+    """Show the latest (or a given) run's results."""
+    from harness.results import results_dict
+
+    goal_name = _goal_name(goal_path)
+    store = _store(db)
+    res = results_dict(store, goal_name, run_id)
+    if res is None:
+        err_console.print(f"no runs stored for goal {goal_name!r} in {store.path}")
+        raise typer.Exit(2)
+    if as_json:
+        try:
+            from harness.panel import panel_summary
+
+            res["human"] = panel_summary(store, goal_name)
+        except (ImportError, AttributeError):
+            pass
+        print(json.dumps(res, indent=2, default=str))
+        return
+    _print_verdicts(_load_goal(goal_path), store, res["run"]["id"])
+
+
+def _goal_name(goal_path: Path) -> str:
+    if goal_path.suffix in (".yaml", ".yml") or goal_path.exists():
+        return _load_goal(goal_path).goal
+    return str(goal_path)
+
+
+@app.command()
+def report(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+           out: Optional[Path] = typer.Option(None, help="Output file (.html or .md; default .harness/reports/GOAL.html)."),
+           run_id: Optional[str] = typer.Option(None, "--run"),
+           db: Optional[Path] = DbOpt) -> None:
+    """Write a self-contained HTML (or Markdown) report with plots."""
+    from harness.report import write_report
+
+    goal = _load_goal(goal_path)
+    try:
+        path = write_report(_store(db), goal, out or Path(".harness") / "reports" / f"{goal.goal}.html", run_id)
+    except HarnessError as exc:
+        _fail(exc)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+           candidate: str = typer.Argument(..., help="Trained candidate name."),
+           out: Optional[Path] = typer.Option(None, help="Output folder (default export/GOAL/CANDIDATE)."),
+           merged: bool = typer.Option(False, help="Merge the adapter into the base and write a full model."),
+           db: Optional[Path] = DbOpt) -> None:
+    """Export a trained adapter (or a merged model) with the commands to serve it (vLLM, Ollama, peft)."""
+    from harness.train.export import export_adapter
+
+    goal = _load_goal(goal_path)
+    store = _store(db)
+    rows = store.query("SELECT c.adapter_path FROM candidates c JOIN runs r USING (run_id) WHERE r.goal = ? "
+                       "AND c.name = ? AND c.adapter_path IS NOT NULL ORDER BY r.started_at DESC LIMIT 1",
+                       [goal.goal, candidate])
+    if not rows:
+        err_console.print(f"no trained adapter for candidate {candidate!r} of goal {goal.goal!r}; run `harness run` first")
+        raise typer.Exit(2)
+    try:
+        res = export_adapter(rows[0]["adapter_path"], out or Path("export") / goal.goal / candidate, merged=merged)
+    except HarnessError as exc:
+        _fail(exc)
+    console.print(f"wrote {res.path}")
+    for name, cmd in res.commands.items():
+        console.print(f"[bold]{name}[/]: {cmd}", highlight=False)
+
+
+@app.command("app")
+def app_cmd(port: int = typer.Option(8501, help="Port."), db: Optional[Path] = DbOpt) -> None:
+    """Open the Streamlit leaderboard and rating app."""
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    if db:
+        env["HARNESS_DB"] = str(db)
+    app_file = Path(__file__).resolve().parent.parent / "app.py"
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file),
+                                      "--server.port", str(port), "--server.headless", "true"], env=env))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except HarnessError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

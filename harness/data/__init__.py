@@ -1,0 +1,1 @@
+"""Data: loading JSONL formats, quality checks, PII scrubbing and sealed splits."""

@@ -1,0 +1,167 @@
+"""Exact and near-duplicate detection: MinHash signatures + LSH banding, verified by true Jaccard.
+
+Near-duplicates are measured on word shingles (``k`` consecutive words of the normalised text,
+punctuation dropped). MinHash estimates Jaccard similarity; LSH banding turns that into
+candidate pairs without comparing every pair; every candidate is then checked with the exact
+Jaccard of its shingle sets, so no reported pair is below the threshold.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+_SHIFT = np.uint64(32)
+_WORD = re.compile(r"\w+")
+
+
+def normalise(text: str) -> str:
+    """Lowercase and collapse whitespace: the key for exact duplicates."""
+    return " ".join(text.lower().split())
+
+
+def shingles(text: str, k: int = 3) -> set[str]:
+    """Set of ``k``-word shingles; a text shorter than ``k`` words is one shingle of itself."""
+    words = _WORD.findall(text.lower())
+    if len(words) <= k:
+        return {" ".join(words)}
+    return {" ".join(words[i:i + k]) for i in range(len(words) - k + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def exact_duplicates(texts: Sequence[str]) -> list[list[int]]:
+    """Groups (of two or more indices, each sorted) whose normalised texts are identical."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(texts):
+        groups[normalise(t)].append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd
+    b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
+    return a, b
+
+
+def minhash_signatures(sets: Sequence[set[str]], num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """An ``(n, num_perm)`` uint64 matrix; row i is the MinHash signature of ``sets[i]``.
+
+    Shingles are hashed once with CRC32 (stable across processes, unlike ``hash``); each
+    permutation is a multiply-shift hash ``((a*x + b) mod 2**64) >> 32`` (no slow modulo), and
+    all documents are processed together per block of permutations with ``np.minimum.reduceat``.
+    """
+    n = len(sets)
+    if n == 0:
+        return np.zeros((0, num_perm), dtype=np.uint64)
+    per_doc = [[zlib.crc32(s.encode("utf-8")) for s in (doc or {""})] for doc in sets]
+    sizes = np.fromiter((len(h) for h in per_doc), dtype=np.int64, count=n)
+    flat = np.fromiter((h for hs in per_doc for h in hs), dtype=np.uint64, count=int(sizes.sum()))
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    a, b = _permutations(num_perm, seed)
+    sig = np.empty((n, num_perm), dtype=np.uint64)
+    block = max(1, min(num_perm, 4_000_000 // max(1, flat.size)))  # bound memory to ~32 MB
+    for p0 in range(0, num_perm, block):
+        p1 = min(num_perm, p0 + block)
+        with np.errstate(over="ignore"):  # wrapping mod 2**64 is the point
+            hashed = (a[p0:p1, None] * flat[None, :] + b[p0:p1, None]) >> _SHIFT
+        sig[:, p0:p1] = np.minimum.reduceat(hashed, offsets, axis=1).T
+    return sig
+
+
+def lsh_params(threshold: float, num_perm: int = 128, target_recall: float = 0.995) -> tuple[int, int]:
+    """(bands, rows) with the most rows per band that still catches a pair at ``threshold``.
+
+    A pair with Jaccard ``s`` shares at least one band with probability ``1 - (1 - s**r)**b``;
+    more rows mean fewer false candidates to verify.
+    """
+    best = (num_perm, 1)
+    for r in range(1, num_perm + 1):
+        b = num_perm // r
+        if 1 - (1 - threshold ** r) ** b >= target_recall:
+            best = (b, r)
+    return best
+
+
+def _candidate_pairs(sig: np.ndarray, bands: int, rows: int) -> set[tuple[int, int]]:
+    pairs: set[tuple[int, int]] = set()
+    n = sig.shape[0]
+    if n < 2:
+        return pairs
+    mult = np.random.default_rng(7).integers(1, 1 << 62, size=rows, dtype=np.uint64) | np.uint64(1)
+    for band in range(bands):
+        # Wrapping uint64 arithmetic is fine here: a key collision only adds a candidate to verify.
+        with np.errstate(over="ignore"):
+            keys = (sig[:, band * rows:(band + 1) * rows] * mult).sum(axis=1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_keys)) + 1))
+        ends = np.concatenate((starts[1:], [n]))
+        for s, e in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+            g = sorted(order[s:e].tolist())
+            for x in range(len(g)):
+                for y in range(x + 1, len(g)):
+                    pairs.add((g[x], g[y]))
+    return pairs
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise HarnessError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+
+
+def near_duplicates(texts: Sequence[str], threshold: float = 0.8, *, k: int = 3, num_perm: int = 128,
+                    seed: int = 1) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, jaccard)`` with ``i < j`` whose shingle Jaccard is at least ``threshold``.
+
+    Exact duplicates (after normalisation) are included with Jaccard 1.0.
+    """
+    _check_threshold(threshold)
+    sets = [shingles(t, k) for t in texts]
+    sig = minhash_signatures(sets, num_perm, seed)
+    bands, rows = lsh_params(threshold, num_perm)
+    out = []
+    for i, j in _candidate_pairs(sig, bands, rows):
+        s = jaccard(sets[i], sets[j])
+        if s >= threshold:
+            out.append((i, j, s))
+    # Identical shingle sets always share every band, so exact duplicates are already here.
+    return sorted(out)
+
+
+def cross_duplicates(a_texts: Sequence[str], b_texts: Sequence[str], threshold: float = 0.8, *, k: int = 3,
+                     num_perm: int = 128, seed: int = 1) -> list[tuple[int, int, float, bool]]:
+    """Pairs ``(i, j, jaccard, exact)`` with ``a_texts[i]`` near or equal to ``b_texts[j]``.
+
+    Used for train/test leakage; ``exact`` is True when the normalised texts are identical.
+    """
+    _check_threshold(threshold)
+    sets = [shingles(t, k) for t in list(a_texts) + list(b_texts)]
+    na = len(a_texts)
+    sig = minhash_signatures(sets, num_perm, seed)
+    bands, rows = lsh_params(threshold, num_perm)
+    found: dict[tuple[int, int], tuple[float, bool]] = {}
+    for i, j in _candidate_pairs(sig, bands, rows):
+        if i >= na or j < na:
+            continue  # both on the same side
+        s = jaccard(sets[i], sets[j])
+        if s >= threshold:
+            found[(i, j - na)] = (s, normalise(a_texts[i]) == normalise(b_texts[j - na]))
+    # Exact matches by normalised text are reported even when punctuation-only texts shingle oddly.
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(a_texts):
+        index[normalise(t)].append(i)
+    for j, t in enumerate(b_texts):
+        for i in index.get(normalise(t), ()):
+            found[(i, j)] = (1.0, True)
+    return sorted((i, j, s, e) for (i, j), (s, e) in found.items())

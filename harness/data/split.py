@@ -1,0 +1,222 @@
+"""Deterministic train/validation/test splits with a sealed test set.
+
+Assignment. Examples are ordered by a hash of (seed, content id) — grouped by label for
+classification, which stratifies — and dealt out one at a time to the split furthest below
+its target share, so split sizes stay within one example of the ratios. Examples already
+assigned (remembered in the store) keep their split; only new examples are dealt, filling
+the splits' deficits. Re-running therefore gives identical files, and adding data never
+moves an existing example.
+
+Sealing. The test set's hash (over its examples' content ids) is recorded in the store the
+first time. A later split or run that finds a different test set stops with
+:class:`SealedTestSetError` unless the user reseals explicitly, which is recorded too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.data.formats import Example, load_examples, write_jsonl
+from harness.errors import SealedTestSetError
+
+SPLITS = ("train", "validation", "test")
+
+
+def hash_unit(seed: int, example_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{example_id}".encode()).hexdigest()
+
+
+def _deal(order: list[Example], ratios: dict[str, float], counts: dict[str, int],
+          out: dict[str, str]) -> None:
+    """Give each example to the split with the largest deficit against its target."""
+    total = sum(counts.values())
+    for ex in order:
+        total += 1
+        best = max(SPLITS, key=lambda s: (ratios[s] * total - counts[s], ratios[s], -SPLITS.index(s)))
+        out[ex.id] = best
+        counts[best] += 1
+
+
+def assign_splits(examples: list[Example], ratios: dict[str, float], seed: int,
+                  previous: dict[str, str] | None = None) -> dict[str, str]:
+    """Map example id → split. ``previous`` assignments are kept for ids still present."""
+    previous = previous or {}
+    out: dict[str, str] = {}
+    counts = {s: 0 for s in SPLITS}
+    fresh: list[Example] = []
+    seen: set[str] = set()
+    for ex in examples:
+        if ex.id in seen:
+            continue
+        seen.add(ex.id)
+        prior = previous.get(ex.id)
+        if prior in SPLITS:
+            out[ex.id] = prior
+            counts[prior] += 1
+        else:
+            fresh.append(ex)
+    fresh.sort(key=lambda ex: (ex.label or "", hash_unit(seed, ex.id)))
+    _deal(fresh, ratios, counts, out)
+    return out
+
+
+def test_set_hash(test: list[Example]) -> str:
+    return hashlib.sha256("\n".join(sorted(ex.id for ex in test)).encode()).hexdigest()
+
+
+def data_hash(examples: list[Example]) -> str:
+    return hashlib.sha256("\n".join(sorted(ex.id for ex in examples)).encode()).hexdigest()
+
+
+@dataclass
+class Prepared:
+    """The goal's data, split and checked against the seal."""
+
+    goal: str
+    examples: list[Example]
+    splits: dict[str, list[Example]]
+    test_hash: str
+    data_hash: str
+    sealed: str  # "new" | "unchanged" | "resealed"
+    leakage: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    scrubbed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def train(self) -> list[Example]:
+        return self.splits["train"]
+
+    @property
+    def validation(self) -> list[Example]:
+        return self.splits["validation"]
+
+    @property
+    def test(self) -> list[Example]:
+        return self.splits["test"]
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "goal": self.goal,
+            "counts": {s: len(v) for s, v in self.splits.items()},
+            "test_hash": self.test_hash,
+            "data_hash": self.data_hash,
+            "sealed": self.sealed,
+            "leakage": self.leakage,
+            "dropped_for_leakage": self.dropped,
+            "pii_scrubbed": self.scrubbed,
+        }
+
+
+def example_text(ex: Example) -> str:
+    return "\n".join(m["content"] for m in ex.prompt) + "\n" + ex.reference
+
+
+def find_leakage(train: list[Example], test: list[Example], threshold: float) -> list[dict[str, Any]]:
+    """Exact and near-duplicate pairs between a training split and the test split."""
+    from harness.data.dedup import cross_duplicates
+
+    pairs = cross_duplicates([example_text(e) for e in train], [example_text(e) for e in test], threshold)
+    return [{"train_id": train[i].id, "train_line": train[i].line, "test_id": test[j].id,
+             "test_line": test[j].line, "jaccard": round(float(jac), 4), "exact": bool(exact)}
+            for i, j, jac, exact in pairs]
+
+
+def prepare(goal: Any, store: Any, *, reseal: bool = False, record: bool = True) -> Prepared:
+    """Load, (scrub,) split, check leakage and check/record the seal for a goal.
+
+    Nothing is written to the store unless the seal check passes, so a refused split
+    leaves the stored state as it was.
+    """
+    examples = load_examples(goal.data_path(), None if goal.data.format == "auto" else goal.data.format)
+    scrubbed: dict[str, int] = {}
+    if goal.data.scrub_pii:
+        from harness.data.pii import scrub_example, scrub_text
+
+        clean = []
+        for ex in examples:
+            for m in ex.prompt:
+                for kind, n in scrub_text(m["content"])[1].items():
+                    scrubbed[kind] = scrubbed.get(kind, 0) + n
+            for kind, n in scrub_text(ex.reference)[1].items():
+                scrubbed[kind] = scrubbed.get(kind, 0) + n
+            clean.append(scrub_example(ex))
+        examples = clean
+    ratios = {"train": goal.data.split.train, "validation": goal.data.split.validation,
+              "test": goal.data.split.test}
+    params = {"seed": goal.data.split.seed, "ratios": ratios, "scrub_pii": goal.data.scrub_pii}
+    seal = store.current_seal(goal.goal)
+    previous: dict[str, str] = {}
+    if seal is not None and _seal_params(seal) == params:
+        previous = {r["example_id"]: r["split"] for r in
+                    store.query("SELECT example_id, split FROM examples WHERE goal = ?", [goal.goal])}
+    assignment = assign_splits(examples, ratios, goal.data.split.seed, previous)
+    unique: dict[str, Example] = {}
+    for ex in examples:
+        unique.setdefault(ex.id, ex)
+    splits = {s: [ex for ex in unique.values() if assignment[ex.id] == s] for s in SPLITS}
+    t_hash = test_set_hash(splits["test"])
+
+    state = "new"
+    if seal is not None:
+        if seal["test_hash"] == t_hash:
+            state = "unchanged"
+        elif reseal:
+            state = "resealed"
+        else:
+            old_ids = {r["example_id"] for r in store.query(
+                "SELECT example_id FROM examples WHERE goal = ? AND split = 'test'", [goal.goal])}
+            new_ids = {ex.id for ex in splits["test"]}
+            raise SealedTestSetError(
+                f"the test set of goal {goal.goal!r} changed since it was sealed "
+                f"({len(old_ids - new_ids)} sealed test example(s) missing or edited, "
+                f"{len(new_ids - old_ids)} new); results would no longer be comparable. "
+                f"If this is intended, rerun with --reseal (it is recorded).")
+
+    leakage = find_leakage(splits["train"] + splits["validation"], splits["test"], goal.data.near_duplicate_threshold)
+    dropped: list[str] = []
+    if goal.data.leakage == "drop" and leakage:
+        bad = {p["train_id"] for p in leakage}
+        dropped = sorted(bad)
+        splits["train"] = [e for e in splits["train"] if e.id not in bad]
+        splits["validation"] = [e for e in splits["validation"] if e.id not in bad]
+
+    prepared = Prepared(goal.goal, list(unique.values()), splits, t_hash, data_hash(list(unique.values())),
+                        state, leakage, dropped, scrubbed)
+    if record:
+        if state != "unchanged":
+            store.record_seal(goal.goal, t_hash, len(splits["test"]), resealed=state == "resealed",
+                              previous_hash=seal["test_hash"] if seal else None, note=json.dumps(params))
+        store.put_examples(goal.goal, [
+            {"example_id": ex.id, "split": assignment[ex.id], "input": ex.input_text,
+             "reference": ex.reference, "label": ex.label, "prompt": list(ex.prompt),
+             "source": ex.source, "line": ex.line} for ex in unique.values()])
+    return prepared
+
+
+def _seal_params(seal: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return json.loads(seal.get("note") or "null")
+    except json.JSONDecodeError:
+        return None
+
+
+def write_splits(prepared: Prepared, out_dir: str | Path) -> dict[str, Path]:
+    """Write train/validation/test JSONL plus manifest.json; the test file is made read-only."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, exs in prepared.splits.items():
+        p = out / f"{name}.jsonl"
+        if p.exists():
+            os.chmod(p, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+        write_jsonl(p, (ex.to_record() for ex in sorted(exs, key=lambda e: (e.line, e.id))))
+        paths[name] = p
+    os.chmod(paths["test"], stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    (out / "manifest.json").write_text(json.dumps(prepared.manifest(), indent=2) + "\n")
+    paths["manifest"] = out / "manifest.json"
+    return paths

@@ -1,0 +1,315 @@
+"""Goal files: what success means, declared before anything is trained.
+
+A goal file is YAML validated by the pydantic models below (``extra="forbid"``: an unknown
+key is an error with a did-you-mean). ``load_goal`` checks everything that can be checked
+without doing work — data file present, split ratios summing to 1, every relative criterion
+naming a candidate that exists — and reports every problem with file:line:field.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from harness.errors import InputError, Problem
+from harness.yamlfile import line_for, load_yaml, parse_model
+
+GOAL_VERSION = 1
+PROMPT_STYLES = ("zero-shot", "system", "few-shot")
+TRAIN_KINDS = ("lora", "qlora", "prefix", "prompt_tuning", "full")
+CANDIDATE_KINDS = ("prompt", *TRAIN_KINDS, "api", "file")
+# Hyperparameters whose list values expand into one candidate per combination.
+SWEEPABLE = ("r", "alpha", "dropout", "learning_rate", "epochs", "batch_size", "grad_accum",
+             "max_length", "num_virtual_tokens", "seed", "shots")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitSpec(Strict):
+    train: float = Field(0.8, ge=0, le=1, description="Share of examples for training.")
+    validation: float = Field(0.1, ge=0, le=1, description="Share for validation loss / early stopping.")
+    test: float = Field(0.1, gt=0, le=1, description="Share for the sealed test set.")
+    seed: int = Field(13, description="Seed mixed into each example's hash; changing it reshuffles.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitSpec":
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must sum to 1, got {self.train} + {self.validation} + "
+                             f"{self.test} = {total:g}")
+        return self
+
+
+class DataSpec(Strict):
+    path: str = Field(description="JSONL file (chat messages, prompt/completion or text/label).")
+    format: Literal["auto", "chat", "completion", "label"] = Field("auto", description="Record shape; auto-detected.")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    scrub_pii: bool = Field(False, description="Scrub PII before splitting and before any text leaves the machine.")
+    leakage: Literal["flag", "drop"] = Field("flag", description="Train examples duplicating test ones: flag or drop them.")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicates.")
+    blocking: list[Literal["error", "warning", "info"]] = Field(
+        default_factory=lambda: ["error"], description="Finding severities that make `harness check` exit 1.")
+
+
+class Criterion(Strict):
+    """One success criterion: a metric and exactly one threshold."""
+
+    metric: str = Field(description="Metric name as reported: accuracy, rougeL, judge.tone, human.tone, or a named metric.")
+    at_least: float | None = None
+    at_most: float | None = None
+    reduce_by: str | float | None = Field(None, description="'80%' (relative) or 0.1 (absolute), against `baseline`.")
+    improve_by: str | float | None = Field(None, description="'10%' (relative) or 0.05 (absolute), against `baseline`.")
+    baseline: str | None = Field(None, description="Candidate the relative criterion compares to.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments for the metric.")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> "Criterion":
+        given = [k for k in ("at_least", "at_most", "reduce_by", "improve_by") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of at_least, at_most, reduce_by, improve_by"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        if given[0] in ("reduce_by", "improve_by"):
+            if not self.baseline:
+                raise ValueError(f"{given[0]} needs a `baseline` candidate to compare against")
+            parse_amount(getattr(self, given[0]))
+        return self
+
+    @property
+    def op(self) -> str:
+        for k in ("at_least", "at_most", "reduce_by", "improve_by"):
+            if getattr(self, k) is not None:
+                return k
+        raise AssertionError
+
+    @property
+    def threshold(self) -> float:
+        value = getattr(self, self.op)
+        return parse_amount(value)[0] if self.relative_op else float(value)
+
+    @property
+    def relative_op(self) -> bool:
+        return self.op in ("reduce_by", "improve_by")
+
+    @property
+    def percent(self) -> bool:
+        return self.relative_op and parse_amount(getattr(self, self.op))[1]
+
+
+def parse_amount(value: str | float) -> tuple[float, bool]:
+    """``"80%"`` → (0.8, True); ``0.1`` → (0.1, False)."""
+    if isinstance(value, (int, float)):
+        return float(value), False
+    text = str(value).strip()
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*%", text)
+    if m:
+        return float(m.group(1)) / 100.0, True
+    try:
+        return float(text), False
+    except ValueError:
+        raise ValueError(f"{value!r} is not an amount: write e.g. '80%' or 0.1") from None
+
+
+class MetricSpec(Strict):
+    """A named metric with arguments, usable in criteria by its name."""
+
+    name: str
+    metric: str = Field(description="Registered metric (regex, contains, off_topic_rate, ...) or 'module:callable'.")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Decoding(Strict):
+    max_new_tokens: int = Field(128, ge=1, le=2048)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    seed: int = 0
+
+
+class Candidate(BaseModel):
+    """A candidate; kind-specific options are validated by the backend that runs it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: Literal["prompt", "lora", "qlora", "prefix", "prompt_tuning", "full", "api", "file"]
+    model: str | None = Field(None, description="Base model (local kinds) or API model id; default: the goal's model.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
+            raise ValueError(f"candidate name {v!r}: use letters, digits, '.', '_' or '-'")
+        return v
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def style(self) -> str | None:
+        """For prompt baselines: zero-shot, system or few-shot."""
+        if self.kind != "prompt":
+            return None
+        opts = self.options
+        if opts.get("style"):
+            return str(opts["style"])
+        if int(opts.get("shots", 0) or 0) > 0 or self.name.startswith("few-shot"):
+            return "few-shot"
+        if opts.get("system") or self.name.startswith("system"):
+            return "system"
+        return "zero-shot"
+
+
+class JudgeSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field("local:default", description="openai:MODEL, anthropic:MODEL, openai-compatible:MODEL@URL, local:default|PATH")
+    rubrics: list[str] = Field(default_factory=list)
+    mode: Literal["pointwise", "pairwise"] = "pointwise"
+
+
+class HumanSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    rubrics: list[str] = Field(default_factory=list)
+    items: int = Field(60, ge=1)
+    raters_per_item: int = Field(3, ge=1)
+    mode: Literal["pointwise", "pairwise"] = "pointwise"
+    tokens: list[str] = Field(default_factory=list, description="Access tokens; when set, only holders can rate.")
+    min_ratings: int = Field(10, ge=1, description="Ratings needed before a human criterion gets a verdict.")
+    agreement_threshold: float = Field(0.4, description="Judge-vs-human agreement below this flags the judge.")
+
+
+class Goal(Strict):
+    version: int = Field(GOAL_VERSION, description="Goal file format version.")
+    goal: str = Field(description="Short name; results are stored under it.")
+    description: str = ""
+    model: str = Field("default", description="Base model for local candidates: default (SmolLM2-135M-Instruct), a folder or a cached hub id.")
+    data: DataSpec
+    system_prompt: str | None = Field(None, description="System instruction used by the `system` baseline.")
+    task: Literal["generation", "classification", "auto"] = "auto"
+    success: list[Criterion] = Field(min_length=1, description="Success criteria, declared before training.")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    metrics: list[MetricSpec] = Field(default_factory=list, description="Named metrics with arguments, and extra metrics to report.")
+    decoding: Decoding = Field(default_factory=Decoding)
+    candidates: list[Candidate] = Field(default_factory=list)
+    judge: JudgeSpec | None = None
+    human: HumanSpec | None = None
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict, description="Per-model price overrides (USD per 1M tokens).")
+
+    # Filled by load_goal, not from YAML.
+    source: str = Field("", exclude=True)
+    root: str = Field("", exclude=True)
+
+    @field_validator("goal")
+    @classmethod
+    def _goal_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
+            raise ValueError(f"goal name {v!r}: use letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        return expand_sweeps(v) if isinstance(v, list) else v
+
+    def data_path(self) -> Path:
+        return resolve_data_path(self.data.path, self.root)
+
+    def candidate(self, name: str) -> Candidate:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def metric_spec(self, name: str) -> MetricSpec | None:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        return None
+
+
+def expand_sweeps(cands: list[Any]) -> list[Any]:
+    """A list value on a sweepable hyperparameter expands into one candidate per combination.
+
+    ``{name: lora, kind: lora, r: [8, 16]}`` → ``lora-r8`` and ``lora-r16``.
+    """
+    out: list[Any] = []
+    for cand in cands:
+        if not isinstance(cand, dict):
+            out.append(cand)
+            continue
+        axes = [(k, v) for k, v in cand.items() if k in SWEEPABLE and isinstance(v, list)]
+        if not axes:
+            out.append(cand)
+            continue
+        for combo in itertools.product(*[v for _, v in axes]):
+            c = dict(cand)
+            suffix = []
+            for (k, _), val in zip(axes, combo):
+                c[k] = val
+                suffix.append(f"{_short(k)}{val}")
+            c["name"] = f"{cand.get('name', 'candidate')}-{'-'.join(suffix)}"
+            c["sweep_of"] = cand.get("name")
+            out.append(c)
+    return out
+
+
+def _short(key: str) -> str:
+    return {"learning_rate": "lr", "epochs": "ep", "batch_size": "bs", "grad_accum": "ga",
+            "max_length": "len", "num_virtual_tokens": "vt", "dropout": "do"}.get(key, key)
+
+
+def resolve_data_path(path: str, root: str | Path) -> Path:
+    """Relative data paths are tried against the current folder, then the goal file's folder
+    and its parent (goals usually live in ``goals/`` beside ``data/``)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    root = Path(root) if root else Path.cwd()
+    for base in (Path.cwd(), root, root.parent):
+        if (base / p).exists():
+            return base / p
+    return Path.cwd() / p
+
+
+def load_goal(path: str | Path) -> Goal:
+    """Load and validate a goal file; raise InputError listing every problem with file:line."""
+    path = Path(path)
+    file = str(path)
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError(Problem(file, 1, None, "a goal file must be a YAML mapping"))
+    goal: Goal = parse_model(Goal, data, file, lines)
+    goal.source = file
+    goal.root = str(path.parent)
+    problems: list[Problem] = []
+
+    def at(*loc: Any) -> int | None:
+        return line_for(loc, lines)
+
+    dp = goal.data_path()
+    if not dp.exists():
+        problems.append(Problem(file, at("data", "path"), "data.path", f"data file {goal.data.path!r} not found"))
+    names = [c.name for c in goal.candidates]
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            problems.append(Problem(file, at("candidates", i), f"candidates[{i}].name", f"duplicate candidate name {n!r}"))
+        seen.add(n)
+    from harness.registry import did_you_mean
+
+    for i, crit in enumerate(goal.success):
+        if crit.baseline is not None and crit.baseline not in seen:
+            hint = did_you_mean(crit.baseline, seen) or (f"; candidates: {', '.join(names)}" if names else "; the goal has no candidates")
+            problems.append(Problem(file, at("success", i, "baseline"), f"success[{i}].baseline",
+                                    f"unknown baseline candidate {crit.baseline!r}{hint}"))
+    if goal.judge and goal.judge.mode == "pairwise" and getattr(goal.judge, "baseline", None) not in (None, "reference", *seen):
+        problems.append(Problem(file, at("judge", "baseline"), "judge.baseline",
+                                f"unknown baseline candidate {goal.judge.baseline!r}"))  # type: ignore[attr-defined]
+    if problems:
+        raise InputError(problems)
+    return goal

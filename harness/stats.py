@@ -1,0 +1,304 @@
+"""Confidence intervals, paired tests and sample-size estimates (numpy; seeded; vectorised).
+
+Bootstraps work on a metric's sufficient statistics: a resample is a row of counts
+``c`` (how often each example was drawn) and its value is ``aggregate(c @ stats)``, so
+all resamples of any metric - a mean, corpus BLEU, macro F1 - are one matrix product.
+Paired comparisons apply the *same* counts to both candidates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+# Resample counts are made in blocks of about this many cells (~16 MB as float64).
+BLOCK_CELLS = 2 ** 21
+CHUNK = 256
+
+
+def _as_result(x):
+    """A MetricResult as is; a 1-D array of per-example values as a mean-type result."""
+    from harness.metrics import MetricResult, from_values
+
+    if isinstance(x, MetricResult):
+        return x
+    values = np.asarray(x, dtype=float)
+    if values.ndim != 1:
+        raise HarnessError(f"expected a MetricResult or 1-D per-example values, got shape {values.shape}")
+    return from_values("values", [None if math.isnan(v) else float(v) for v in values])
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise HarnessError(f"confidence must be between 0 and 1, got {confidence}")
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def resample_counts(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap counts, shape (b, n): row r says how often each example was
+    drawn in resample r (each row sums to n). Same seed, same blocks."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, BLOCK_CELLS // max(n, 1))
+    done = 0
+    while done < n_resamples:
+        b = min(chunk, n_resamples - done)
+        idx = rng.integers(0, n, size=(b, n))  # int64: bincount converts anything else, slowly
+        idx += np.arange(b)[:, None] * n  # offset rows so one bincount fills them all
+        yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(float)
+        done += b
+
+
+def bootstrap_values(results: Sequence, n_resamples: int = 2000, seed: int = 0) -> list[np.ndarray]:
+    """Bootstrap distributions (each shape (n_resamples,)) of several results over the
+    same examples, all drawn from the same resamples (paired)."""
+    results = [_as_result(r) for r in results]
+    n = results[0].n
+    if any(r.n != n for r in results):
+        raise HarnessError(f"paired results must cover the same examples; sizes {[r.n for r in results]}")
+    ids = [r.extra.get("ids") for r in results if r.extra.get("ids") is not None]
+    if ids and any(list(i) != list(ids[0]) for i in ids):
+        raise HarnessError("paired results list different example ids")
+    if n == 0:
+        raise HarnessError("cannot bootstrap a metric over zero examples")
+    widths = [r.stats.shape[1] for r in results]
+    # One wide matrix so each block of counts is read once for all results.
+    stacked = np.hstack([r.stats for r in results])
+    edges = np.cumsum([0] + widths)
+    out: list[list[np.ndarray]] = [[] for _ in results]
+    for counts in resample_counts(n, n_resamples, seed):
+        sums = counts @ stacked
+        for j, r in enumerate(results):
+            out[j].append(np.asarray(r.aggregate(sums[:, edges[j]:edges[j + 1]]), dtype=float))
+    return [np.concatenate(parts) for parts in out]
+
+
+def _binary_values(result) -> np.ndarray | None:
+    """Per-example 0/1 values when the result is a plain proportion, else None."""
+    from harness.metrics import mean_aggregate
+
+    s = result.stats
+    if result.aggregate is not mean_aggregate or s.shape[1] != 2:
+        return None
+    used = s[:, 1] == 1
+    vals = s[used, 0]
+    if not np.isin(vals, (0.0, 1.0)).all() or not np.isin(s[:, 1], (0.0, 1.0)).all():
+        return None
+    return vals
+
+
+def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    z = _z(confidence)
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _quantiles(dist: np.ndarray, lo_q: float, hi_q: float) -> tuple[float, float]:
+    d = dist[~np.isnan(dist)]
+    if d.size == 0:
+        return (float("nan"), float("nan"))
+    # Infinite values (ratios over a zero baseline) would make interpolation NaN.
+    d = np.clip(d, -1e300, 1e300)
+    lo, hi = np.quantile(d, [lo_q, hi_q])
+    return (float(lo), float(hi))
+
+
+def _bca_quantiles(result, dist: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Bias-corrected and accelerated quantile levels; the jackknife is exact and cheap
+    because leaving example i out is ``aggregate(total - stats[i])``."""
+    nd = NormalDist()
+    alpha = (1 - confidence) / 2
+    theta = float(result.aggregate(result.stats.sum(0)))
+    d = dist[~np.isnan(dist)]
+    frac = (np.sum(d < theta) + 0.5 * np.sum(d == theta)) / max(d.size, 1)
+    if not 0 < frac < 1:
+        return (alpha, 1 - alpha)
+    z0 = nd.inv_cdf(float(frac))
+    jack = np.asarray(result.aggregate(result.stats.sum(0) - result.stats), dtype=float)
+    jack = jack[~np.isnan(jack)]
+    dev = jack.mean() - jack if jack.size else np.zeros(1)
+    den = 6 * (np.sum(dev ** 2) ** 1.5)
+    a = float(np.sum(dev ** 3) / den) if den > 0 else 0.0
+    levels = []
+    for q in (alpha, 1 - alpha):
+        zq = nd.inv_cdf(q)
+        levels.append(nd.cdf(z0 + (z0 + zq) / (1 - a * (z0 + zq))))
+    return (levels[0], levels[1])
+
+
+def bootstrap_ci(result_or_values, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                 method: str = "percentile") -> tuple[float, float]:
+    """Bootstrap CI of a MetricResult (its own aggregate) or of the mean of 1-D values.
+
+    ``method``: "percentile" (default) or "bca". A proportion whose outcomes are all equal
+    (all pass or all fail) gets the Wilson interval instead: its bootstrap would be a
+    single point and claim certainty from, say, five examples.
+    """
+    result = _as_result(result_or_values)
+    z = _z(confidence)  # validates confidence
+    del z
+    binary = _binary_values(result)
+    if binary is not None and binary.size and (binary.min() == binary.max()):
+        return wilson_ci(int(binary.sum()), int(binary.size), confidence)
+    (dist,) = bootstrap_values([result], n_resamples, seed)
+    alpha = (1 - confidence) / 2
+    if method == "bca":
+        lo_q, hi_q = _bca_quantiles(result, dist, confidence)
+    elif method == "percentile":
+        lo_q, hi_q = alpha, 1 - alpha
+    else:
+        raise HarnessError(f"unknown bootstrap method {method!r}; use 'percentile' or 'bca'")
+    return _quantiles(dist, lo_q, hi_q)
+
+
+@dataclass
+class PairedResult:
+    """Candidate vs baseline on the same examples and the same resamples."""
+
+    cand_value: float
+    base_value: float
+    diff: float                      # cand - base
+    diff_ci: tuple[float, float]
+    ratio: float                     # cand / base (inf when base is 0 and cand is not)
+    ratio_ci: tuple[float, float]
+    p_value: float                   # two-sided bootstrap p-value for diff == 0
+    n: int
+    n_resamples: int
+    confidence: float
+
+
+def _ratio(c: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    c, b = np.asarray(c, dtype=float), np.asarray(b, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # 0/0 is "no change" (1.0); x/0 is unbounded.
+        return np.where(b != 0, c / np.where(b != 0, b, 1), np.where(c == 0, 1.0, np.inf * np.sign(c)))
+
+
+def _paired_from_dists(cand, base, cd: np.ndarray, bd: np.ndarray, confidence: float) -> PairedResult:
+    alpha = (1 - confidence) / 2
+    cv = float(cand.aggregate(cand.stats.sum(0)))
+    bv = float(base.aggregate(base.stats.sum(0)))
+    diff = cd - bd
+    d = diff[~np.isnan(diff)]
+    p = min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))) if d.size else float("nan")
+    return PairedResult(cv, bv, cv - bv, _quantiles(diff, alpha, 1 - alpha), float(_ratio(cv, bv)),
+                        _quantiles(_ratio(cd, bd), alpha, 1 - alpha), float(p), cand.n, len(cd), confidence)
+
+
+def paired_bootstrap(cand, base, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> PairedResult:
+    """CI of cand - base and cand / base from the same resamples of the same examples."""
+    _z(confidence)
+    cand, base = _as_result(cand), _as_result(base)
+    cd, bd = bootstrap_values([cand, base], n_resamples, seed)
+    return _paired_from_dists(cand, base, cd, bd, confidence)
+
+
+def paired_bootstrap_many(cands: Mapping[str, object], base, confidence: float = 0.95, n_resamples: int = 2000,
+                          seed: int = 0) -> dict[str, PairedResult]:
+    """:func:`paired_bootstrap` for many candidates against one baseline, sharing one
+    set of resamples (and one pass over it)."""
+    _z(confidence)
+    names = list(cands)
+    results = [_as_result(cands[k]) for k in names]
+    base = _as_result(base)
+    dists = bootstrap_values([base] + results, n_resamples, seed)
+    return {k: _paired_from_dists(r, base, d, dists[0], confidence)
+            for k, r, d in zip(names, results, dists[1:])}
+
+
+def permutation_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000, seed: int = 0) -> float:
+    """Two-sided paired sign-flip permutation test for mean(a - b) == 0; returns the
+    p-value (with the +1 correction, so never 0)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        raise HarnessError("permutation test needs at least one paired value")
+    observed = abs(d.mean())
+    rng = np.random.default_rng(seed)
+    hits, done = 0, 0
+    while done < n_resamples:
+        m = min(CHUNK * 4, n_resamples - done)
+        signs = rng.integers(0, 2, size=(m, d.size)) * 2 - 1
+        means = np.abs(signs @ d) / d.size
+        hits += int(np.sum(means >= observed - 1e-12 * max(1.0, observed)))
+        done += m
+    return (hits + 1) / (n_resamples + 1)
+
+
+@dataclass
+class McNemarResult:
+    only_a: int          # a correct, b wrong
+    only_b: int          # a wrong, b correct
+    statistic: float     # min(only_a, only_b) for the exact test; chi-square otherwise
+    p_value: float
+    method: str          # "exact" | "chi2"
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool], exact: bool | None = None) -> McNemarResult:
+    """McNemar's test on paired correctness. ``exact=None`` uses the exact binomial test
+    when there are fewer than 25 discordant pairs, else chi-square with continuity
+    correction (as statsmodels' ``mcnemar(exact=False, correction=True)``)."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise HarnessError(f"mcnemar needs two equally long 1-D sequences, got {a.shape} and {b.shape}")
+    n10, n01 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    disc = n10 + n01
+    if exact is None:
+        exact = disc < 25
+    if disc == 0:
+        return McNemarResult(n10, n01, 0.0, 1.0, "exact" if exact else "chi2")
+    if exact:
+        from scipy.stats import binomtest
+
+        p = binomtest(min(n10, n01), disc, 0.5).pvalue
+        return McNemarResult(n10, n01, float(min(n10, n01)), float(min(1.0, p)), "exact")
+    stat = (abs(n10 - n01) - 1) ** 2 / disc
+    # chi-square with 1 df: P(X > s) = erfc(sqrt(s / 2)).
+    return McNemarResult(n10, n01, float(stat), math.erfc(math.sqrt(stat / 2)), "chi2")
+
+
+def required_n(mean: float, threshold: float, sd: float | None = None, proportion: bool = False,
+               confidence: float = 0.95) -> int | None:
+    """Examples needed for the CI bound to clear ``threshold`` if the mean stays put.
+
+    Normal approximation: the two-sided CI half-width is ``z * sd / sqrt(n)``, so
+    ``n = ceil((z * sd / |mean - threshold|) ** 2)``. With ``proportion=True`` the sd is
+    ``sqrt(p (1 - p))``. Returns None when the mean sits on the threshold (no n does it).
+    """
+    if proportion:
+        if not 0 <= mean <= 1:
+            raise HarnessError(f"a proportion must be in [0, 1], got {mean}")
+        sd = math.sqrt(mean * (1 - mean))
+    if sd is None or sd < 0:
+        raise HarnessError("required_n needs a non-negative sd (or proportion=True)")
+    gap = abs(mean - threshold)
+    if gap == 0:
+        return None
+    return max(1, math.ceil((_z(confidence) * sd / gap) ** 2))
+
+
+def required_n_from_ci(n: int, estimate: float, ci: tuple[float, float], threshold: float) -> int | None:
+    """Total examples at which the CI's near bound would reach ``threshold``.
+
+    The bound facing the threshold moves in like 1/sqrt(n) (normal approximation), so
+    ``n_needed = n * ((estimate - bound) / (estimate - threshold)) ** 2``. Works for any
+    metric with a bootstrap CI. None when the estimate sits on the threshold.
+    """
+    gap = estimate - threshold
+    if gap == 0 or not all(map(math.isfinite, (estimate, threshold, *ci))):
+        return None
+    half = estimate - ci[0] if gap > 0 else ci[1] - estimate
+    if half <= 0:
+        return n
+    return max(n, math.ceil(n * (half / abs(gap)) ** 2))

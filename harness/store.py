@@ -1,0 +1,476 @@
+"""The results store: one DuckDB file, the only module that imports duckdb.
+
+Concurrency. DuckDB lets one process hold a database file read-write and locks every
+other process out, readers included. ``harness run`` (long, many writes) and the
+Streamlit app (ratings, reads) must work at the same time, so the store never keeps a
+connection open: every operation opens the file, runs one transaction and closes it
+(milliseconds), and an open that meets another process's lock is retried with jittered
+exponential backoff for up to ``lock_timeout_s``. Long jobs therefore batch their writes
+into short transactions instead of holding the file.
+
+Schema changes are numbered functions ``m001_...`` applied in order and recorded in
+``schema_version``; a database is migrated forward on first use by each process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import duckdb
+
+from harness.errors import HarnessError
+
+DEFAULT_DB = ".harness/harness.duckdb"
+ENV_DB = "HARNESS_DB"
+
+
+def default_db_path() -> Path:
+    """``$HARNESS_DB``, else ``.harness/harness.duckdb`` in the current folder."""
+    return Path(os.environ.get(ENV_DB) or DEFAULT_DB)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# --------------------------------------------------------------------------- migrations
+
+def m001_initial(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, goal VARCHAR NOT NULL, goal_path VARCHAR,
+            config_hash VARCHAR, data_hash VARCHAR, test_hash VARCHAR,
+            status VARCHAR NOT NULL, started_at TIMESTAMP, finished_at TIMESTAMP,
+            git_commit VARCHAR, git_dirty BOOLEAN, versions JSON, host JSON, config JSON,
+            meets_goal BOOLEAN, best_candidate VARCHAR)""")
+    con.execute("""
+        CREATE TABLE seals (
+            goal VARCHAR NOT NULL, test_hash VARCHAR NOT NULL, n_test INTEGER,
+            sealed_at TIMESTAMP NOT NULL, resealed BOOLEAN NOT NULL, previous_hash VARCHAR,
+            note VARCHAR)""")
+    con.execute("""
+        CREATE TABLE examples (
+            goal VARCHAR NOT NULL, example_id VARCHAR NOT NULL, split VARCHAR NOT NULL,
+            input VARCHAR, reference VARCHAR, label VARCHAR, prompt JSON, source VARCHAR,
+            line INTEGER, PRIMARY KEY (goal, example_id))""")
+    con.execute("""
+        CREATE TABLE candidates (
+            run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+            config JSON, model VARCHAR, model_hash VARCHAR, adapter_path VARCHAR,
+            adapter_hash VARCHAR, train_seconds DOUBLE, tokens_seen BIGINT,
+            cost_usd DOUBLE, gen_seconds DOUBLE, overfitting BOOLEAN, best_step INTEGER,
+            stopped_early BOOLEAN, status VARCHAR, meets_goal BOOLEAN,
+            PRIMARY KEY (run_id, name))""")
+    con.execute("""
+        CREATE TABLE curves (
+            run_id VARCHAR NOT NULL, candidate VARCHAR NOT NULL, step INTEGER NOT NULL,
+            split VARCHAR NOT NULL, loss DOUBLE, PRIMARY KEY (run_id, candidate, step, split))""")
+    # Predictions are keyed by the content that determines them (model+adapter hash,
+    # prompt, decoding), so any run reuses them; `outputs` links a run's candidate to them.
+    con.execute("""
+        CREATE TABLE predictions (
+            cache_key VARCHAR PRIMARY KEY, model_id VARCHAR, output VARCHAR,
+            prompt_tokens INTEGER, output_tokens INTEGER, latency_s DOUBLE,
+            cost_usd DOUBLE, attempts INTEGER, created_at TIMESTAMP)""")
+    con.execute("""
+        CREATE TABLE outputs (
+            run_id VARCHAR NOT NULL, candidate VARCHAR NOT NULL, example_id VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL, PRIMARY KEY (run_id, candidate, example_id))""")
+    con.execute("""
+        CREATE TABLE scores (
+            run_id VARCHAR NOT NULL, candidate VARCHAR NOT NULL, example_id VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL, value DOUBLE,
+            PRIMARY KEY (run_id, candidate, example_id, metric))""")
+    con.execute("""
+        CREATE TABLE judgments (
+            cache_key VARCHAR PRIMARY KEY, judge VARCHAR, rubric VARCHAR, rubric_hash VARCHAR,
+            criterion VARCHAR, mode VARCHAR, "order" VARCHAR, score DOUBLE, winner VARCHAR,
+            rationale VARCHAR, raw VARCHAR, attempts INTEGER, error VARCHAR,
+            created_at TIMESTAMP)""")
+    con.execute("""
+        CREATE TABLE judgment_links (
+            run_id VARCHAR NOT NULL, candidate VARCHAR NOT NULL, example_id VARCHAR NOT NULL,
+            rubric VARCHAR NOT NULL, criterion VARCHAR NOT NULL, "order" VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL,
+            PRIMARY KEY (run_id, candidate, example_id, rubric, criterion, "order"))""")
+    con.execute("""
+        CREATE TABLE panel_items (
+            goal VARCHAR NOT NULL, item_id VARCHAR NOT NULL, run_id VARCHAR,
+            example_id VARCHAR, candidate VARCHAR, other_candidate VARCHAR, mode VARCHAR,
+            rubric VARCHAR, PRIMARY KEY (goal, item_id))""")
+    con.execute("""
+        CREATE TABLE ratings (
+            goal VARCHAR NOT NULL, rater VARCHAR NOT NULL, item_id VARCHAR NOT NULL,
+            criterion VARCHAR NOT NULL, score DOUBLE, choice VARCHAR,
+            created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (goal, rater, item_id, criterion))""")
+    # Pre-aggregated per (run, candidate, metric): the leaderboard reads these, never
+    # the per-example scores, so it stays fast over millions of score rows.
+    con.execute("""
+        CREATE TABLE aggregates (
+            run_id VARCHAR NOT NULL, candidate VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+            value DOUBLE, ci_low DOUBLE, ci_high DOUBLE, n INTEGER, extra JSON,
+            PRIMARY KEY (run_id, candidate, metric))""")
+    con.execute("""
+        CREATE TABLE verdicts (
+            run_id VARCHAR NOT NULL, candidate VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+            status VARCHAR NOT NULL, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
+            threshold DOUBLE, op VARCHAR, baseline VARCHAR, needed_n INTEGER, detail VARCHAR,
+            PRIMARY KEY (run_id, candidate, metric))""")
+    con.execute("CREATE INDEX runs_goal ON runs (goal, started_at)")
+    con.execute("CREATE INDEX scores_metric ON scores (run_id, metric)")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every migration newer than the database's version; return the new version."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "name VARCHAR, applied_at TIMESTAMP)")
+    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise HarnessError(f"the store is at schema version {current}, newer than this harness "
+                           f"({SCHEMA_VERSION}); upgrade the harness")
+    for version, fn in enumerate(MIGRATIONS[current:], start=current + 1):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            fn(con)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, fn.__name__, now()])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- connections
+
+def _is_lock_error(exc: Exception) -> bool:
+    msg = str(exc).lower()
+    return "lock" in msg or "conflicting" in msg or "being used by another process" in msg
+
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _path_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.RLock())
+
+
+class Store:
+    """Short-lived connections to one DuckDB file, with retry on another process's lock."""
+
+    def __init__(self, path: str | Path | None = None, *, lock_timeout_s: float = 60.0):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.lock_timeout_s = lock_timeout_s
+        self._migrated = False
+        # One lock per file per process: threads (e.g. Streamlit sessions) take turns, and a
+        # read-only open never meets a read-write instance of the same file in this process.
+        self._mutex = _path_lock(self.path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                if read_only and self.path.exists():
+                    # A read-only open shares the file with other read-only processes.
+                    return duckdb.connect(str(self.path), read_only=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                return duckdb.connect(str(self.path))
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    if _is_lock_error(exc):
+                        raise HarnessError(
+                            f"the store {self.path} stayed locked by another process for "
+                            f"{self.lock_timeout_s:.0f} s") from exc
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.25)
+
+    def _ensure_schema(self) -> None:
+        if self._migrated:
+            return
+        with self._mutex:
+            con = self._open(read_only=False)
+            try:
+                migrate(con)
+            finally:
+                con.close()
+            self._migrated = True
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one short piece of work; closed (and the file unlocked) after."""
+        self._ensure_schema()
+        with self._mutex:
+            con = self._open(read_only=read_only)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All writes inside commit together or not at all."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ generic helpers
+
+    def query(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
+        """Run a read query with bound parameters; rows as dicts."""
+        with self.connect(read_only=True) as con:
+            cur = con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def query_df(self, sql: str, params: Sequence[Any] | dict | None = None):
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).df()
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        with self.connect(read_only=True) as con:
+            row = con.execute(sql, params or []).fetchone()
+            return row[0] if row else None
+
+    def count(self, table: str) -> int:
+        if not table.isidentifier():
+            raise HarnessError(f"not a table name: {table!r}")
+        return int(self.scalar(f"SELECT count(*) FROM {table}"))
+
+    def schema_version(self) -> int:
+        return int(self.scalar("SELECT max(version) FROM schema_version"))
+
+    # ------------------------------------------------------------------ seals
+
+    def current_seal(self, goal: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM seals WHERE goal = ? ORDER BY sealed_at DESC LIMIT 1", [goal])
+        return rows[0] if rows else None
+
+    def record_seal(self, goal: str, test_hash: str, n_test: int, *, resealed: bool,
+                    previous_hash: str | None = None, note: str | None = None) -> None:
+        with self.transaction() as con:
+            con.execute("INSERT INTO seals VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [goal, test_hash, n_test, now(), resealed, previous_hash, note])
+
+    def seal_history(self, goal: str) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM seals WHERE goal = ? ORDER BY sealed_at", [goal])
+
+    # ------------------------------------------------------------------ examples
+
+    def put_examples(self, goal: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Upsert the goal's examples with their split (id, split, input, reference, label, prompt)."""
+        data = [[goal, r["example_id"], r["split"], r.get("input"), r.get("reference"), r.get("label"),
+                 json.dumps(r.get("prompt")), r.get("source"), r.get("line")] for r in rows]
+        if not data:
+            return
+        with self.transaction() as con:
+            con.executemany("INSERT OR REPLACE INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", data)
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, run: dict[str, Any]) -> None:
+        cols = ["run_id", "goal", "goal_path", "config_hash", "data_hash", "test_hash", "status",
+                "started_at", "git_commit", "git_dirty", "versions", "host", "config"]
+        vals = [run.get(c) for c in cols]
+        vals[cols.index("status")] = run.get("status", "running")
+        vals[cols.index("started_at")] = run.get("started_at") or now()
+        for c in ("versions", "host", "config"):
+            i = cols.index(c)
+            vals[i] = json.dumps(vals[i]) if vals[i] is not None else None
+        with self.transaction() as con:
+            con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
+
+    def finish_run(self, run_id: str, status: str, meets_goal: bool | None = None,
+                   best_candidate: str | None = None) -> None:
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET status = ?, finished_at = ?, meets_goal = ?, best_candidate = ? "
+                        "WHERE run_id = ?", [status, now(), meets_goal, best_candidate, run_id])
+
+    def latest_run(self, goal: str, *, finished_only: bool = False) -> dict[str, Any] | None:
+        cond = " AND status = 'finished'" if finished_only else ""
+        rows = self.query(f"SELECT * FROM runs WHERE goal = ?{cond} ORDER BY started_at DESC LIMIT 1", [goal])
+        return rows[0] if rows else None
+
+    def runs(self, goal: str | None = None) -> list[dict[str, Any]]:
+        if goal is None:
+            return self.query("SELECT * FROM runs ORDER BY started_at DESC")
+        return self.query("SELECT * FROM runs WHERE goal = ? ORDER BY started_at DESC", [goal])
+
+    def goals(self) -> list[str]:
+        return [r["goal"] for r in self.query("SELECT DISTINCT goal FROM runs ORDER BY goal")]
+
+    # ------------------------------------------------------------------ candidates and curves
+
+    def put_candidate(self, run_id: str, row: dict[str, Any]) -> None:
+        cols = ["name", "kind", "config", "model", "model_hash", "adapter_path", "adapter_hash",
+                "train_seconds", "tokens_seen", "cost_usd", "gen_seconds", "overfitting", "best_step",
+                "stopped_early", "status", "meets_goal"]
+        vals = [run_id] + [json.dumps(row.get(c)) if c == "config" else row.get(c) for c in cols]
+        with self.transaction() as con:
+            con.execute(f"INSERT OR REPLACE INTO candidates (run_id, {', '.join(cols)}) "
+                        f"VALUES ({', '.join('?' * (len(cols) + 1))})", vals)
+
+    def update_candidate(self, run_id: str, name: str, **fields: Any) -> None:
+        if not fields:
+            return
+        for k in fields:
+            if not k.isidentifier():
+                raise HarnessError(f"bad column {k!r}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        vals = [json.dumps(v) if k == "config" else v for k, v in fields.items()]
+        with self.transaction() as con:
+            con.execute(f"UPDATE candidates SET {sets} WHERE run_id = ? AND name = ?", vals + [run_id, name])
+
+    def candidates(self, run_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM candidates WHERE run_id = ? ORDER BY name", [run_id])
+
+    def put_curve(self, run_id: str, candidate: str, points: Iterable[tuple[int, str, float]]) -> None:
+        data = [[run_id, candidate, int(s), sp, float(l)] for s, sp, l in points]
+        if data:
+            with self.transaction() as con:
+                con.executemany("INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?, ?)", data)
+
+    # ------------------------------------------------------------------ predictions
+
+    def get_predictions(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored predictions for these cache keys (missing keys are simply absent)."""
+        if not keys:
+            return {}
+        with self.connect(read_only=True) as con:
+            con.execute("CREATE TEMP TABLE want (k VARCHAR)")
+            con.executemany("INSERT INTO want VALUES (?)", [[k] for k in set(keys)])
+            cur = con.execute("SELECT p.* FROM predictions p JOIN want ON p.cache_key = want.k")
+            cols = [d[0] for d in cur.description]
+            return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
+
+    def put_predictions(self, rows: Sequence[dict[str, Any]], links: Sequence[tuple[str, str, str, str]] = ()) -> None:
+        """Store predictions (ignored when the key exists: content-keyed, so identical) and
+        link them to (run, candidate, example) in the same transaction."""
+        data = [[r["cache_key"], r.get("model_id"), r.get("output"), r.get("prompt_tokens"),
+                 r.get("output_tokens"), r.get("latency_s"), r.get("cost_usd"), r.get("attempts"), now()]
+                for r in rows]
+        with self.transaction() as con:
+            if data:
+                con.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", data)
+            if links:
+                con.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", [list(l) for l in links])
+
+    def run_outputs(self, run_id: str, candidate: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT o.candidate, o.example_id, p.output, p.prompt_tokens, p.output_tokens, p.latency_s, "
+               "p.cost_usd, p.cache_key FROM outputs o JOIN predictions p USING (cache_key) WHERE o.run_id = ?")
+        params: list[Any] = [run_id]
+        if candidate is not None:
+            sql += " AND o.candidate = ?"
+            params.append(candidate)
+        return self.query(sql + " ORDER BY o.candidate, o.example_id", params)
+
+    # ------------------------------------------------------------------ scores and aggregates
+
+    def put_scores(self, run_id: str, candidate: str, metric: str,
+                   values: Sequence[tuple[str, float | None]]) -> None:
+        import pandas as pd
+
+        df = pd.DataFrame({"run_id": run_id, "candidate": candidate,
+                           "example_id": [e for e, _ in values], "metric": metric,
+                           "value": [None if v is None else float(v) for _, v in values]})
+        with self.transaction() as con:
+            con.register("new_scores", df)
+            con.execute("INSERT OR REPLACE INTO scores SELECT run_id, candidate, example_id, metric, "
+                        "CAST(value AS DOUBLE) FROM new_scores")
+            con.unregister("new_scores")
+
+    def put_aggregates(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        data = [[run_id, r["candidate"], r["metric"], r.get("value"), r.get("ci_low"), r.get("ci_high"),
+                 r.get("n"), json.dumps(r.get("extra") or {})] for r in rows]
+        if data:
+            with self.transaction() as con:
+                con.executemany("INSERT OR REPLACE INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?)", data)
+
+    def put_verdicts(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        data = [[run_id, r["candidate"], r["metric"], r["status"], r.get("value"), r.get("ci_low"),
+                 r.get("ci_high"), r.get("threshold"), r.get("op"), r.get("baseline"), r.get("needed_n"),
+                 r.get("detail")] for r in rows]
+        if data:
+            with self.transaction() as con:
+                con.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", data)
+
+    # ------------------------------------------------------------------ judgments
+
+    def get_judgments(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not keys:
+            return {}
+        with self.connect(read_only=True) as con:
+            con.execute("CREATE TEMP TABLE want (k VARCHAR)")
+            con.executemany("INSERT INTO want VALUES (?)", [[k] for k in set(keys)])
+            cur = con.execute("SELECT j.* FROM judgments j JOIN want ON j.cache_key = want.k")
+            cols = [d[0] for d in cur.description]
+            return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
+
+    def put_judgments(self, rows: Sequence[dict[str, Any]],
+                      links: Sequence[tuple[str, str, str, str, str, str, str]] = ()) -> None:
+        cols = ["cache_key", "judge", "rubric", "rubric_hash", "criterion", "mode", "order", "score",
+                "winner", "rationale", "raw", "attempts", "error"]
+        data = [[r.get(c) for c in cols] + [now()] for r in rows]
+        with self.transaction() as con:
+            if data:
+                con.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", data)
+            if links:
+                con.executemany("INSERT OR REPLACE INTO judgment_links VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [list(l) for l in links])
+
+    # ------------------------------------------------------------------ human panel
+
+    def put_panel_items(self, goal: str, rows: Sequence[dict[str, Any]]) -> None:
+        data = [[goal, r["item_id"], r.get("run_id"), r.get("example_id"), r.get("candidate"),
+                 r.get("other_candidate"), r.get("mode"), r.get("rubric")] for r in rows]
+        if data:
+            with self.transaction() as con:
+                con.executemany("INSERT OR IGNORE INTO panel_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", data)
+
+    def put_rating(self, goal: str, rater: str, item_id: str, criterion: str, *,
+                   score: float | None = None, choice: str | None = None) -> None:
+        """Save one rating; a rater rating the same item and criterion again updates it."""
+        ts = now()
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (goal, rater, item_id, criterion) DO UPDATE SET "
+                "score = excluded.score, choice = excluded.choice, updated_at = excluded.updated_at",
+                [goal, rater, item_id, criterion, score, choice, ts, ts])
+
+    def ratings(self, goal: str) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM ratings WHERE goal = ? ORDER BY item_id, rater, criterion", [goal])
+
+    # ---- app/panel helpers (helper-7)
+
+    def panel_items(self, goal: str) -> list[dict[str, Any]]:
+        """The goal's drawn human-panel items."""
+        return self.query("SELECT * FROM panel_items WHERE goal = ? ORDER BY item_id", [goal])
+
+    def rater_ratings(self, goal: str, rater: str) -> list[dict[str, Any]]:
+        """One rater's ratings for a goal (to restore their answers and progress)."""
+        return self.query("SELECT * FROM ratings WHERE goal = ? AND rater = ? ORDER BY item_id, criterion",
+                          [goal, rater])

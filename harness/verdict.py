@@ -1,0 +1,195 @@
+"""Success criteria -> pass / fail / inconclusive.
+
+* ``at_least t``: pass if the CI's low bound >= t, fail if its high bound < t.
+* ``at_most t``: pass if the high bound <= t, fail if the low bound > t.
+* ``reduce_by`` / ``improve_by`` against a named baseline, judged on the *paired* CI
+  (same examples, same resamples), never by comparing two separate intervals:
+  ``reduce_by: 80%`` means r = 1 - cand/base >= 0.8; ``reduce_by: 0.1`` means
+  base - cand >= 0.1; ``improve_by: 20%`` means cand/base - 1 >= 0.2; ``improve_by: 0.1``
+  means cand - base >= 0.1. The direction comes from the criterion, not the metric.
+
+An inconclusive verdict says how many test examples in total would likely settle it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from harness.errors import InputError, Problem
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+CRITERIA = ("at_least", "at_most", "reduce_by", "improve_by")
+
+
+@dataclass
+class Verdict:
+    """One criterion's outcome. ``value``/``ci`` are in the criterion's units: the metric
+    itself for absolute criteria, the achieved change (relative or absolute) for
+    ``reduce_by``/``improve_by``."""
+
+    metric: str
+    status: str
+    value: float
+    ci: tuple[float, float]
+    threshold: float
+    baseline: str | None = None
+    needed_n: int | None = None
+    detail: str = ""
+    criterion: str = "at_least"
+    relative: bool = False
+
+    @property
+    def margin(self) -> float:
+        """How far the estimate clears the threshold in the good direction, relative to
+        the threshold when it is non-zero (so criteria on different scales compare)."""
+        raw = self.threshold - self.value if self.criterion == "at_most" else self.value - self.threshold
+        return raw / abs(self.threshold) if self.threshold else raw
+
+
+def parse_amount(amount: float | int | str, field: str = "amount") -> tuple[float, bool]:
+    """``"80%"`` -> (0.8, True); ``0.1`` or ``"0.1"`` -> (0.1, False)."""
+    if isinstance(amount, bool):
+        raise InputError(Problem("<goal>", None, field, f"expected a number or a percentage, got {amount!r}"))
+    if isinstance(amount, (int, float)):
+        value, relative = float(amount), False
+    elif isinstance(amount, str):
+        text = amount.strip()
+        relative = text.endswith("%")
+        try:
+            value = float(text[:-1].strip() if relative else text)
+        except ValueError:
+            raise InputError(Problem("<goal>", None, field,
+                                     f"expected a number or a percentage like '80%', got {amount!r}")) from None
+        if relative:
+            value /= 100.0
+    else:
+        raise InputError(Problem("<goal>", None, field, f"expected a number or a percentage, got {amount!r}"))
+    if not math.isfinite(value):
+        raise InputError(Problem("<goal>", None, field, f"{amount!r} is not a finite number"))
+    return value, relative
+
+
+def _status(ci: tuple[float, float], threshold: float, upper: bool) -> str:
+    """upper=False: need value >= threshold; upper=True: need value <= threshold."""
+    lo, hi = ci
+    if any(math.isnan(x) for x in ci):
+        return INCONCLUSIVE
+    if not upper:
+        return PASS if lo >= threshold else FAIL if hi < threshold else INCONCLUSIVE
+    return PASS if hi <= threshold else FAIL if lo > threshold else INCONCLUSIVE
+
+
+def _needed(status: str, n: int | None, value: float, ci: tuple[float, float], threshold: float) -> int | None:
+    if status != INCONCLUSIVE or not n:
+        return None
+    from harness.stats import required_n_from_ci
+
+    return required_n_from_ci(n, value, ci, threshold)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def judge_absolute(metric: str, value: float, ci: tuple[float, float], criterion: str, threshold: float,
+                   n: int | None = None) -> Verdict:
+    """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples."""
+    if criterion not in ("at_least", "at_most"):
+        raise InputError(Problem("<goal>", None, "criterion", f"{criterion!r} is not an absolute criterion"))
+    upper = criterion == "at_most"
+    status = _status(ci, threshold, upper)
+    needed = _needed(status, n, value, ci, threshold)
+    op = "<=" if upper else ">="
+    detail = f"{metric} = {_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}], needs {op} {_fmt(threshold)}"
+    if needed:
+        detail += f"; about {needed} test examples in total would settle it"
+    elif status == INCONCLUSIVE and n:
+        detail += "; the estimate sits on the threshold, more data alone will not settle it"
+    return Verdict(metric, status, value, ci, threshold, None, needed, detail, criterion, False)
+
+
+def judge_relative(metric: str, paired, criterion: str, amount: float | str, baseline: str,
+                   n: int | None = None) -> Verdict:
+    """``reduce_by`` / ``improve_by`` from a :class:`harness.stats.PairedResult`."""
+    if criterion not in ("reduce_by", "improve_by"):
+        raise InputError(Problem("<goal>", None, "criterion", f"{criterion!r} is not a relative criterion"))
+    target, relative = parse_amount(amount, criterion)
+    n = n if n is not None else paired.n
+    if relative:
+        if paired.base_value == 0:
+            return Verdict(metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")), target, baseline,
+                           None, f"baseline {baseline!r} scores 0 on {metric}; a relative change is undefined",
+                           criterion, True)
+        lo, hi = paired.ratio_ci
+        if criterion == "reduce_by":
+            value, ci = 1 - paired.ratio, (1 - hi, 1 - lo)
+        else:
+            value, ci = paired.ratio - 1, (lo - 1, hi - 1)
+    else:
+        lo, hi = paired.diff_ci
+        if criterion == "reduce_by":
+            value, ci = -paired.diff, (-hi, -lo)
+        else:
+            value, ci = paired.diff, (lo, hi)
+    status = _status(ci, target, upper=False)
+    needed = _needed(status, n, value, ci, target)
+    unit = (lambda x: f"{x * 100:.3g}%") if relative else _fmt
+    verb = "reduction" if criterion == "reduce_by" else "improvement"
+    detail = (f"{metric}: {_fmt(paired.cand_value)} vs {baseline} {_fmt(paired.base_value)}; "
+              f"paired {verb} {unit(value)} [{unit(ci[0])}, {unit(ci[1])}], needs >= {unit(target)}")
+    if needed:
+        detail += f"; about {needed} test examples in total would settle it"
+    return Verdict(metric, status, value, ci, target, baseline, needed, detail, criterion, relative)
+
+
+def criterion_of(criterion: Mapping) -> tuple[str, float | str]:
+    """The one of at_least / at_most / reduce_by / improve_by a criterion mapping sets."""
+    given = [k for k in CRITERIA if criterion.get(k) is not None]
+    if len(given) != 1:
+        raise InputError(Problem("<goal>", None, "success",
+                                 f"a criterion needs exactly one of {', '.join(CRITERIA)}; got {given or 'none'}"))
+    return given[0], criterion[given[0]]
+
+
+def judge_criterion(metric: str, criterion: str, amount: float | str, cand, base=None,
+                    baseline: str | None = None, confidence: float = 0.95, n_resamples: int = 2000,
+                    seed: int = 0) -> Verdict:
+    """Judge one criterion from MetricResults (or per-example value arrays).
+
+    Absolute criteria need ``cand``; relative ones also ``base`` (the baseline's result
+    on the same examples) and its ``baseline`` name.
+    """
+    from harness import stats
+
+    if criterion in ("at_least", "at_most"):
+        threshold, relative = parse_amount(amount, criterion)
+        if relative:
+            raise InputError(Problem("<goal>", None, criterion,
+                                     f"{criterion} takes a number, not a percentage ({amount!r})"))
+        res = stats._as_result(cand)
+        value = res.recompute()
+        ci = stats.bootstrap_ci(res, confidence, n_resamples, seed)
+        return judge_absolute(metric, value, ci, criterion, threshold, res.n)
+    if criterion in ("reduce_by", "improve_by"):
+        if base is None or not baseline:
+            raise InputError(Problem("<goal>", None, "baseline", f"{criterion} needs a baseline candidate"))
+        paired = stats.paired_bootstrap(cand, base, confidence, n_resamples, seed)
+        return judge_relative(metric, paired, criterion, amount, baseline)
+    raise InputError(Problem("<goal>", None, "criterion",
+                             f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}"))
+
+
+def meets_goal(verdicts: Sequence[Verdict]) -> bool:
+    """True when there is at least one criterion and every one passed."""
+    return bool(verdicts) and all(v.status == PASS for v in verdicts)
+
+
+def best_candidate(verdicts: Mapping[str, Sequence[Verdict]], costs: Mapping[str, float] | None = None) -> str | None:
+    """Among candidates meeting the goal, the one with the highest mean margin
+    (see :attr:`Verdict.margin`); ties go to the lower cost. None if none meets it."""
+    costs = costs or {}
+    ok = [(name, sum(v.margin for v in vs) / len(vs)) for name, vs in verdicts.items() if meets_goal(vs)]
+    if not ok:
+        return None
+    return min(ok, key=lambda t: (-round(t[1], 12), costs.get(t[0], math.inf), t[0]))[0]

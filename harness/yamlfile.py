@@ -1,0 +1,113 @@
+"""YAML with line numbers, and pydantic errors turned into file:line:field problems."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import InputError, Problem
+from harness.registry import did_you_mean
+
+Loc = tuple[Any, ...]
+
+
+def _walk(node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value
+            lines[path + (k,)] = key.start_mark.line + 1
+            _walk(value, path + (k,), lines)
+            lines[path + (k,)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, path + (i,), lines)
+
+
+def load_yaml(path: str | Path) -> tuple[Any, dict[Loc, int]]:
+    """Parse a YAML file; return the data and a map from key path to line number."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(Problem(str(path), None, None, "file not found"))
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(Problem(str(path), line, None, f"invalid YAML: {getattr(exc, 'problem', exc)}")) from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return data, lines
+
+
+def line_for(loc: Loc, lines: dict[Loc, int]) -> int | None:
+    """The line of the longest prefix of ``loc`` that the YAML file has."""
+    loc = tuple(loc)
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last key of ``loc`` (for did-you-mean)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        ann = fields[part].annotation
+        current = _unwrap(ann)
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(ann: Any) -> Any:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _unwrap(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def field_name(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validation_problems(exc: ValidationError, model: type[BaseModel], file: str,
+                        lines: dict[Loc, int]) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            options = set(owner.model_fields) if owner else set()
+            msg = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), options)}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        problems.append(Problem(file, line_for(loc, lines), field_name(loc) or None, msg))
+    return problems
+
+
+def parse_model(model: type[BaseModel], data: Any, file: str, lines: dict[Loc, int],
+                context: dict[str, Any] | None = None) -> Any:
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise InputError(validation_problems(exc, model, file, lines)) from None

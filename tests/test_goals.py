@@ -1,0 +1,102 @@
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InputError
+from harness.goals import expand_sweeps, load_goal
+from tests.conftest import ROOT, chat, write_jsonl
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", "a") for i in range(5)])
+
+
+def goal_text(data, body):
+    return f"goal: g\ndata:\n  path: {data}\n" + body
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "sucess:\n  - {metric: accuracy, at_least: 0.5}\n"))
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    msgs = [str(x) for x in e.value.problems]
+    assert any("sucess" in m and "did you mean 'success'" in m and ":4" in m for m in msgs), msgs
+
+
+def test_nested_unknown_key_names_line_and_field(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "  splt: {train: 0.8}\nsuccess:\n  - {metric: accuracy, at_least: 0.5}\n"))
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    prob = e.value.problems[0]
+    assert prob.line == 4 and prob.field == "data.splt" and "did you mean 'split'" in prob.message
+
+
+def test_ratios_must_sum_to_one(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "  split: {train: 0.8, validation: 0.2, test: 0.2}\n"
+                                 "success:\n  - {metric: accuracy, at_least: 0.5}\n"))
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    assert "sum to 1" in str(e.value) and e.value.problems[0].line == 4
+
+
+def test_unknown_baseline_and_missing_data_are_both_reported(tmp_path):
+    p = tmp_path / "g.yaml"
+    p.write_text("goal: g\ndata:\n  path: nope.jsonl\nsuccess:\n"
+                 "  - {metric: accuracy, improve_by: 10%, baseline: zero-shto}\n"
+                 "candidates:\n  - {name: zero-shot, kind: prompt}\n")
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    text = str(e.value)
+    assert "nope.jsonl" in text and "not found" in text
+    assert "zero-shto" in text and "did you mean 'zero-shot'" in text
+    assert {pr.line for pr in e.value.problems} == {3, 5}
+
+
+def test_criterion_needs_exactly_one_threshold(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "success:\n  - {metric: accuracy, at_least: 0.5, at_most: 0.9}\n"))
+    with pytest.raises(InputError, match="exactly one"):
+        load_goal(p)
+
+
+def test_relative_amounts_and_defaults(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "success:\n  - {metric: off_topic_rate, reduce_by: 80%, baseline: base}\n"
+                                 "  - {metric: rougeL, improve_by: 0.05, baseline: base}\n"
+                                 "candidates:\n  - {name: base, kind: prompt}\n"))
+    g = load_goal(p)
+    assert g.confidence == 0.95
+    assert (g.success[0].threshold, g.success[0].percent) == (0.8, True)
+    assert (g.success[1].threshold, g.success[1].percent) == (0.05, False)
+    assert g.model == "default"
+
+
+def test_sweep_expands_lists_into_candidates():
+    out = expand_sweeps([{"name": "lora", "kind": "lora", "r": [8, 16], "learning_rate": [1e-4, 2e-4],
+                          "target_modules": ["q_proj", "v_proj"]}])
+    assert [c["name"] for c in out] == ["lora-r8-lr0.0001", "lora-r8-lr0.0002", "lora-r16-lr0.0001",
+                                        "lora-r16-lr0.0002"]
+    assert all(c["target_modules"] == ["q_proj", "v_proj"] for c in out)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    p = tmp_path / "g.yaml"
+    p.write_text("goal: g\ndata:\n  path: [unclosed\n")
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    assert e.value.problems[0].line is not None and "invalid YAML" in str(e.value)
+
+
+def test_init_template_is_a_valid_goal(tmp_path, monkeypatch):
+    from harness.templates import write_starter
+
+    monkeypatch.chdir(tmp_path)
+    goal, rubric = write_starter("mygoal", tmp_path)
+    write_jsonl(tmp_path / "data" / "mygoal.jsonl", [chat("q", "a")])
+    g = load_goal(goal)
+    assert g.goal == "mygoal" and any(c.baseline == "zero-shot" for c in g.success)
+    assert "criteria" in rubric.read_text()

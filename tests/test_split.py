@@ -1,0 +1,122 @@
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from harness.data.formats import load_examples
+from harness.data.split import assign_splits, prepare, write_splits
+from harness.errors import SealedTestSetError
+from harness.goals import load_goal
+from tests.conftest import write_goal, write_jsonl
+
+LABELS = ["billing", "shipping", "technical", "account"]
+
+
+def rows(n, start=0):
+    out = []
+    for i in range(start, start + n):
+        lab = LABELS[i % 4]
+        out.append({"text": f"message number {i} about {lab} with detail {i * 7 % 13}", "label": lab})
+    return out
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def goal(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", rows(200))
+    return load_goal(write_goal(tmp_path, data, split="{train: 0.7, validation: 0.1, test: 0.2, seed: 5}"))
+
+
+def test_sizes_within_one_and_stratified(goal, store):
+    p = prepare(goal, store)
+    n = len(p.examples)
+    for name, ratio in (("train", 0.7), ("validation", 0.1), ("test", 0.2)):
+        assert abs(len(p.splits[name]) - ratio * n) <= 1
+    for lab in LABELS:
+        in_test = sum(e.label == lab for e in p.test)
+        assert abs(in_test - 0.2 * 50) <= 1
+
+
+def test_split_twice_gives_identical_files(goal, store, tmp_path):
+    a = write_splits(prepare(goal, store), tmp_path / "a")
+    b = write_splits(prepare(goal, store), tmp_path / "b")
+    for name in ("train", "validation", "test"):
+        assert sha(a[name]) == sha(b[name])
+
+
+def test_fresh_stores_agree_too(goal, tmp_path):
+    from harness.store import Store
+
+    x = prepare(goal, Store(tmp_path / "x.duckdb"))
+    y = prepare(goal, Store(tmp_path / "y.duckdb"))
+    assert [e.id for e in x.test] == [e.id for e in y.test]
+
+
+def test_appending_examples_moves_nothing(goal, store, tmp_path):
+    before = prepare(goal, store)
+    where = {e.id: s for s, exs in before.splits.items() for e in exs}
+    data = goal.data_path()
+    with data.open("a") as fh:
+        import json
+
+        for r in rows(50, start=1000):
+            fh.write(json.dumps(r) + "\n")
+    # New test examples change the test set: that needs an explicit reseal, by design.
+    with pytest.raises(SealedTestSetError):
+        prepare(goal, store)
+    after = prepare(goal, store, reseal=True)
+    where_after = {e.id: s for s, exs in after.splits.items() for e in exs}
+    assert all(where_after[i] == s for i, s in where.items())
+    assert len(after.examples) == 250
+    for name, ratio in (("train", 0.7), ("validation", 0.1), ("test", 0.2)):
+        assert abs(len(after.splits[name]) - ratio * 250) <= 1
+    hist = store.seal_history(goal.goal)
+    assert [h["resealed"] for h in hist] == [False, True]
+
+
+def test_editing_a_test_example_stops_until_reseal(goal, store):
+    p = prepare(goal, store)
+    victim = p.test[0]
+    data = goal.data_path()
+    text = data.read_text()
+    assert victim.input_text in text
+    data.write_text(text.replace(victim.input_text, victim.input_text + " (edited)"))
+    before = store.query("SELECT count(*) AS n FROM examples")[0]["n"]
+    with pytest.raises(SealedTestSetError, match="--reseal"):
+        prepare(goal, store)
+    # The refused split wrote nothing.
+    assert store.query("SELECT count(*) AS n FROM examples")[0]["n"] == before
+    assert len(store.seal_history(goal.goal)) == 1
+    again = prepare(goal, store, reseal=True)
+    assert again.sealed == "resealed"
+    assert store.current_seal(goal.goal)["test_hash"] == again.test_hash
+
+
+def test_leakage_flagged_or_dropped(tmp_path, store):
+    long = "my parcel with the blue winter jacket never arrived although tracking says it was delivered to the front door yesterday"
+    data = write_jsonl(tmp_path / "d.jsonl", rows(100) + [{"text": long, "label": "shipping"},
+                                                         {"text": long + " please", "label": "shipping"}])
+    for seed in range(20):  # find a seed that puts the two copies on opposite sides
+        g = load_goal(write_goal(tmp_path, data, split=f"{{train: 0.5, validation: 0.0, test: 0.5, seed: {seed}}}"))
+        p = prepare(g, store, record=False)
+        side = {e.id: s for s, exs in p.splits.items() for e in exs}
+        a, b = [e for e in p.examples if long in e.input_text]
+        if side[a.id] != side[b.id]:
+            break
+    assert any({l["train_id"], l["test_id"]} == {a.id, b.id} and not l["exact"] for l in p.leakage)
+    g.data.leakage = "drop"
+    d = prepare(g, store, record=False)
+    train_copy = a if side[a.id] == "train" else b
+    assert d.dropped == [train_copy.id]
+    assert train_copy.id not in {e.id for e in d.train}
+
+
+def test_assign_keeps_previous():
+    exs = load_examples.__globals__["make_example"]
+    items = [exs("label", [{"role": "user", "content": f"t{i}"}], "x", label="x") for i in range(20)]
+    first = assign_splits(items, {"train": 0.5, "validation": 0.0, "test": 0.5}, 3)
+    flipped = {k: ("train" if v == "test" else "test") for k, v in first.items()}
+    assert assign_splits(items, {"train": 0.5, "validation": 0.0, "test": 0.5}, 3, flipped) == flipped

@@ -1,0 +1,88 @@
+import multiprocessing as mp
+import time
+
+import duckdb
+
+from harness.store import MIGRATIONS, SCHEMA_VERSION, Store
+
+
+def test_migrations_on_blank_database_give_exact_tables(tmp_path):
+    s = Store(tmp_path / "s.duckdb")
+    assert s.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
+    tables = {r["table_name"] for r in s.query("SELECT table_name FROM information_schema.tables")}
+    assert {"schema_version", "runs", "seals", "examples", "candidates", "curves", "predictions", "outputs",
+            "scores", "judgments", "judgment_links", "panel_items", "ratings", "aggregates", "verdicts"} <= tables
+    cols = [r["column_name"] for r in s.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'ratings' ORDER BY ordinal_position")]
+    assert cols == ["goal", "rater", "item_id", "criterion", "score", "choice", "created_at", "updated_at"]
+    # A second open migrates nothing and keeps the version.
+    assert Store(tmp_path / "s.duckdb").schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "s.duckdb"
+    Store(path).schema_version()
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_version VALUES (999, 'future', now())")
+    con.close()
+    import pytest
+
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="newer"):
+        Store(path).count("runs")
+
+
+def test_transaction_rolls_back_on_error(store):
+    import pytest
+
+    with pytest.raises(RuntimeError):
+        with store.transaction() as con:
+            con.execute("INSERT INTO predictions (cache_key, output) VALUES ('k', 'x')")
+            raise RuntimeError("boom")
+    assert store.count("predictions") == 0
+
+
+def test_rating_is_upserted(store):
+    store.put_rating("g", "ann", "i1", "tone", score=2)
+    store.put_rating("g", "ann", "i1", "tone", score=5)
+    store.put_rating("g", "bob", "i1", "tone", score=3)
+    rows = store.ratings("g")
+    assert [(r["rater"], r["score"]) for r in rows] == [("ann", 5.0), ("bob", 3.0)]
+
+
+def test_predictions_are_content_keyed(store):
+    store.put_predictions([{"cache_key": "k1", "output": "a"}], [("r1", "c", "e1", "k1")])
+    store.put_predictions([{"cache_key": "k1", "output": "a"}], [("r2", "c", "e1", "k1")])
+    assert store.count("predictions") == 1 and store.count("outputs") == 2
+    assert store.get_predictions(["k1", "nope"]).keys() == {"k1"}
+
+
+def _long_writer(path, n, hold_s):
+    s = Store(path)
+    for i in range(n):
+        with s.transaction() as con:
+            con.execute("INSERT INTO predictions (cache_key, output) VALUES (?, ?)", [f"p{i}", "x" * 100])
+            time.sleep(hold_s)  # a transaction that takes a while, like a real batch
+
+
+def _rater(path, rater, n):
+    s = Store(path)
+    for i in range(n):
+        s.put_rating("g", rater, f"item{i}", "tone", score=float(i % 5 + 1))
+
+
+def test_two_processes_write_at_once_and_lose_nothing(tmp_path):
+    path = tmp_path / "shared.duckdb"
+    Store(path).schema_version()
+    ctx = mp.get_context("spawn")
+    writer = ctx.Process(target=_long_writer, args=(path, 60, 0.02))
+    rater = ctx.Process(target=_rater, args=(path, "ann", 40))
+    writer.start()
+    rater.start()
+    writer.join(120)
+    rater.join(120)
+    assert writer.exitcode == 0 and rater.exitcode == 0
+    s = Store(path)
+    assert s.count("predictions") == 60
+    assert s.count("ratings") == 40
