@@ -70,6 +70,26 @@ class DedupPool:
         return True
 
 
+class ShinglePool:
+    """Rejects texts whose 3-word-shingle Jaccard with an accepted one reaches ``max_jaccard``.
+
+    This mirrors how ``harness check`` and the split's leakage report measure near-duplicates
+    (the whole example, system turn included), so the shipped files come out clean there.
+    """
+
+    def __init__(self, max_jaccard: float = 0.75, k: int = 3) -> None:
+        self.max_jaccard, self.k = max_jaccard, k
+        self.sets: list[frozenset] = []
+
+    def add(self, text: str) -> bool:
+        w = re.findall(r"\w+", text.lower())
+        sh = frozenset(" ".join(w[i:i + self.k]) for i in range(max(1, len(w) - self.k + 1)))
+        if any(_jaccard(sh, other) >= self.max_jaccard for other in self.sets):
+            return False
+        self.sets.append(sh)
+        return True
+
+
 def _fill(rng: random.Random, template: str, slots: dict[str, list[str] | Callable[[random.Random], str]],
           chosen: dict[str, str] | None = None, pattern: str = r"\{(\w+)\}") -> str:
     """Replace each ``{name}`` with a draw from ``slots[name]``; ``{name2}`` draws a different value.
@@ -348,7 +368,7 @@ def _demo_message(rng: random.Random, label: str) -> str:
 def make_demo(seed: int = 13) -> list[dict]:
     """Interleaved queues (so file order carries no label signal), no exact or near duplicates."""
     rng = random.Random(seed)
-    pool = DedupPool()
+    pool, full = DedupPool(), ShinglePool()
     per_label: dict[str, list[str]] = {q: [] for q in QUEUES}
     for label in QUEUES:
         tries = 0
@@ -357,7 +377,8 @@ def make_demo(seed: int = 13) -> list[dict]:
             if tries > 50_000:
                 raise RuntimeError(f"could not generate enough distinct {label} messages")
             text = _demo_message(rng, label)
-            if len(text.split()) <= 40 and pool.add(text):
+            whole = f"{ROUTING_INSTRUCTION}\n{text}\n{label}"
+            if len(text.split()) <= 40 and pool.add(text) and full.add(whole):
                 per_label[label].append(text)
     rows = [(label, text) for label in QUEUES for text in per_label[label]]
     rng.shuffle(rows)
@@ -536,8 +557,8 @@ def _support_record(rng: random.Random) -> tuple[str, str]:
     user_parts = [opener, q]
     note = ""
     r = rng.random()
-    if r < 0.28:  # about a quarter of the messages carry planted, fake PII
-        kind = "card" if topic == "billing" and rng.random() < 0.5 else rng.choice(["email", "email", "phone"])
+    if r < 0.2:  # about a quarter of the messages carry planted, fake PII
+        kind = "card" if topic in ("billing", "plans") and rng.random() < 0.6 else rng.choice(["email", "email", "phone"])
         templates, note = PII_SENTENCES[kind]
         user_parts.append(_fill(rng, rng.choice(templates),
                                 {"email": FAKE_EMAILS, "phone": FAKE_PHONES, "card": TEST_CARDS}))
@@ -1039,6 +1060,7 @@ def _py_record(rng: random.Random) -> tuple[str, str]:
 def make_python(seed: int = 31) -> list[dict]:
     rng = random.Random(seed)
     seen: set[str] = set()
+    full = ShinglePool()
     rows: list[dict] = []
     tries = 0
     while len(rows) < PY_COUNT:
@@ -1047,7 +1069,7 @@ def make_python(seed: int = 31) -> list[dict]:
             raise RuntimeError("could not generate enough distinct Python tasks")
         prompt, completion = _py_record(rng)
         # Prompts must differ; the same function may legitimately be asked for twice in other words.
-        if prompt not in seen:
+        if prompt not in seen and full.add(f"{prompt}\n{completion}"):
             seen.add(prompt)
             rows.append({"prompt": prompt, "completion": completion})
     return rows

@@ -435,7 +435,7 @@ def train_candidate(
                     for batch in group:
                         s, _ = batch_loss(model, batch, device)
                         (s / max(n_targets, 1)).backward()
-                        step_sum += float(s)
+                        step_sum += float(s.detach())
                         tokens_seen += int(batch["attention_mask"].sum())
                     if params.max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)

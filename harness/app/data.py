@@ -1,0 +1,272 @@
+"""What the app reads and writes, without Streamlit: goals, runs, panel items, agreement.
+
+Every query binds its values; the store opens a short-lived connection per call, so the
+app and ``harness run`` share the file (see :mod:`harness.store`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness import agreement, panel
+from harness.errors import HarnessError, InputError
+
+ENV_GOALS, ENV_RUBRICS, ENV_LEADERBOARDS = "HARNESS_GOALS", "HARNESS_RUBRICS", "HARNESS_LEADERBOARDS"
+
+
+@dataclass
+class AppConfig:
+    db: Path
+    goals_dir: Path
+    rubrics_dir: Path
+    leaderboards_dir: Path
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] = ()) -> "AppConfig":
+        """``--db``, ``--goals``, ``--rubrics``, ``--leaderboards``; else the environment
+        (``HARNESS_DB`` ...); else the defaults in the current folder."""
+        import argparse
+
+        from harness.store import default_db_path
+
+        p = argparse.ArgumentParser(prog="streamlit run app.py --")
+        p.add_argument("--db", default=None)
+        p.add_argument("--goals", default=None)
+        p.add_argument("--rubrics", default=None)
+        p.add_argument("--leaderboards", default=None)
+        args, _ = p.parse_known_args(list(argv))
+        return cls(db=Path(args.db) if args.db else default_db_path(),
+                   goals_dir=Path(args.goals or os.environ.get(ENV_GOALS) or "goals"),
+                   rubrics_dir=Path(args.rubrics or os.environ.get(ENV_RUBRICS) or "rubrics"),
+                   leaderboards_dir=Path(args.leaderboards or os.environ.get(ENV_LEADERBOARDS) or "leaderboards"))
+
+
+# --------------------------------------------------------------------------- goals
+
+@dataclass
+class GoalInfo:
+    name: str
+    goal: Any | None            # harness.goals.Goal, when it could be read
+    source: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def load_goals(goals_dir: Path) -> dict[str, GoalInfo]:
+    """Goal files by goal name. A goal whose data file is missing still shows its results
+    (the app needs its criteria and panel settings, not its data)."""
+    from harness.goals import Goal, load_goal
+    from harness.yamlfile import load_yaml
+
+    out: dict[str, GoalInfo] = {}
+    if not goals_dir.is_dir():
+        return out
+    for path in sorted(goals_dir.glob("*.y*ml")):
+        try:
+            g = load_goal(path)
+            out[g.goal] = GoalInfo(g.goal, g, str(path))
+            continue
+        except InputError as exc:
+            problems = [str(p) for p in exc.problems]
+        try:
+            data, _ = load_yaml(path)
+            g = Goal.model_validate(data)
+            g.source, g.root = str(path), str(path.parent)
+            out[g.goal] = GoalInfo(g.goal, g, str(path), problems)
+        except Exception:  # noqa: BLE001 - an unreadable goal file is reported, not fatal
+            out[path.stem] = GoalInfo(path.stem, None, str(path), problems)
+    return out
+
+
+def goal_from_run(run: dict[str, Any] | None) -> Any | None:
+    """The goal as the run recorded it (its config JSON), when no goal file is at hand."""
+    from harness.goals import Goal
+
+    if not run or not run.get("config"):
+        return None
+    try:
+        cfg = run["config"] if isinstance(run["config"], dict) else json.loads(run["config"])
+        return Goal.model_validate({k: v for k, v in cfg.items() if k in Goal.model_fields})
+    except Exception:  # noqa: BLE001 - an older config shape just means no goal details
+        return None
+
+
+def resolve_goal(store: Any, name: str, goals: dict[str, GoalInfo]) -> Any | None:
+    info = goals.get(name)
+    if info is not None and info.goal is not None:
+        return info.goal
+    return goal_from_run(store.latest_run(name))
+
+
+def goal_names(store: Any, goals: dict[str, GoalInfo]) -> list[str]:
+    return sorted(set(store.goals()) | set(goals))
+
+
+# --------------------------------------------------------------------------- runs
+
+def outputs_for_example(store: Any, run_id: str, example_id: str) -> dict[str, str]:
+    rows = store.query("SELECT o.candidate, p.output FROM outputs o JOIN predictions p USING (cache_key) "
+                       "WHERE o.run_id = ? AND o.example_id = ? ORDER BY o.candidate", [run_id, example_id])
+    return {r["candidate"]: r["output"] for r in rows}
+
+
+def example(store: Any, goal: str, example_id: str) -> dict[str, Any]:
+    rows = store.query("SELECT * FROM examples WHERE goal = ? AND example_id = ?", [goal, example_id])
+    return rows[0] if rows else {"example_id": example_id, "input": None, "reference": None}
+
+
+def run_examples(store: Any, run_id: str) -> list[str]:
+    return [r["example_id"] for r in store.query(
+        "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]
+
+
+def run_candidates(store: Any, run_id: str) -> list[str]:
+    return [r["name"] for r in store.query("SELECT name FROM candidates WHERE run_id = ? ORDER BY name", [run_id])]
+
+
+def score_metrics(store: Any, run_id: str) -> list[str]:
+    return [r["metric"] for r in store.query(
+        "SELECT DISTINCT metric FROM scores WHERE run_id = ? ORDER BY metric", [run_id])]
+
+
+def disagreements(store: Any, run_id: str, a: str, b: str, metric: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Examples where candidates ``a`` and ``b`` differ most on ``metric``."""
+    return store.query(
+        "SELECT sa.example_id, sa.value AS a, sb.value AS b, abs(sa.value - sb.value) AS gap "
+        "FROM scores sa JOIN scores sb ON sa.run_id = sb.run_id AND sa.example_id = sb.example_id "
+        "AND sa.metric = sb.metric WHERE sa.run_id = ? AND sa.metric = ? AND sa.candidate = ? AND sb.candidate = ? "
+        "AND sa.value IS NOT NULL AND sb.value IS NOT NULL ORDER BY gap DESC, sa.example_id LIMIT ?",
+        [run_id, metric, a, b, int(limit)])
+
+
+def example_scores(store: Any, run_id: str, example_id: str) -> list[dict[str, Any]]:
+    return store.query("SELECT candidate, metric, value FROM scores WHERE run_id = ? AND example_id = ? "
+                       "ORDER BY metric, candidate", [run_id, example_id])
+
+
+def example_judgments(store: Any, run_id: str, example_id: str) -> list[dict[str, Any]]:
+    return store.query(
+        "SELECT l.candidate, l.rubric, l.criterion, l.\"order\" AS position_order, j.mode, j.score, j.winner, "
+        "j.rationale, j.judge, j.error FROM judgment_links l JOIN judgments j USING (cache_key) "
+        "WHERE l.run_id = ? AND l.example_id = ? ORDER BY l.candidate, l.rubric, l.criterion, l.\"order\"",
+        [run_id, example_id])
+
+
+def curves(store: Any, run_id: str) -> list[dict[str, Any]]:
+    return store.query("SELECT candidate, step, split, loss FROM curves WHERE run_id = ? "
+                       "ORDER BY candidate, split, step", [run_id])
+
+
+# --------------------------------------------------------------------------- panel
+
+def panel_items(store: Any, goal: str) -> list[panel.PanelItem]:
+    return [panel.PanelItem.from_row(r) for r in store.panel_items(goal)]
+
+
+def ensure_items(store: Any, goal: Any, rubrics_dir: Path | None = None) -> list[panel.PanelItem]:
+    """The goal's panel items; drawn (deterministically) from its latest finished run the
+    first time. Two processes drawing at once insert the same rows (INSERT OR IGNORE)."""
+    items = panel_items(store, goal.goal)
+    if items or goal.human is None:
+        return items
+    run = store.latest_run(goal.goal, finished_only=True) or store.latest_run(goal.goal)
+    if run is None:
+        return []
+    outs = store.run_outputs(run["run_id"])
+    if not outs:
+        return []
+    spec = goal.human
+    seed = int(getattr(spec, "seed", 0) or 0)
+    drawn: list[panel.PanelItem] = []
+    for rubric in spec.rubrics:
+        drawn += panel.draw_items(goal.goal, run["run_id"], outs, None, spec.items, rubric=rubric,
+                                  mode=spec.mode, seed=seed)
+    store.put_panel_items(goal.goal, [it.as_row() for it in drawn])
+    return panel_items(store, goal.goal)
+
+
+def item_content(store: Any, item: panel.PanelItem) -> dict[str, Any]:
+    """What a rater sees: input, reference and the outputs under blind labels."""
+    ex = example(store, item.goal, item.example_id)
+    outs = outputs_for_example(store, item.run_id, item.example_id)
+    return {"input": ex.get("input"), "reference": ex.get("reference"),
+            "responses": [(label, outs.get(cand, "(output missing)")) for label, cand in panel.blind_labels(item)]}
+
+
+# --------------------------------------------------------------------------- agreement
+
+def judge_scores(store: Any, run_ids: Sequence[str], rubric: str, criterion: str) -> dict[tuple[str, str], float]:
+    """{(candidate, example_id): mean pointwise judge score} over the given runs."""
+    if not run_ids:
+        return {}
+    marks = ", ".join("?" * len(run_ids))
+    rows = store.query(
+        f"SELECT l.candidate, l.example_id, avg(j.score) AS score FROM judgment_links l "
+        f"JOIN judgments j USING (cache_key) WHERE l.run_id IN ({marks}) AND l.rubric = ? AND l.criterion = ? "
+        f"AND j.score IS NOT NULL AND coalesce(j.mode, 'pointwise') = 'pointwise' "
+        f"GROUP BY l.candidate, l.example_id", [*run_ids, rubric, criterion])
+    return {(r["candidate"], r["example_id"]): float(r["score"]) for r in rows}
+
+
+def criteria_of(rubric_name: str, rubrics_dir: Path, ratings: Sequence[dict[str, Any]]) -> list[str]:
+    try:
+        from harness.judge.rubric import load_rubric
+
+        return load_rubric(rubric_name, rubrics_dir).criterion_names
+    except HarnessError:
+        return sorted({r["criterion"] for r in ratings})
+
+
+def agreement_report(store: Any, goal: Any, rubrics_dir: Path) -> dict[str, Any]:
+    """Inter-rater and judge-vs-human agreement for every rubric of the goal's panel."""
+    items = panel_items(store, goal.goal)
+    ratings = store.ratings(goal.goal)
+    threshold = goal.human.agreement_threshold if goal.human else 0.4
+    inter, versus = [], []
+    for rubric in sorted({it.rubric for it in items}):
+        ids = {it.item_id for it in items if it.rubric == rubric}
+        rub_ratings = [r for r in ratings if r["item_id"] in ids]
+        run_ids = sorted({it.run_id for it in items if it.rubric == rubric})
+        for crit in criteria_of(rubric, rubrics_dir, rub_ratings):
+            rows = [r for r in rub_ratings if r["criterion"] == crit]
+            ir = agreement.inter_rater(rows, crit)
+            inter.append({"rubric": rubric, **ir.as_dict()})
+            if any(it.mode == panel.PAIRWISE for it in items if it.rubric == rubric):
+                continue  # judge-vs-human is measured on pointwise scores
+            human = {(c, e): v for c, per in panel.human_scores(rows, items, rubric, crit).items() for e, v in per.items()}
+            jh = agreement.judge_vs_human(judge_scores(store, run_ids, rubric, crit), human, crit, threshold=threshold)
+            versus.append({"rubric": rubric, **jh.as_dict()})
+    return {"inter_rater": inter, "judge_vs_human": versus, "threshold": threshold,
+            "n_ratings": len(ratings), "n_items": len(items)}
+
+
+def untrusted_metrics(report: dict[str, Any]) -> set[str]:
+    """``judge.<rubric>.<criterion>`` (and ``judge.<rubric>``) whose judge the humans disagree with."""
+    out: set[str] = set()
+    for row in report.get("judge_vs_human", []):
+        if row["trusted"] is False:
+            out.add(f"judge.{row['rubric']}.{row['criterion']}")
+            out.add(f"judge.{row['rubric']}")
+    return out
+
+
+def live_human_verdicts(store: Any, goal: Any, candidates: Sequence[str]) -> list[dict[str, Any]]:
+    """Human criteria judged on the ratings as they are now."""
+    if goal is None or not any(panel.is_human_metric(c.metric) for c in goal.success):
+        return []
+    items = panel_items(store, goal.goal)
+    ratings = store.ratings(goal.goal)
+    min_ratings = goal.human.min_ratings if goal.human else 10
+    return panel.human_verdicts(goal.success, ratings, items, candidates, min_ratings=min_ratings,
+                                confidence=goal.confidence)
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
+    return str(x)
