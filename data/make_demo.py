@@ -128,12 +128,12 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> int:
 QUEUES = ("billing", "shipping", "technical", "account", "refund")
 
 ROUTING_INSTRUCTION = (
-    "Route the customer message to one support queue.\n"
-    "billing: charges, invoices, payment methods, plan prices\n"
-    "shipping: delivery, tracking, delays, delivery address\n"
-    "technical: app or device errors, crashes, setup\n"
-    "account: login, password, email, profile, closing the account\n"
-    "refund: money back for a return, cancellation or faulty item\n"
+    "Route the customer message to one queue.\n"
+    "billing: charges, invoices, payment methods\n"
+    "shipping: delivery, tracking, delivery address\n"
+    "technical: app or device errors, setup\n"
+    "account: login, password, profile, closing the account\n"
+    "refund: money back for returns, cancellations, faulty items\n"
     "Answer with the queue name only."
 )
 

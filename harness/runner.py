@@ -501,8 +501,15 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
     opts.pop("baseline", None)
     if spec.model.startswith("local:"):
         local_spec = spec.model.split(":", 1)[1] or "default"
-        judge = make_judge(spec.model, model=run.local_model(None if local_spec == "default" else local_spec))
+        model = run.local_model(None if local_spec == "default" else local_spec)
+        judge = make_judge(spec.model, model=model, **opts)
+        # Cache judgments by the judge model's content, not just its name.
+        judge.spec = f"{spec.model}#{model.model_hash[:16]}"
     else:
+        if run.goal.data.scrub_pii:
+            from harness.data.pii import scrub_text
+
+            opts.setdefault("scrub", lambda text: scrub_text(text)[0])
         judge = make_judge(spec.model, **opts)
     test = run.prepared.test
     out: dict[str, dict[str, Any]] = {}

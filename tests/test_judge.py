@@ -15,7 +15,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from harness.errors import HarnessError
 from harness.judge import (
-    INSTRUCTION_OPEN,
     JudgeItem,
     Judgment,
     ReplyFormatError,

@@ -39,6 +39,7 @@ def kinds_of(text: str) -> list[tuple[str, str]]:
     ("E.164 +14155550132", "PHONE", "+14155550132"),
     ("phone: 555-0132", "PHONE", "555-0132"),
     ("visa 4111 1111 1111 1111 exp", "CREDIT_CARD", "4111 1111 1111 1111"),
+    ("card 4111 1111 1111 1111 12/25", "CREDIT_CARD", "4111 1111 1111 1111"),
     ("mc 5555-5555-5555-4444", "CREDIT_CARD", "5555-5555-5555-4444"),
     ("amex 3782 822463 10005", "CREDIT_CARD", "3782 822463 10005"),
     ("raw 4012888888881881", "CREDIT_CARD", "4012888888881881"),
@@ -54,6 +55,8 @@ def kinds_of(text: str) -> list[tuple[str, str]]:
     ("Hello, my name is Jane Roe and I need help", "NAME", "Jane Roe"),
     ("Kind regards,\nPeter O'Neil", "NAME", "Peter O'Neil"),
     ("That is all. Thanks, Priya", "NAME", "Priya"),
+    ("Order form\nName: Maria Garcia\nQty: 2", "NAME", "Maria Garcia"),
+    ("full name: Ada Lovelace", "NAME", "Ada Lovelace"),
 ])
 def test_finds_planted_value(text, kind, value):
     assert (kind, value) in kinds_of(text)
@@ -78,6 +81,9 @@ def test_finds_planted_value(text, kind, value):
     "Thanks, Team", "Regards,\nCustomer Support",
     "Dear Sir, the Monday meeting moved.",
     "I scored 98 out of 100 in 12 minutes.",
+    "Sales in 2010 2011 2012 2013 rose steadily.",
+    "Product name: Widget Pro is back.",
+    " ".join(str(i) for i in range(2000)),  # a table of numbers
 ])
 def test_no_false_positives(text):
     assert find_pii(text) == []

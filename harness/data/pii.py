@@ -59,19 +59,45 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card_layout_ok(lens: list[int]) -> bool:
+    """Printed card layouts: unbroken, 4-4-4-4(-1..3), 4-4-4-1..3, or Amex/Diners 4-6-5 / 4-6-4."""
+    if len(lens) == 1:
+        return True
+    if lens in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return all(n == 4 for n in lens[:-1]) and 1 <= lens[-1] <= 4 and len(lens) >= 4
+
+
+def _issuer_ok(digits: str) -> bool:
+    """Major issuer prefixes (IIN ranges): Visa 4, Mastercard 51-55/2221-2720, Amex 34/37,
+    Diners 30/36/38, JCB 35, Discover/UnionPay 60/62/64/65. Lists of years fail here."""
+    if digits[0] == "4":
+        return True
+    two, four = int(digits[:2]), int(digits[:4])
+    return (51 <= two <= 55 or 2221 <= four <= 2720 or two in (34, 37, 30, 36, 38, 35)
+            or two in (60, 62, 64, 65))
+
+
 def _cards(text: str) -> list[PIIMatch]:
     out = []
     for m in _CARD.finditer(text):
         raw = m.group()
-        groups = re.split(r"[ \-]", raw)
-        digits = "".join(groups)
-        # Card numbers are printed in groups of 3-6 (4-4-4-4, 4-6-5); odd spacing is not a card.
-        if len(groups) > 1 and any(not 3 <= len(g) <= 6 for g in groups):
-            continue
-        # Issuer prefixes: 2/5 Mastercard, 3 Amex/Diners/JCB, 4 Visa, 6 Discover/UnionPay.
-        if digits[0] not in "23456" or not luhn_ok(digits):
-            continue
-        out.append(PIIMatch("CREDIT_CARD", m.start(), m.end(), raw))
+        # The regex is greedy ("4111 1111 1111 1111 12/25" takes the expiry month): try shorter
+        # prefixes of whole groups too.
+        seps = [g.start() for g in re.finditer(r"[ \-]", raw)] + [len(raw)]
+        for cut in reversed(seps):
+            piece = raw[:cut]
+            groups = re.split(r"[ \-]", piece)
+            digits = "".join(groups)
+            if not 13 <= len(digits) <= 19 or not _card_layout_ok([len(g) for g in groups]):
+                continue
+            if not _issuer_ok(digits) or not luhn_ok(digits):
+                continue
+            end = m.start() + cut
+            if re.search(r"\d[ \-]$", text[max(0, m.start() - 2):m.start()]) and re.match(r"[ \-]\d", text[end:]):
+                break  # a slice of a longer run of numbers (a table), not a card
+            out.append(PIIMatch("CREDIT_CARD", m.start(), end, piece))
+            break
     return out
 
 
@@ -213,6 +239,8 @@ def _phones(text: str) -> list[PIIMatch]:
         cand = m.group()
         if _NOT_PHONE_CUE.search(before) and not cand.startswith("+"):
             continue
+        if len(re.findall(r"\d+", cand)) > 8 and not cand.startswith("+"):
+            continue  # a run of many numbers is a table or a list, not a phone number
         # A known layout beats a cue-only match ("call 415 555 0132 2 times" keeps the "2" out).
         found = _best_phone_span(cand, False)
         if found is None and _PHONE_CUE.search(before):
@@ -232,7 +260,8 @@ def _best_phone_span(cand: str, cue: bool) -> tuple[int, int] | None:
     spans = [(g.start(), g.end()) for g in re.finditer(r"\d+", cand)]
     best = None
     for i in range(len(spans)):
-        for j in range(len(spans) - 1, i - 1, -1):
+        # No phone layout has more than 7 groups; the window keeps number tables linear.
+        for j in range(min(len(spans) - 1, i + 6), i - 1, -1):
             s, e = spans[i][0], spans[j][1]
             # Pull in a "+" or "(" just before and a ")" just after, so "(415) 555-0132" stays whole.
             while s > 0 and cand[s - 1] in "+( ":
@@ -254,7 +283,8 @@ def _best_phone_span(cand: str, cue: bool) -> tuple[int, int] | None:
 _NW = r"(?:[A-Z]['’][A-Z][a-z]+|[A-Z][a-z]+(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
 _NAME_SEQ = rf"{_NW}(?:[ ]+{_NW}){{0,2}}"
 _HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Mister|Madam)\.?[ ]+({_NAME_SEQ})")
-_MY_NAME = re.compile(rf"(?i:\b(?:my name is|my name's|my name’s|name:))[ ]+({_NAME_SEQ})")
+_MY_NAME = re.compile(rf"(?i:\b(?:my name is|my name's|my name’s|(?:full|first|last) name(?: is|:))|"
+                      rf"(?:^|(?<=\n))[ \t]*name:)[ ]+({_NAME_SEQ})", re.M)
 _SIGN_OFF = re.compile(
     rf"(?i:\b(?:signed|regards|sincerely|yours truly|yours faithfully|best wishes))[ ]*,?[ \t]*\n?[ \t]*({_NAME_SEQ})"
     rf"|(?i:\b(?:thanks|thank you|cheers|best))[ ]*,[ \t]*\n?[ \t]*({_NAME_SEQ})[ \t]*[.!]?[ \t]*(?=\n|$)"
@@ -264,6 +294,7 @@ a an and are as at be but by for from he her his i if in is it its me my no not 
 that the their them then there these they this to us was we were what when where which who why will
 with you your hi hello hey dear thanks thank please regards sincerely best kind warm team support
 customer customers service services staff everyone all guys again sir madam admin management department
+mr mrs ms mx miss dr prof dame mister
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july
 august september october november december today tomorrow yesterday
 """.split())

@@ -321,6 +321,35 @@ def _load_trainable_state(model: Any, state: dict[str, Any]) -> None:
             params[name].copy_(value)
 
 
+def load_for_training(base_path: str | Path, params: TrainParams) -> tuple[Any, Callable[[], None]]:
+    """The base model (fp32, or 4-bit for qlora) with the answer-only head and the method's
+    adapter, seeded with ``params.seed``; returns it and the function that removes the head patch.
+    Tests call it to get the exact initial weights a training run starts from.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    peft_config = peft_config_for(params)
+    torch.manual_seed(params.seed)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_path, dtype=torch.float32, local_files_only=True, **model_load_kwargs(params)
+    )
+    if next(model.parameters()).device.type == "cpu" and torch.cuda.is_available():
+        model.to("cuda")
+    model.config.use_cache = False
+    restore = install_answer_only_head(model)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        if METHODS.meta(params.method).get("quantize"):
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = get_peft_model(model, peft_config)
+    model.train()
+    return model, restore
+
+
 # --- the loop ------------------------------------------------------------------------------
 def train_candidate(
     base_spec_or_path: str | Path | None,
@@ -332,6 +361,7 @@ def train_candidate(
     on_curve: CurveCallback | None = None,
     progress: bool = True,
     meta: dict | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train ``params.method`` on ``train``, evaluate on ``val``, save to ``out_dir``.
 
@@ -339,48 +369,31 @@ def train_candidate(
     ``eval_every`` steps and at the end, each through ``on_curve(step, split, loss)``. With
     ``patience`` set, training stops after that many evaluations without a new best and the
     best weights are saved; otherwise the last weights are. Same inputs and seed, same adapter.
+    ``threads`` defaults to the cores this process may use; tiny models train faster on one
+    thread when other processes compete for the cores.
     """
     # Methods that cannot run here (qlora without CUDA) fail now, before anything loads.
-    peft_config = peft_config_for(params)
+    peft_config_for(params)
     if not train:
         raise InputError(Problem("<train>", None, None, "no training examples"))
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     base_name, base_path, base_hash = _resolve_base(base_spec_or_path)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(_cores())
+    torch.set_num_threads(threads or _cores())
     restore_head: Callable[[], None] | None = None
     try:
-        torch.manual_seed(params.seed)
         rng = random.Random(params.seed)
         tokenizer = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         train_rows = encode_all(tokenizer, train, params.max_length, "train")
         val_rows = encode_all(tokenizer, val, params.max_length, "validation")
-
-        model = AutoModelForCausalLM.from_pretrained(
-            base_path, dtype=torch.float32, local_files_only=True, **model_load_kwargs(params)
-        )
+        model, restore_head = load_for_training(base_path, params)
         device = next(model.parameters()).device
-        if device.type == "cpu" and torch.cuda.is_available():
-            model.to("cuda")
-            device = torch.device("cuda")
-        model.config.use_cache = False
-        restore_head = install_answer_only_head(model)
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            if METHODS.meta(params.method).get("quantize"):
-                from peft import prepare_model_for_kbit_training
-
-                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-            model = get_peft_model(model, peft_config)
-        model.train()
-
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
         n_batches = math.ceil(len(train_rows) / params.batch_size)
@@ -570,6 +583,6 @@ class _progress_bar:
 
 __all__ = [
     "TrainResult", "Encoded", "train_candidate", "encode_example", "length_grouped_batches", "collate",
-    "install_answer_only_head", "evaluate", "is_overfitting", "adapter_hash", "data_hash", "read_metadata",
+    "install_answer_only_head", "load_for_training", "evaluate", "is_overfitting", "adapter_hash", "data_hash", "read_metadata",
     "METADATA_FILE",
 ]

@@ -1,0 +1,138 @@
+"""Leaderboard tables as plain data (no Streamlit): the criteria pivot and its cells."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+BADGES = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
+OPS = {"at_least": "≥", "at_most": "≤", "reduce_by": "reduce by", "improve_by": "improve by"}
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def cell_text(row: Mapping[str, Any], untrusted: bool = False) -> str:
+    """``0.652 [0.528, 0.748] ✅ pass`` (+ what is missing, + an untrusted-judge flag)."""
+    value, lo, hi = _num(row.get("value")), _num(row.get("ci_low")), _num(row.get("ci_high"))
+    parts = [_f(value)]
+    if lo is not None and hi is not None:
+        parts.append(f"[{_f(lo)}, {_f(hi)}]")
+    parts.append(BADGES.get(str(row.get("status")), str(row.get("status") or "")))
+    if row.get("missing"):
+        parts.append(f"(needs {row['missing']} more ratings)")
+    elif row.get("status") == "inconclusive" and row.get("needed_n"):
+        parts.append(f"(~{row['needed_n']} examples would settle it)")
+    if untrusted:
+        parts.append("⚠ untrusted judge")
+    return " ".join(p for p in parts if p)
+
+
+def criterion_header(metric: str, goal_criteria: Sequence[Any] = (), row: Mapping[str, Any] | None = None) -> str:
+    """``token_f1 ≥ 0.5`` / ``off_topic_rate reduce by 50% vs zero-shot``."""
+    for c in goal_criteria:
+        if c.metric == metric:
+            amount = getattr(c, c.op)
+            head = f"{metric} {OPS[c.op]} {amount}"
+            return head + (f" vs {c.baseline}" if c.baseline else "")
+    if row and row.get("op"):
+        head = f"{metric} {OPS.get(row['op'], row['op'])} {_f(_num(row.get('threshold')))}"
+        return head + (f" vs {row['baseline']}" if row.get("baseline") else "")
+    return metric
+
+
+def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mapping[str, Any]] = (), *,
+                   goal_criteria: Sequence[Any] = (), untrusted: set[str] | frozenset = frozenset(),
+                   ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Pivot long verdict rows (one per candidate × metric, with candidate columns) into
+    one row per candidate; human-panel verdicts replace stored ones for the same metric.
+
+    Returns the rows (display text per criterion, plus ``_value:<metric>`` numbers for
+    sorting) and the criterion column headers in goal order.
+    """
+    cands: dict[str, dict[str, Any]] = {}
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        name = r["candidate"]
+        cands.setdefault(name, {"candidate": name, "kind": r.get("kind"), "cost_usd": _num(r.get("cost_usd")),
+                                "train_seconds": _num(r.get("train_seconds")), "gen_seconds": _num(r.get("gen_seconds")),
+                                "stored_meets_goal": r.get("meets_goal")})
+        if r.get("metric"):
+            cells[(name, r["metric"])] = dict(r)
+    for r in human_rows:
+        if r["candidate"] in cands:
+            cells[(r["candidate"], r["metric"])] = dict(r)
+    order = [c.metric for c in goal_criteria]
+    metrics = order + sorted({m for _, m in cells} - set(order))
+    metrics = [m for m in metrics if any((c, m) in cells for c in cands)] or order
+    headers = {}
+    for m in metrics:
+        sample = next((cells[(c, m)] for c in cands if (c, m) in cells), None)
+        headers[m] = criterion_header(m, goal_criteria, sample)
+    baselines = sorted({f"{m} → {c.baseline}" for c in goal_criteria for m in [c.metric] if c.baseline})
+    out = []
+    for name, info in cands.items():
+        row: dict[str, Any] = {"candidate": name, "kind": info["kind"]}
+        statuses = []
+        for m in metrics:
+            cell = cells.get((name, m))
+            if cell is None:
+                # A relative criterion's baseline is not judged against itself.
+                is_base = any(c.metric == m and c.baseline == name for c in goal_criteria)
+                row[headers[m]] = "baseline" if is_base else "–"
+                row[f"_value:{m}"] = None
+                if not is_base:
+                    statuses.append("missing")
+                continue
+            row[headers[m]] = cell_text(cell, untrusted=m in untrusted or _rubric_of(m) in untrusted)
+            row[f"_value:{m}"] = _num(cell.get("value"))
+            statuses.append(str(cell.get("status")))
+        row["meets goal"] = meets_goal_text(statuses)
+        row["cost (USD)"] = info["cost_usd"]
+        row["training (s)"] = info["train_seconds"]
+        row["baseline"] = ", ".join(b for b in baselines) or "–"
+        out.append(row)
+    return out, [headers[m] for m in metrics]
+
+
+def _rubric_of(metric: str) -> str:
+    parts = metric.split(".")
+    return ".".join(parts[:2]) if len(parts) == 3 and parts[0] == "judge" else metric
+
+
+def meets_goal_text(statuses: Sequence[str]) -> str:
+    """yes: every criterion passes; no: one fails; open: the rest."""
+    if statuses and all(s == "pass" for s in statuses):
+        return "✅ yes"
+    if any(s == "fail" for s in statuses):
+        return "❌ no"
+    return "❔ open"
+
+
+def word_diff_html(reference: str | None, output: str | None) -> str:
+    """Word-level diff of an output against the reference, as HTML. Text is escaped first:
+    outputs are untrusted and must not inject markup."""
+    import difflib
+    import html
+
+    ref, out = (reference or "").split(), (output or "").split()
+    parts: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ref, out, autojunk=False).get_opcodes():
+        if op == "equal":
+            parts.append(html.escape(" ".join(out[j1:j2])))
+            continue
+        if i2 > i1:
+            parts.append(f'<del style="background:#fbd5d5">{html.escape(" ".join(ref[i1:i2]))}</del>')
+        if j2 > j1:
+            parts.append(f'<ins style="background:#d5f5d5;text-decoration:none">{html.escape(" ".join(out[j1:j2]))}</ins>')
+    return " ".join(parts)

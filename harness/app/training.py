@@ -1,0 +1,47 @@
+"""Training page: loss curves per adapter, overfitting and early stopping, hyperparameters."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from harness.app import charts, data
+
+
+def render(store: Any, run_id: str) -> None:
+    st.title(f"Training · {run_id}")
+    points = data.curves(store, run_id)
+    cands = {c["name"]: c for c in store.candidates(run_id)}
+    trained = sorted({p["candidate"] for p in points})
+    if not trained:
+        st.info("No trained candidates (adapters) in this run.")
+        return
+    for name in trained:
+        cand = cands.get(name, {})
+        st.subheader(name)
+        left, right = st.columns([3, 2])
+        with left:
+            pts = [p for p in points if p["candidate"] == name]
+            st.altair_chart(charts.loss_chart(pts, name, cand.get("best_step")), width="stretch")
+        with right:
+            if cand.get("overfitting"):
+                st.warning(f"⚠ Overfitting: validation loss rose after step {cand.get('best_step')}")
+            else:
+                st.success("No overfitting detected")
+            if cand.get("best_step") is not None:
+                stopped = "stopped early; " if cand.get("stopped_early") else ""
+                st.markdown(f"Early-stopping point: **step {cand['best_step']}** ({stopped}best validation loss)")
+            st.markdown(f"Training time: {data.fmt(cand.get('train_seconds'), 1)} s · "
+                        f"tokens seen: {data.fmt(cand.get('tokens_seen'))}")
+            cfg = cand.get("config")
+            if isinstance(cfg, str):
+                try:
+                    cfg = json.loads(cfg)
+                except ValueError:
+                    cfg = {"config": cfg}
+            if cfg:
+                st.markdown("**Hyperparameters**")
+                st.dataframe(pd.DataFrame([{"parameter": k, "value": str(v)} for k, v in cfg.items()]),
+                             hide_index=True, width="stretch")

@@ -1,0 +1,67 @@
+"""`kind: file` candidates end to end: verdicts and exit codes from stored outputs, no model."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, write_jsonl
+
+LABELS = ["billing", "shipping", "technical", "account"]
+
+
+def make_case(tmp_path, threshold, n=1000, correct=900):
+    rows = [{"text": f"ticket {i}: customer needs help with case {i * 31 % 997}", "label": LABELS[i % 4]}
+            for i in range(n)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    outs = []
+    for i, r in enumerate(rows):
+        wrong = LABELS[(i + 1) % 4]
+        outs.append({"input": r["text"], "output": r["label"] if i < correct else f"I think {wrong}"})
+    write_jsonl(tmp_path / "outputs.jsonl", outs)
+    goal = tmp_path / "g.yaml"
+    goal.write_text(f"""goal: filegoal
+data:
+  path: {data}
+  split: {{train: 0.0, validation: 0.0, test: 1.0, seed: 1}}
+task: classification
+success:
+  - metric: accuracy
+    at_least: {threshold}
+candidates:
+  - {{name: logs, kind: file, path: {tmp_path / 'outputs.jsonl'}}}
+""")
+    return goal
+
+
+@pytest.mark.parametrize("threshold,status,code", [(0.85, "pass", 0), (0.90, "inconclusive", 1), (0.95, "fail", 1)])
+def test_file_candidate_verdicts_and_exit_codes(tmp_path, threshold, status, code):
+    goal = make_case(tmp_path, threshold)
+    db = tmp_path / "s.duckdb"
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(goal), "--db", str(db), "--json"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == code, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    (cand,) = res["candidates"]
+    assert cand["metrics"]["accuracy"]["value"] == pytest.approx(0.90)
+    assert cand["metrics"]["accuracy"]["n"] == 1000
+    lo, hi = cand["metrics"]["accuracy"]["ci"]
+    assert lo < 0.9 < hi
+    (crit,) = cand["criteria"]
+    assert crit["status"] == status and cand["meets_goal"] is (status == "pass")
+    if status == "inconclusive":
+        assert "more" in crit["detail"] or crit["needed_n"] is None
+    again = subprocess.run([sys.executable, "-m", "harness", "results", str(goal), "--db", str(db), "--json"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert json.loads(again.stdout)["candidates"][0]["criteria"][0]["status"] == status
+
+
+def test_unmatched_output_rows_are_listed(tmp_path):
+    goal = make_case(tmp_path, 0.5, n=20, correct=20)
+    with (tmp_path / "outputs.jsonl").open("a") as fh:
+        fh.write(json.dumps({"input": "a ticket nobody wrote", "output": "billing"}) + "\n")
+        fh.write(json.dumps({"id": "deadbeef", "output": "billing"}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(goal), "--db", str(tmp_path / "s.duckdb")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2
+    assert "outputs.jsonl:21" in r.stderr and "outputs.jsonl:22" in r.stderr and "matches no example" in r.stderr

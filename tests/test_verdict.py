@@ -1,0 +1,133 @@
+"""Criteria -> pass / fail / inconclusive, on CI bounds and paired differences."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness import stats
+from harness.data.formats import make_example
+from harness.errors import InputError
+from harness.metrics import compute_metric
+from harness.verdict import (Verdict, best_candidate, criterion_of, judge_absolute, judge_criterion,
+                             meets_goal, parse_amount)
+
+
+def labelled_run(n: int, correct: int):
+    """n label examples, the first ``correct`` answered right, the rest wrong."""
+    labels = ["billing", "shipping"]
+    examples, outputs = [], []
+    for i in range(n):
+        truth = labels[i % 2]
+        examples.append(make_example("label", [{"role": "user", "content": f"msg {i}"}], truth, label=truth))
+        outputs.append(f"Category: {truth}" if i < correct else f"Category: {labels[(i + 1) % 2]}")
+    return outputs, examples
+
+
+def test_accuracy_at_exactly_090_on_1000_outputs():
+    outputs, examples = labelled_run(1000, 900)
+    acc = compute_metric("accuracy", outputs, examples)
+    assert acc.value == pytest.approx(0.9)
+    statuses = {t: judge_criterion("accuracy", "at_least", t, acc).status for t in (0.85, 0.90, 0.95)}
+    assert statuses == {0.85: "pass", 0.90: "inconclusive", 0.95: "fail"}
+    mirrored = {t: judge_criterion("accuracy", "at_most", t, acc).status for t in (0.85, 0.90, 0.95)}
+    assert mirrored == {0.85: "fail", 0.90: "inconclusive", 0.95: "pass"}
+
+
+def test_inconclusive_says_how_many_examples_would_settle_it():
+    outputs, examples = labelled_run(300, 270)
+    v = judge_criterion("accuracy", "at_least", 0.87, compute_metric("accuracy", outputs, examples))
+    assert v.status == "inconclusive" and v.needed_n > 300
+    assert str(v.needed_n) in v.detail
+    # The same rate on somewhat more than that many examples passes (n a multiple of 10
+    # keeps the rate exactly 0.9).
+    n = -(-int(v.needed_n * 1.3) // 10) * 10
+    outputs, examples = labelled_run(n, n * 9 // 10)
+    assert judge_criterion("accuracy", "at_least", 0.87, compute_metric("accuracy", outputs, examples)).status == "pass"
+    on_threshold = judge_criterion("accuracy", "at_least", 0.9, compute_metric("accuracy", *labelled_run(300, 270)))
+    assert on_threshold.status == "inconclusive" and on_threshold.needed_n is None
+
+
+def _paired_case():
+    """Baseline scores vary a lot between examples; the candidate is 15% lower on each."""
+    rng = np.random.default_rng(11)
+    base = rng.uniform(0.2, 1.0, size=60)
+    cand = np.clip(base * 0.85 + rng.normal(0, 0.01, size=60), 0, None)
+    return cand, base
+
+
+def test_relative_reduction_is_judged_on_the_paired_ratio():
+    cand, base = _paired_case()
+    v = judge_criterion("off_topic_score", "reduce_by", "10%", cand, base, baseline="zero-shot")
+    assert v.status == "pass" and v.relative and v.baseline == "zero-shot"
+    assert v.ci[0] >= 0.1 and v.value == pytest.approx(1 - cand.mean() / base.mean())
+    # Two separate intervals cannot show it: they overlap, even after scaling the baseline's.
+    c_lo, c_hi = stats.bootstrap_ci(cand)
+    b_lo, b_hi = stats.bootstrap_ci(base)
+    assert c_hi > b_lo
+    assert judge_absolute("m", 1 - c_hi / b_lo, (1 - c_hi / b_lo, 1 - c_lo / b_hi), "at_least", 0.1).status != "pass"
+    # And a reduction the data do not support fails.
+    assert judge_criterion("m", "reduce_by", "25%", cand, base, baseline="zero-shot").status == "fail"
+
+
+def test_absolute_and_improve_criteria():
+    cand, base = _paired_case()
+    # reduce_by 0.05 (absolute): base - cand >= 0.05; the true drop is ~0.15 * 0.6 = 0.09.
+    assert judge_criterion("m", "reduce_by", 0.05, cand, base, baseline="b").status == "pass"
+    assert judge_criterion("m", "reduce_by", 0.15, cand, base, baseline="b").status == "fail"
+    # Improvement is the mirror: base over cand is a ~18% improvement.
+    up = judge_criterion("m", "improve_by", "10%", base, cand, baseline="b")
+    assert up.status == "pass" and up.value == pytest.approx(base.mean() / cand.mean() - 1)
+    assert judge_criterion("m", "improve_by", 0.05, base, cand, baseline="b").status == "pass"
+    assert judge_criterion("m", "improve_by", "25%", base, cand, baseline="b").status == "fail"
+
+
+def test_relative_change_over_a_zero_baseline_is_inconclusive():
+    v = judge_criterion("off_topic_rate", "reduce_by", "50%", np.zeros(20), np.zeros(20), baseline="b")
+    assert v.status == "inconclusive" and "undefined" in v.detail
+
+
+def test_parse_amount():
+    assert parse_amount("80%") == (0.8, True)
+    assert parse_amount(" 12.5 % ") == (0.125, True)
+    assert parse_amount(0.1) == (0.1, False)
+    assert parse_amount("0.1") == (0.1, False)
+    for bad in ("lots", True, None, "nan%"):
+        with pytest.raises(InputError):
+            parse_amount(bad)
+    with pytest.raises(InputError, match="not a percentage"):
+        judge_criterion("m", "at_least", "80%", np.ones(5))
+    with pytest.raises(InputError, match="baseline"):
+        judge_criterion("m", "reduce_by", "80%", np.ones(5))
+
+
+def test_criterion_of_needs_exactly_one():
+    assert criterion_of({"metric": "m", "at_least": 0.5}) == ("at_least", 0.5)
+    with pytest.raises(InputError):
+        criterion_of({"metric": "m", "at_least": 0.5, "at_most": 0.9})
+    with pytest.raises(InputError):
+        criterion_of({"metric": "m"})
+
+
+def _v(status: str, value: float, threshold: float, criterion: str = "at_least") -> Verdict:
+    return Verdict("m", status, value, (value - 0.01, value + 0.01), threshold, criterion=criterion)
+
+
+def test_meets_goal_and_best_candidate():
+    assert meets_goal([_v("pass", 0.9, 0.8), _v("pass", 0.1, 0.2, "at_most")])
+    assert not meets_goal([_v("pass", 0.9, 0.8), _v("inconclusive", 0.8, 0.8)])
+    assert not meets_goal([])
+    verdicts = {
+        "few-shot": [_v("pass", 0.88, 0.8), _v("pass", 0.15, 0.2, "at_most")],   # margins 0.1, 0.25
+        "lora": [_v("pass", 0.96, 0.8), _v("pass", 0.1, 0.2, "at_most")],        # margins 0.2, 0.5
+        "gpt-4o": [_v("pass", 0.96, 0.8), _v("pass", 0.1, 0.2, "at_most")],      # same as lora
+        "zero-shot": [_v("fail", 0.99, 0.8), _v("pass", 0.0, 0.2, "at_most")],   # best margins, fails
+    }
+    assert best_candidate(verdicts, costs={"lora": 2.0, "gpt-4o": 9.0}) == "lora"
+    assert best_candidate(verdicts, costs={"lora": 9.0, "gpt-4o": 2.0}) == "gpt-4o"
+    assert best_candidate({"a": [_v("fail", 0.1, 0.5)]}) is None
+
+
+def test_judge_absolute_from_a_given_interval():
+    v = judge_absolute("rougeL", 0.36, (0.34, 0.38), "at_least", 0.35, n=100)
+    assert v.status == "inconclusive" and v.needed_n == 400  # half-width 0.02 vs gap 0.01
+    assert judge_absolute("rougeL", 0.40, (0.36, 0.44), "at_most", 0.35).status == "fail"
