@@ -52,8 +52,9 @@ class DataSpec(Strict):
     scrub_pii: bool = Field(False, description="Scrub PII before splitting and before any text leaves the machine.")
     leakage: Literal["flag", "drop"] = Field("flag", description="Train examples duplicating test ones: flag or drop them.")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicates.")
-    blocking: list[Literal["error", "warning", "info"]] = Field(
-        default_factory=lambda: ["error"], description="Finding severities that make `harness check` exit 1.")
+    blocking: list[str] = Field(
+        default_factory=lambda: ["error"],
+        description="What makes `harness check` exit 1: severities (error, warning), finding codes (pii-email) or code prefixes (pii).")
 
 
 class Criterion(Strict):

@@ -310,10 +310,10 @@ def adapter_dir(run: Run, cand: Candidate, params: Any, base_hash: str) -> Path:
 def train_candidate(run: Run, cand: Candidate) -> dict[str, Any]:
     """Train (or reuse) the candidate's adapter; returns what the store keeps about it."""
     from harness.backends.modelhub import model_hash, resolve_model
-    from harness.train.methods import check_method_available
+    from harness.train.methods import peft_config_for
 
     params = train_params(cand)
-    check_method_available(params.method)  # qlora on CPU stops here, before loading anything
+    peft_config_for(params)  # qlora without CUDA stops here, before anything is loaded
     base = resolve_model(cand.model or run.goal.model)
     base_hash = model_hash(base.path)
     out = adapter_dir(run, cand, params, base_hash)

@@ -18,6 +18,8 @@ from harness.errors import HarnessError
 
 # Resample counts are made in blocks of about this many cells (~16 MB as float64).
 BLOCK_CELLS = 2 ** 21
+# Up to this many statistic columns a bootstrap gathers and sums; above, it multiplies counts.
+GATHER_MAX_COLS = 8
 CHUNK = 256
 
 
@@ -39,18 +41,29 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
 
 
-def resample_counts(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """Blocks of bootstrap counts, shape (b, n): row r says how often each example was
-    drawn in resample r (each row sums to n). Same seed, same blocks."""
+def resample_indices(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap draws, shape (b, n): row r lists the examples drawn (with
+    replacement) for resample r. Same seed, same blocks."""
     rng = np.random.default_rng(seed)
     chunk = max(1, BLOCK_CELLS // max(n, 1))
     done = 0
     while done < n_resamples:
         b = min(chunk, n_resamples - done)
-        idx = rng.integers(0, n, size=(b, n))  # int64: bincount converts anything else, slowly
-        idx += np.arange(b)[:, None] * n  # offset rows so one bincount fills them all
-        yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(float)
+        yield rng.integers(0, n, size=(b, n))  # int64: bincount converts anything else, slowly
         done += b
+
+
+def counts_of(idx: np.ndarray, n: int) -> np.ndarray:
+    """(b, n) draws -> (b, n) counts: how often each example was drawn in each resample."""
+    b = idx.shape[0]
+    flat = (idx + np.arange(b)[:, None] * n).ravel()  # offset rows so one bincount fills them all
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
+
+
+def resample_counts(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap counts, shape (b, n), each row summing to n."""
+    for idx in resample_indices(n, n_resamples, seed):
+        yield counts_of(idx, n)
 
 
 def bootstrap_values(results: Sequence, n_resamples: int = 2000, seed: int = 0) -> list[np.ndarray]:
@@ -66,12 +79,17 @@ def bootstrap_values(results: Sequence, n_resamples: int = 2000, seed: int = 0) 
     if n == 0:
         raise HarnessError("cannot bootstrap a metric over zero examples")
     widths = [r.stats.shape[1] for r in results]
-    # One wide matrix so each block of counts is read once for all results.
+    # One wide matrix so each block of draws is used once for all results.
     stacked = np.hstack([r.stats for r in results])
     edges = np.cumsum([0] + widths)
+    columns = [np.ascontiguousarray(c) for c in stacked.T] if stacked.shape[1] <= GATHER_MAX_COLS else None
     out: list[list[np.ndarray]] = [[] for _ in results]
-    for counts in resample_counts(n, n_resamples, seed):
-        sums = counts @ stacked
+    for idx in resample_indices(n, n_resamples, seed):
+        if columns is not None:
+            # Few columns: summing the gathered values beats building the count matrix.
+            sums = np.stack([col[idx].sum(axis=1) for col in columns], axis=-1)
+        else:
+            sums = counts_of(idx, n) @ stacked
         for j, r in enumerate(results):
             out[j].append(np.asarray(r.aggregate(sums[:, edges[j]:edges[j + 1]]), dtype=float))
     return [np.concatenate(parts) for parts in out]

@@ -50,3 +50,68 @@ candidates:
     p = tmp_path / f"{name}.yaml"
     p.write_text(text)
     return p
+
+
+ROUTES = {
+    "billing": ["I was charged twice for invoice {n}", "my card payment {n} failed", "update the billing address on plan {n}"],
+    "shipping": ["parcel {n} has not arrived", "the courier lost package {n}", "change delivery slot for order {n}"],
+    "technical": ["the app crashes with error {n}", "login page shows code {n}", "sync stopped at file {n}"],
+}
+ROUTE_SYSTEM = "Route the message to one queue: billing, shipping or technical. Answer with the queue name only."
+
+
+def routing_rows(n: int = 60) -> list[dict]:
+    out = []
+    queues = list(ROUTES)
+    for i in range(n):
+        q = queues[i % 3]
+        text = ROUTES[q][(i // 3) % 3].format(n=1000 + i * 7)
+        out.append(chat(text, q, system=ROUTE_SYSTEM))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Llama (2 layers, hidden 64) with a tokenizer trained on the routing texts."""
+    from harness.backends.tiny import build_tiny_model
+
+    corpus = [m["content"] for r in routing_rows(60) for m in r["messages"]]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", corpus=corpus)
+
+
+def tiny_goal(tmp_path: Path, model_dir: Path, *, n: int = 60, extra_candidates: str = "", max_new_tokens: int = 6,
+              judge: bool = True, name: str = "tinyrun", test_ratio: float = 0.25) -> Path:
+    data = write_jsonl(tmp_path / "routing.jsonl", routing_rows(n))
+    train = round(0.75 - 0.1, 2) if test_ratio == 0.25 else round(1 - test_ratio - 0.1, 2)
+    judge_block = f"""judge:
+  model: "local:{model_dir}"
+  rubrics: [instruction_following]
+""" if judge else ""
+    text = f"""goal: {name}
+model: {model_dir}
+task: classification
+data:
+  path: {data}
+  split: {{train: {train}, validation: 0.1, test: {test_ratio}, seed: 3}}
+success:
+  - metric: accuracy
+    at_least: 0.5
+  - metric: accuracy
+    improve_by: 10%
+    baseline: zero-shot
+metrics:
+  - {{name: one_word, metric: length, args: {{max_words: 1}}}}
+decoding: {{max_new_tokens: {max_new_tokens}}}
+candidates:
+  - {{name: zero-shot, kind: prompt}}
+  - {{name: few-shot, kind: prompt, shots: 3}}
+  - {{name: lora, kind: lora, r: 4, alpha: 8, learning_rate: 0.005, epochs: 1, batch_size: 8, max_length: 64}}
+{extra_candidates}{judge_block}human:
+  rubrics: [instruction_following]
+  items: 6
+  raters_per_item: 2
+  min_ratings: 3
+"""
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p

@@ -238,6 +238,8 @@ def test_bad_arguments_are_input_errors():
         compute_metric("regex", ["a"], [completion("a")])
     with pytest.raises(HarnessError, match="2 outputs for 1 examples"):
         compute_metric("exact_match", ["a", "b"], [completion("a")])
+    with pytest.raises(HarnessError, match="no outputs"):
+        compute_metric("bleu", [], [])
 
 
 def test_display_name_from_args():

@@ -77,7 +77,7 @@ def criteria_view(store: Any, cfg: data.AppConfig, goal: Any, run_id: str, rows:
     c1, c2, c3 = st.columns([2, 1, 1])
     sort_options = ["candidate", "meets goal", "cost (USD)", "training (s)"] + [c.split(":", 1)[1] for c in metric_cols]
     sort_by = c1.selectbox("Sort by", sort_options, key="lb:sort")
-    descending = c2.checkbox("Descending", value=sort_by not in ("candidate", "cost (USD)", "training (s)"), key="lb:desc")
+    descending = c2.checkbox("Descending", value=sort_by not in ("candidate", "cost (USD)", "training (s)"), key=f"lb:desc:{sort_by}")
     only_meeting = c3.checkbox("Only candidates meeting the goal", key="lb:meeting")
     col = f"_value:{sort_by}" if f"_value:{sort_by}" in df.columns else sort_by
     df = df.sort_values(col, ascending=not descending, na_position="last", kind="stable")

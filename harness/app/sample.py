@@ -45,7 +45,8 @@ TOPICS = ["refund", "password reset", "late delivery", "broken item", "invoice c
           "address change", "double charge", "discount code", "warranty"]
 
 
-def goal_yaml(tokens: Sequence[str] = (), items: int = 12, raters_per_item: int = 2, min_ratings: int = 3) -> str:
+def goal_yaml(tokens: Sequence[str] = (), items: int = 12, raters_per_item: int = 2, min_ratings: int = 3,
+              mode: str = "pointwise") -> str:
     tok = json.dumps(list(tokens))
     return f"""\
 goal: {GOAL}
@@ -68,7 +69,7 @@ candidates:
   - {{name: few-shot, kind: prompt, shots: 3}}
   - {{name: lora-r8, kind: lora, r: 8, learning_rate: 2.0e-4, epochs: 3}}
 judge: {{model: "local:default", rubrics: [tone]}}
-human: {{rubrics: [tone], items: {items}, raters_per_item: {raters_per_item}, min_ratings: {min_ratings}, tokens: {tok}, agreement_threshold: 0.4}}
+human: {{rubrics: [tone], items: {items}, raters_per_item: {raters_per_item}, min_ratings: {min_ratings}, mode: {mode}, tokens: {tok}, agreement_threshold: 0.4}}
 """
 
 
@@ -242,3 +243,30 @@ def _fill_aggregates_and_verdicts(store: Any, run_id: str, goal: Any, cands: lis
                          "ci_low": v.ci[0], "ci_high": v.ci[1], "threshold": v.threshold, "op": crit.op,
                          "baseline": crit.baseline, "needed_n": v.needed_n, "detail": v.detail})
     store.put_verdicts(run_id, rows)
+
+
+FILL_ENV = "HARNESS_APP_FILL"
+
+
+def make_project(root: str | Path, fill: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """A project folder with a filled store at ``root/harness.duckdb``.
+
+    ``fill`` (else ``$HARNESS_APP_FILL``, else this module's :func:`fill_sample`) is a
+    ``module:function`` taking ``(store, root, **kwargs)`` and returning at least ``goal``;
+    pointing it at a function that runs the real tiny-model pipeline swaps the data the
+    app tests see without touching them.
+    """
+    import os
+
+    from harness.registry import import_object
+    from harness.store import Store
+
+    root = Path(root)
+    fn = import_object(fill or os.environ.get(FILL_ENV) or "harness.app.sample:fill_sample")
+    store = Store(root / "harness.duckdb")
+    info = dict(fn(store, root, **kwargs))
+    info.setdefault("goals_dir", root / "goals")
+    info.setdefault("rubrics_dir", root / "rubrics")
+    info["db"] = root / "harness.duckdb"
+    info["root"] = root
+    return info

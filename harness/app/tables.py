@@ -18,16 +18,19 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _f(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3g}"
+def _f(x: float | None, percent: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x * 100:.3g}%" if percent else f"{x:.3g}"
 
 
-def cell_text(row: Mapping[str, Any], untrusted: bool = False) -> str:
-    """``0.652 [0.528, 0.748] ✅ pass`` (+ what is missing, + an untrusted-judge flag)."""
+def cell_text(row: Mapping[str, Any], untrusted: bool = False, percent: bool = False) -> str:
+    """``0.652 [0.528, 0.748] ✅ pass`` (+ what is missing, + an untrusted-judge flag).
+    ``percent``: the value is a relative change (reduce_by/improve_by given in %)."""
     value, lo, hi = _num(row.get("value")), _num(row.get("ci_low")), _num(row.get("ci_high"))
-    parts = [_f(value)]
+    parts = [_f(value, percent)]
     if lo is not None and hi is not None:
-        parts.append(f"[{_f(lo)}, {_f(hi)}]")
+        parts.append(f"[{_f(lo, percent)}, {_f(hi, percent)}]")
     parts.append(BADGES.get(str(row.get("status")), str(row.get("status") or "")))
     if row.get("missing"):
         parts.append(f"(needs {row['missing']} more ratings)")
@@ -79,6 +82,7 @@ def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mappi
     for m in metrics:
         sample = next((cells[(c, m)] for c in cands if (c, m) in cells), None)
         headers[m] = criterion_header(m, goal_criteria, sample)
+    percent = {c.metric for c in goal_criteria if getattr(c, "percent", False)}
     baselines = sorted({f"{m} → {c.baseline}" for c in goal_criteria for m in [c.metric] if c.baseline})
     out = []
     for name, info in cands.items():
@@ -94,7 +98,8 @@ def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mappi
                 if not is_base:
                     statuses.append("missing")
                 continue
-            row[headers[m]] = cell_text(cell, untrusted=m in untrusted or _rubric_of(m) in untrusted)
+            row[headers[m]] = cell_text(cell, untrusted=m in untrusted or _rubric_of(m) in untrusted,
+                                        percent=m in percent)
             row[f"_value:{m}"] = _num(cell.get("value"))
             statuses.append(str(cell.get("status")))
         row["meets goal"] = meets_goal_text(statuses)

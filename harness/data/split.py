@@ -139,11 +139,10 @@ def prepare(goal: Any, store: Any, *, reseal: bool = False, record: bool = True)
 
         clean = []
         for ex in examples:
-            for m in ex.prompt:
-                for kind, n in scrub_text(m["content"])[1].items():
+            texts = [m["content"] for m in ex.prompt] + ([] if ex.format == "label" else [ex.reference])
+            for text in texts:
+                for kind, n in scrub_text(text)[1].items():
                     scrubbed[kind] = scrubbed.get(kind, 0) + n
-            for kind, n in scrub_text(ex.reference)[1].items():
-                scrubbed[kind] = scrubbed.get(kind, 0) + n
             clean.append(scrub_example(ex))
         examples = clean
     ratios = {"train": goal.data.split.train, "validation": goal.data.split.validation,

@@ -182,6 +182,8 @@ def compute_metric(name_or_spec: str, outputs: Sequence[str], examples: Sequence
     display = args.pop("name", None) or name_or_spec
     if len(outputs) != len(examples):
         raise HarnessError(f"metric {display!r}: {len(outputs)} outputs for {len(examples)} examples")
+    if not outputs:
+        raise HarnessError(f"metric {display!r}: no outputs to score")
     fn, meta = resolve_metric(name_or_spec)
     _check_args(fn, name_or_spec, args)
     result = fn(list(outputs), list(examples), **args)

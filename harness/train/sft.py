@@ -219,21 +219,25 @@ def evaluate(model: Any, batches: Sequence[dict[str, Any]], device: Any) -> floa
 def is_overfitting(curves: Sequence[tuple[int, str, float]], rel_tol: float = 0.01) -> bool:
     """Validation loss rose above its best while training loss kept falling.
 
-    Looks at the evaluations after training began (step > 0): the last one must be more than
-    ``rel_tol`` above the best, and the mean training loss since the best step must be lower
-    than over the same number of steps just before it.
+    Looks at evaluations after training began (step > 0): the last must be more than
+    ``rel_tol`` above the best, and the mean training loss over the last evaluation interval
+    must be below its mean over the interval that ended at the best evaluation.
     """
     val = [(s, loss) for s, split, loss in curves if split == "validation" and s > 0]
     if len(val) < 2:
         return False
     best_i = min(range(len(val)), key=lambda i: val[i][1])
-    best_step, best_loss = val[best_i]
-    if best_i == len(val) - 1 or val[-1][1] <= best_loss * (1 + rel_tol):
+    if best_i == len(val) - 1 or val[-1][1] <= val[best_i][1] * (1 + rel_tol):
         return False
     train = [(s, loss) for s, split, loss in curves if split == "train"]
-    later = [loss for s, loss in train if s > best_step]
-    before = [loss for s, loss in train if s <= best_step][-len(later):] if later else []
-    return bool(later and before) and statistics.fmean(later) < statistics.fmean(before)
+
+    def interval_mean(i: int) -> float | None:
+        lo = val[i - 1][0] if i > 0 else 0
+        losses = [loss for s, loss in train if lo < s <= val[i][0]]
+        return statistics.fmean(losses) if losses else None
+
+    at_best, at_end = interval_mean(best_i), interval_mean(len(val) - 1)
+    return at_best is not None and at_end is not None and at_end < at_best
 
 
 # --- hashing and metadata ------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""Rate page: the human panel. Blind items, one at a time; every answer is saved at once.
+
+A rater signs in with a name (and the goal's access token when tokens are configured).
+Each criterion's answer is written to the store the moment it is chosen (and again on
+"Submit & next"), so closing the tab loses nothing; rating an item again updates the row.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from harness import panel
+from harness.app import data
+from harness.errors import HarnessError
+
+CHOICE_TEXT = {"A": "Response A is better", "B": "Response B is better", "tie": "Tie"}
+
+
+def _k(goal: str, what: str) -> str:
+    return f"rate:{goal}:{what}"
+
+
+def render(store: Any, cfg: data.AppConfig, goal_name: str, goal: Any) -> None:
+    st.title(f"Rate · {goal_name}")
+    if goal is None or goal.human is None:
+        st.info("This goal has no human panel: add a `human:` section (rubrics, items, raters_per_item) to its goal file.")
+        return
+    rubrics = _rubrics(goal, cfg)
+    rater = st.session_state.get(_k(goal_name, "rater"))
+    if rater is None:
+        _sign_in(goal_name, goal)
+        return
+    items = data.ensure_items(store, goal, cfg.rubrics_dir)
+    if not items:
+        st.info("No items to rate yet: the goal needs a finished run with outputs.")
+        return
+    ratings = store.ratings(goal_name)
+    qkey = _k(goal_name, f"queue:{rater}")
+    if qkey not in st.session_state:
+        # Fixed for the session, so items do not move while others rate.
+        queue = panel.queue_for_rater(items, ratings, rater, goal.human.raters_per_item, goal=goal_name,
+                                      seed=int(getattr(goal.human, "seed", 0) or 0))
+        st.session_state[qkey] = [it.item_id for it in queue]
+    by_id = {it.item_id: it for it in items}
+    queue = [by_id[i] for i in st.session_state[qkey] if i in by_id]
+    mine = _mine(ratings, rater)
+    done = [it for it in queue if _complete(it, mine, rubrics)]
+    pkey = _k(goal_name, f"pos:{rater}")
+    if pkey not in st.session_state:
+        st.session_state[pkey] = next((i for i, it in enumerate(queue) if it not in done), len(queue))
+    pos = min(st.session_state[pkey], len(queue))
+
+    top = st.columns([4, 1])
+    top[0].markdown(f"Rating as **{rater}**")
+    if top[1].button("Sign out", key=_k(goal_name, "signout")):
+        for key in [k for k in st.session_state if str(k).startswith(f"rate:{goal_name}:")]:
+            del st.session_state[key]
+        st.rerun()
+    st.progress(len(done) / max(1, len(queue)), text=f"{len(done)} of {len(queue)} items rated")
+    if not queue:
+        st.info("Every item already has enough raters. Thank you!")
+        return
+    if pos >= len(queue):
+        st.success("All items done. Thank you! Your ratings are saved.")
+        if st.button("◀ Back", key=_k(goal_name, "back_end")):
+            st.session_state[pkey] = len(queue) - 1
+            st.rerun()
+        return
+    _item(store, goal_name, queue[pos], pos, len(queue), rater, rubrics, mine, pkey)
+
+
+def _rubrics(goal: Any, cfg: data.AppConfig) -> dict[str, Any]:
+    from harness.judge.rubric import load_rubric
+
+    return {name: load_rubric(name, cfg.rubrics_dir) for name in goal.human.rubrics}
+
+
+def _sign_in(goal_name: str, goal: Any) -> None:
+    tokens = list(goal.human.tokens or [])
+    with st.form(_k(goal_name, "signin")):
+        name = st.text_input("Your name", key=_k(goal_name, "name"))
+        token = st.text_input("Access token", type="password", key=_k(goal_name, "token")) if tokens else None
+        submitted = st.form_submit_button("Start rating")
+    if not submitted:
+        st.caption("Outputs are shown without candidate names, in an order of their own for each rater.")
+        return
+    try:
+        rater = panel.check_rater(name)
+    except HarnessError as exc:
+        st.error(str(exc))
+        return
+    if not panel.check_access(tokens, token):
+        st.error("Unknown access token: you cannot rate this goal. Ask the goal's owner for a token.")
+        return
+    st.session_state[_k(goal_name, "rater")] = rater
+    st.rerun()
+
+
+def _mine(ratings: list[dict[str, Any]], rater: str) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in ratings:
+        if r["rater"] == rater:
+            out.setdefault(r["item_id"], {})[r["criterion"]] = r
+    return out
+
+
+def _complete(item: panel.PanelItem, mine: dict[str, dict[str, Any]], rubrics: dict[str, Any]) -> bool:
+    rub = rubrics.get(item.rubric)
+    names = rub.criterion_names if rub else []
+    got = mine.get(item.item_id, {})
+    return bool(names) and all(n in got for n in names)
+
+
+def _save(store: Any, goal: str, rater: str, item: panel.PanelItem, criterion: str, value: Any) -> None:
+    if value is None:
+        return
+    if item.mode == panel.PAIRWISE:
+        store.put_rating(goal, rater, item.item_id, criterion, choice=str(value))
+    else:
+        store.put_rating(goal, rater, item.item_id, criterion, score=float(value))
+
+
+def _on_change(store: Any, goal: str, rater: str, item: panel.PanelItem, criterion: str, key: str) -> None:
+    try:
+        _save(store, goal, rater, item, criterion, st.session_state.get(key))
+        st.session_state[_k(goal, "saved")] = criterion
+    except HarnessError as exc:
+        st.session_state[_k(goal, "error")] = str(exc)
+
+
+def _item(store: Any, goal: str, item: panel.PanelItem, pos: int, total: int, rater: str,
+          rubrics: dict[str, Any], mine: dict[str, dict[str, Any]], pkey: str) -> None:
+    content = data.item_content(store, item)
+    st.subheader(f"Item {pos + 1} of {total}")
+    st.markdown("**Input**")
+    st.code(content["input"] or "(not stored)", language=None, wrap_lines=True)
+    cols = st.columns(len(content["responses"]))
+    for col, (label, text) in zip(cols, content["responses"]):
+        with col:
+            st.markdown(f"**{label}**")
+            st.code(text, language=None, wrap_lines=True)
+    if content.get("reference"):
+        with st.expander("Reference answer"):
+            st.code(content["reference"], language=None, wrap_lines=True)
+    rubric = rubrics.get(item.rubric)
+    if rubric is None:
+        st.error(f"Item uses rubric {item.rubric!r}, which this goal's panel does not list.")
+        return
+    st.caption(rubric.description)
+    previous = mine.get(item.item_id, {})
+    keys = {}
+    for crit in rubric.criteria:
+        key = _k(goal, f"w:{rater}:{item.item_id}:{crit.name}")
+        keys[crit.name] = key
+        old = previous.get(crit.name)
+        st.markdown(f"**{crit.name}**: {crit.description}")
+        if item.mode == panel.PAIRWISE:
+            options = list(panel.PAIR_CHOICES)
+            index = options.index(old["choice"]) if old and old.get("choice") in options else None
+            st.radio(crit.name, options, index=index, key=key, format_func=CHOICE_TEXT.get, horizontal=True,
+                     label_visibility="collapsed", on_change=_on_change, args=(store, goal, rater, item, crit.name, key))
+        else:
+            options = list(crit.scale)
+            index = options.index(int(old["score"])) if old and old.get("score") is not None else None
+            st.radio(crit.name, options, index=index, key=key, format_func=lambda v, c=crit: f"{v} · {c.scale[v]}",
+                     label_visibility="collapsed", on_change=_on_change, args=(store, goal, rater, item, crit.name, key))
+    if st.session_state.pop(_k(goal, "error"), None):
+        st.error("That answer could not be saved; please choose it again.")
+    saved = st.session_state.pop(_k(goal, "saved"), None)
+    if saved:
+        st.caption(f"Saved ✓ ({saved})")
+    back, skip, submit = st.columns(3)
+    if back.button("◀ Back", key=_k(goal, "back"), disabled=pos == 0):
+        st.session_state[pkey] = max(0, pos - 1)
+        st.rerun()
+    if skip.button("Skip ▶", key=_k(goal, "skip")):
+        st.session_state[pkey] = pos + 1
+        st.rerun()
+    if submit.button("Submit & next", key=_k(goal, "submit"), type="primary"):
+        answers = {c: st.session_state.get(k) for c, k in keys.items()}
+        missing = [c for c, v in answers.items() if v is None]
+        if missing:
+            st.warning(f"Rate every criterion first ({', '.join(missing)}), or Skip.")
+            return
+        for crit_name, value in answers.items():
+            _save(store, goal, rater, item, crit_name, value)
+        st.session_state[pkey] = pos + 1
+        st.rerun()
