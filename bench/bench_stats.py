@@ -15,6 +15,7 @@ second.
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -90,7 +91,13 @@ def bench_paired(scaled_from: int = 10) -> dict:
 
 
 def run() -> list[dict]:
-    return [bench_bootstrap(), bench_paired()]
+    rows = [bench_bootstrap(), bench_paired()]
+    # Timings are wall-clock; on a shared machine the load says how much to trust them.
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    for row in rows:
+        row["load_avg_1m"] = load
+        row["cpus"] = os.cpu_count()
+    return rows
 
 
 if __name__ == "__main__":

@@ -67,12 +67,24 @@ def init(name: str = typer.Argument(..., help="Goal name; writes goals/NAME.yaml
 def _token_counter(goal):
     """The goal's model tokenizer when it is available locally, else whitespace."""
     try:
-        from harness.backends.local import load_tokenizer
+        from transformers import AutoTokenizer
 
-        tok = load_tokenizer(goal.model)
-        return (lambda text: len(tok.encode(text, add_special_tokens=False))), f"tokenizer of {goal.model}"
+        from harness.backends.modelhub import resolve_model
+
+        resolved = resolve_model(goal.model)
+        tok = AutoTokenizer.from_pretrained(str(resolved.path), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure falls back, and the report says so
-        return (lambda text: len(text.split())), f"whitespace (model tokenizer unavailable: {type(exc).__name__})"
+        def whitespace(text: str) -> int:
+            return len(text.split())
+
+        whitespace.__name__ = f"whitespace (model tokenizer unavailable: {exc})"[:120]
+        return whitespace, whitespace.__name__
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False))
+
+    count.__name__ = f"tokenizer of {resolved.name}"
+    return count, count.__name__
 
 
 @app.command()
@@ -94,7 +106,10 @@ def check(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
     if tokenizer:
         count, how = _token_counter(goal)
     else:
-        count, how = (lambda text: len(text.split())), "whitespace (--no-tokenizer)"
+        def count(text: str) -> int:
+            return len(text.split())
+
+        count.__name__ = how = "whitespace (--no-tokenizer)"
     report = check_examples(examples, count_tokens=count, blocking=set(goal.data.blocking),
                             near_dup_threshold=goal.data.near_duplicate_threshold)
     if as_json:

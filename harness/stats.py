@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 BLOCK_CELLS = 2 ** 21
 # Up to this many statistic columns a bootstrap gathers and sums; above, it multiplies counts.
 GATHER_MAX_COLS = 8
+# Sign-flip rows per block in the permutation test.
 CHUNK = 256
 
 
@@ -82,14 +83,17 @@ def bootstrap_values(results: Sequence, n_resamples: int = 2000, seed: int = 0) 
     # One wide matrix so each block of draws is used once for all results.
     stacked = np.hstack([r.stats for r in results])
     edges = np.cumsum([0] + widths)
-    columns = [np.ascontiguousarray(c) for c in stacked.T] if stacked.shape[1] <= GATHER_MAX_COLS else None
+    # Identical columns (every mean-type result has a column of ones) are summed once.
+    unique, inverse = np.unique(stacked, axis=1, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    columns = [np.ascontiguousarray(c) for c in unique.T] if unique.shape[1] <= GATHER_MAX_COLS else None
     out: list[list[np.ndarray]] = [[] for _ in results]
     for idx in resample_indices(n, n_resamples, seed):
         if columns is not None:
             # Few columns: summing the gathered values beats building the count matrix.
-            sums = np.stack([col[idx].sum(axis=1) for col in columns], axis=-1)
+            sums = np.stack([col[idx].sum(axis=1) for col in columns], axis=-1)[:, inverse]
         else:
-            sums = counts_of(idx, n) @ stacked
+            sums = (counts_of(idx, n) @ unique)[:, inverse]
         for j, r in enumerate(results):
             out[j].append(np.asarray(r.aggregate(sums[:, edges[j]:edges[j + 1]]), dtype=float))
     return [np.concatenate(parts) for parts in out]
@@ -163,8 +167,7 @@ def bootstrap_ci(result_or_values, confidence: float = 0.95, n_resamples: int = 
     single point and claim certainty from, say, five examples.
     """
     result = _as_result(result_or_values)
-    z = _z(confidence)  # validates confidence
-    del z
+    _z(confidence)  # validates confidence
     binary = _binary_values(result)
     if binary is not None and binary.size and (binary.min() == binary.max()):
         return wilson_ci(int(binary.sum()), int(binary.size), confidence)

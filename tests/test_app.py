@@ -109,7 +109,6 @@ def test_leaderboard_filter_value_is_bound_not_sql(project):
     evil = "x' OR 1=1; DROP TABLE scores; --"
     at.text_input(key="lb:criteria:candidate_contains").set_value(evil).run()
     assert not at.exception
-    assert not at.dataframe or at.dataframe[0].value.empty or "No candidates" in " ".join(i.value for i in at.info)
     assert any("No candidates match" in i.value for i in at.info)
     assert {t: store.count(t) for t in before} == before
 
@@ -168,9 +167,9 @@ def test_leaderboard_shows_human_scores_and_untrusted_judge(project):
     for cand, per in expected.items():
         mean = sum(per.values()) / len(per)
         assert df.loc[cand, human_col].startswith(f"{mean:.3g}")
-    human_table = next(d.value for d in at.dataframe if "human score" in d.value.columns)
+    human_table = at.table[0].value
     got = dict(zip(human_table["candidate"], human_table["human score"]))
-    assert got == pytest.approx({c: sum(p.values()) / len(p) for c, p in expected.items()})
+    assert got == {c: f"{sum(p.values()) / len(p):.2f}" for c, p in expected.items()}
 
 
 # --------------------------------------------------------------------------- compare
@@ -250,7 +249,7 @@ def _radios(at: AppTest, goal: str):
 def test_rate_page_saves_each_answer_at_once_blind_and_updates(project):
     store, goal = project["store"], project["goal"]
     at = _sign_in(_app("Rate"), goal, "Alice")
-    assert "1 of 12" in _texts(at) or "Item 1 of 12" in _texts(at)
+    assert "Item 1 of 12" in _texts(at)
     text = _texts(at)
     for cand in project["candidates"]:
         assert cand not in text, f"candidate name {cand!r} shown to the rater"

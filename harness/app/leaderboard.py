@@ -130,13 +130,11 @@ def human_panel_table(store: Any, goal: Any) -> None:
         rows += panel.human_aggregates(ratings, items, f"human.{rubric}", confidence=goal.confidence)
     if rows:
         st.subheader("Human panel")
-        df = pd.DataFrame([{"candidate": r["candidate"], "metric": r["metric"], "human score": r["value"],
-                            "ci_low": r["ci_low"], "ci_high": r["ci_high"], "examples": r["n"],
-                            "ratings": r["extra"]["n_ratings"]} for r in rows])
-        st.dataframe(df, hide_index=True, width="stretch",
-                     column_config={"human score": st.column_config.NumberColumn(format="%.2f"),
-                                    "ci_low": st.column_config.NumberColumn(format="%.2f"),
-                                    "ci_high": st.column_config.NumberColumn(format="%.2f")})
+        # A static table (not a canvas grid): readable as text, and small.
+        st.table(pd.DataFrame([{"candidate": r["candidate"], "metric": r["metric"],
+                                "human score": f"{r['value']:.2f}",
+                                "CI": "–" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+                                "examples": r["n"], "ratings": r["extra"]["n_ratings"]} for r in rows]))
 
 
 def metric_chart(store: Any, run_id: str) -> None:

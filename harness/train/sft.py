@@ -270,8 +270,8 @@ def adapter_hash(folder: str | Path) -> str:
 
 
 def data_hash(examples: Sequence[Example]) -> str:
-    """Hash of the training example ids in training order (the order seeds the shuffle)."""
-    return hashlib.sha256("\n".join(ex.id for ex in examples).encode()).hexdigest()[:16]
+    """sha256 of the sorted example ids: the same value ``harness.data.split.data_hash`` gives."""
+    return hashlib.sha256("\n".join(sorted(ex.id for ex in examples)).encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:

@@ -1,0 +1,110 @@
+"""End to end in headless Chromium: a rater rates three items in the browser, the rows are
+in the store, and the leaderboard then shows the human score."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness import panel
+from harness.app.sample import make_project
+from harness.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError("streamlit did not come up")
+
+
+@pytest.fixture
+def served(tmp_path):
+    if not Path(CHROMIUM).exists() or shutil.which("streamlit", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium) and streamlit")
+    pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (pip), no browser download")
+    info = make_project(tmp_path / "proj")
+    port = _free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HARNESS_DB=str(info["db"]), HARNESS_GOALS=str(info["goals_dir"]),
+               HARNESS_RUBRICS=str(info["rubrics_dir"]), HARNESS_LEADERBOARDS=str(REPO / "leaderboards"))
+    cmd = [str(Path(sys.executable).parent / "streamlit"), "run", str(REPO / "app.py"), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url, info
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, info = served
+    goal = info["goal"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/?page=Rate&goal={goal}")
+        page.get_by_label("Your name").fill("Dana")
+        page.get_by_text("Start rating").click()
+        for k in range(3):
+            expect(page.get_by_text(f"Item {k + 1} of 12")).to_be_visible()
+            page.get_by_text("4 · Professional; polite and clear.", exact=True).click()
+            expect(page.get_by_text("Saved ✓ (formal)")).to_be_visible()
+            page.get_by_text("3 · Neutral; a token acknowledgement.", exact=True).click()
+            expect(page.get_by_text("Saved ✓ (empathetic)")).to_be_visible()
+            page.get_by_role("button", name="Submit & next").click()
+        expect(page.get_by_text("Item 4 of 12")).to_be_visible()
+        expect(page.get_by_text("3 of 12 items rated")).to_be_visible()
+
+        store = Store(info["db"])
+        rows = store.ratings(goal)
+        assert len(rows) == 6 and {r["rater"] for r in rows} == {"Dana"}
+        assert sorted((r["criterion"], r["score"]) for r in rows) == [("empathetic", 3.0)] * 3 + [("formal", 4.0)] * 3
+        items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal)]
+        expected = panel.human_scores(rows, items, "tone")
+        assert sum(len(v) for v in expected.values()) == 3
+
+        page.goto(f"{url}/?page=Leaderboard&goal={goal}")
+        expect(page.get_by_text("Human panel")).to_be_visible()
+        table = page.locator("[data-testid='stTable']")
+        for cand, per in expected.items():
+            row = table.locator("tr", has_text=cand)
+            expect(row).to_contain_text("human.tone")
+            expect(row).to_contain_text(f"{sum(per.values()) / len(per):.2f}")
+        browser.close()

@@ -1,0 +1,103 @@
+"""API candidates through `harness run`: real openai/anthropic clients against a local
+fault-injecting server; every prediction stored once, no key or raw PII stored or sent."""
+import json
+
+import pytest
+
+from harness.goals import load_goal
+from harness.runner import run_goal
+from harness.store import Store
+from tests.conftest import ROOT, ROUTE_SYSTEM, chat, write_jsonl
+from tests.fakeapi import FakeAPI, by_prompt
+
+KEY = "sk-test-SECRET-4f9a2b"
+PII = ["jane.doe@example.com", "4111 1111 1111 1111", "+1 415 555 0132"]
+
+
+def rows():
+    out = []
+    for i in range(40):
+        q = ["billing", "shipping"][i % 2]
+        text = f"Order {1000 + i}: my {q} problem number {i} is still open."
+        if i % 10 == 0:
+            text += f" Reach me at {PII[(i // 10) % 3]}."
+        out.append(chat(text, q, system=ROUTE_SYSTEM))
+    return out
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.setenv("TEST_OPENAI_KEY", KEY)
+    monkeypatch.setenv("TEST_ANTHROPIC_KEY", KEY)
+    monkeypatch.chdir(ROOT)
+
+
+def test_api_candidates_survive_faults_and_store_each_prediction_once(tmp_path, env):
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    faults = {"problem number 1 ": ["429 retry-after=1", "ok"], "problem number 3 ": ["500", "500", "ok"],
+              "problem number 5 ": ["sleep=3", "ok"], "problem number 7 ": ["malformed", "missing", "ok"],
+              "problem number 9 ": ["drop", "ok"]}
+    with FakeAPI(responder=lambda msgs: "billing", policy=by_prompt(faults)) as srv:
+        opts = ("max_retries: 3, timeout_s: 1.5, backoff_base_s: 0.01, concurrency: 4")
+        goal_file = tmp_path / "g.yaml"
+        goal_file.write_text(f"""goal: apigoal
+data:
+  path: {data}
+  split: {{train: 0.0, validation: 0.0, test: 1.0, seed: 1}}
+  scrub_pii: true
+task: classification
+success:
+  - {{metric: accuracy, at_least: 0.4}}
+candidates:
+  - {{name: gpt, kind: api, provider: openai, model: gpt-4o-mini, base_url: "{srv.openai_url}", api_key_env: TEST_OPENAI_KEY, {opts}}}
+  - {{name: claude, kind: api, provider: anthropic, model: claude-3-5-haiku-latest, base_url: "{srv.anthropic_url}", api_key_env: TEST_ANTHROPIC_KEY, {opts}}}
+  - {{name: local-vllm, kind: api, provider: openai-compatible, model: my-finetune, base_url: "{srv.openai_url}", {opts}}}
+""")
+        goal = load_goal(goal_file)
+        store = Store(tmp_path / "s.duckdb")
+        res = run_goal(goal, store, progress=False, work_dir=tmp_path / "w")
+        n = 40
+        assert res.counts["generated"] == 3 * n
+        assert store.count("predictions") == 3 * n
+        assert len(store.query("SELECT * FROM outputs WHERE run_id = ?", [res.run_id])) == 3 * n
+        # No prompt was sent more often than the retry budget allows.
+        from collections import Counter
+
+        per_model_prompt = Counter((c.body.get("model"), c.prompt) for c in srv.calls)
+        assert max(per_model_prompt.values()) <= 1 + 3
+        assert len(per_model_prompt) == 3 * n
+        assert sum(per_model_prompt.values()) > 3 * n  # faults did cause retries
+        # The server got the key (auth works) but never the raw PII.
+        sent = json.dumps([c.body for c in srv.calls])
+        assert not any(p in sent for p in PII) and "<EMAIL>" in sent and "<CREDIT_CARD>" in sent
+        assert any(KEY in " ".join(c.headers.values()) for c in srv.calls)
+        # Cost and tokens recorded per prediction (priced models only).
+        gpt = store.query("SELECT sum(p.cost_usd) AS c, min(p.prompt_tokens) AS t FROM outputs o JOIN predictions p "
+                          "USING (cache_key) WHERE o.candidate = 'gpt' AND o.run_id = ?", [res.run_id])[0]
+        assert gpt["c"] > 0 and gpt["t"] > 0
+        calls = len(srv.calls)
+        again = run_goal(goal, store, progress=False, work_dir=tmp_path / "w")
+        assert len(srv.calls) == calls and again.counts["generated"] == 0
+    # Nothing stored anywhere contains the key or raw PII.
+    for table in ("runs", "candidates", "predictions", "outputs", "examples", "scores", "aggregates", "verdicts"):
+        dump = json.dumps(store.query(f"SELECT * FROM {table}"), default=str)
+        assert KEY not in dump, table
+        assert not any(p in dump for p in PII), table
+
+
+def test_missing_key_stops_before_any_request(tmp_path, env, monkeypatch):
+    monkeypatch.delenv("TEST_OPENAI_KEY")
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    with FakeAPI(responder=lambda m: "billing") as srv:
+        g = tmp_path / "g.yaml"
+        g.write_text(f"""goal: nokey
+data: {{path: {data}, split: {{train: 0.5, validation: 0.0, test: 0.5}}}}
+success: [{{metric: accuracy, at_least: 0.5}}]
+candidates:
+  - {{name: gpt, kind: api, provider: openai, model: gpt-4o-mini, base_url: "{srv.openai_url}", api_key_env: TEST_OPENAI_KEY}}
+""")
+        from harness.errors import HarnessError
+
+        with pytest.raises(HarnessError, match="TEST_OPENAI_KEY"):
+            run_goal(load_goal(g), Store(tmp_path / "s.duckdb"), progress=False, work_dir=tmp_path / "w")
+        assert srv.calls == []
