@@ -57,6 +57,8 @@ MAX_LENGTH = 512
 LR = 2e-4
 N_VAL = 32
 SEED = 0
+# A model folder to bench instead of the default model (only to try the script quickly).
+MODEL = os.environ.get("HARNESS_BENCH_MODEL", "default")
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -292,7 +294,7 @@ def run_one(kind: str) -> dict:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     rss = RSSSampler()
-    base = resolve_model("default").path
+    base = resolve_model(MODEL).path
     train, val, _ = load_data()
     rss.mark("before_training")
     meter = Meter()
@@ -324,7 +326,7 @@ def run() -> list[dict]:
     results = {kind: _in_subprocess(kind) for kind in ("harness", "trl", "trainer")}
     peak = max(peak_before, matmul_peak_flops())
 
-    base = resolve_model("default").path
+    base = resolve_model(MODEL).path
     train, val, source = load_data()
     tokenizer = AutoTokenizer.from_pretrained(base)
     rows = [sft.encode_example(tokenizer, e, MAX_LENGTH) for e in train]

@@ -484,6 +484,7 @@ def score_candidate(run: Run, outputs: Outputs, names: list[str]) -> dict[str, A
         base, args = metric_args(run, name)
         res = compute_metric(base, outputs.texts, run.prepared.test, **args)
         res.name = name
+        res.extra["ids"] = [ex.id for ex in run.prepared.test]  # pairing is checked by example
         results[name] = res
     return results
 
@@ -541,7 +542,7 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
             names = [f"judge.{rubric.name}"] + [f"judge.{rubric.name}.{c}" for c in rubric.criterion_names]
             for metric in names:
                 per = metric_scores(metric, judgments)
-                res = from_values(metric, [per.get(ex.id) for ex in test])
+                res = from_values(metric, [per.get(ex.id) for ex in test], extra={"ids": [ex.id for ex in test]})
                 out.setdefault(cname, {})[metric] = res
     return out
 
@@ -582,7 +583,7 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
                                              f"{run.goal.human.min_ratings - n} more needed")
                 continue
             ids = sorted(per)
-            out.setdefault(cand, {})[name] = from_values(name, [per[i] for i in ids])
+            out.setdefault(cand, {})[name] = from_values(name, [per[i] for i in ids], extra={"ids": ids})
     return out, missing
 
 
@@ -611,7 +612,7 @@ def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str]
                                       float(c.threshold), c.baseline, None,
                                       f"baseline {c.baseline!r} has no {c.metric} in this run", c.op, True))
                     continue
-                if base.n != res.n:
+                if base.n != res.n or base.extra.get("ids") != res.extra.get("ids"):
                     vs.append(Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")),
                                       float(c.threshold), c.baseline, None,
                                       "candidate and baseline were scored on different examples", c.op, True))
@@ -732,13 +733,10 @@ def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, resea
         agg_rows = []
         for cname, mres in results.items():
             for metric, res in mres.items():
-                if metric.startswith("human."):
-                    ids = [f"h{i}" for i in range(res.n)]
-                else:
-                    ids = [ex.id for ex in prepared.test]
+                ids = res.extra.get("ids") or [ex.id for ex in prepared.test]
                 store.put_scores(run.run_id, cname, metric, list(zip(ids, res.per_example)))
                 lo, hi = stats.bootstrap_ci(res, goal.confidence, seed=0) if res.n else (float("nan"),) * 2
-                extra = {k: v for k, v in (res.extra or {}).items() if k != "reasons"}
+                extra = {k: v for k, v in (res.extra or {}).items() if k not in ("reasons", "ids", "predictions")}
                 row = {"candidate": cname, "metric": metric, "value": res.value, "ci_low": lo, "ci_high": hi,
                        "n": res.n, "extra": _jsonable(extra)}
                 agg_rows.append(row)

@@ -328,8 +328,8 @@ def test_lora_on_the_default_model(tmp_path):
     except ModelNotAvailableError as exc:
         pytest.skip(str(exc))
     train = [chat_example(f"Say the word number {i}.", f"Word {i}.") for i in range(8)]
-    params = TrainParams(max_steps=3, batch_size=4, eval_every=3)
-    res = train_candidate("default", train, train[:2], params, tmp_path / "lora", progress=False)
+    params = TrainParams(max_steps=3, batch_size=2, eval_every=3, learning_rate=1e-3)
+    res = train_candidate("default", train, train[:1], params, tmp_path / "lora", progress=False)
     losses = [loss for _, split, loss in res.curves if split == "train"]
     assert res.steps == 3 and losses[-1] < losses[0]
     assert read_metadata(tmp_path / "lora")["base_model"]["name"] == "SmolLM2-135M-Instruct"
