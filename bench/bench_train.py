@@ -9,8 +9,9 @@ exactly the same tokens), loss on the answer tokens only.
   gradient checkpointing).
 * ``trl``: ``SFTTrainer`` with its default ``SFTConfig``; set only what it needs to run here:
   output_dir, batch size, max_length, report_to none, completion-only loss (its default for
-  prompt/completion data), one epoch, and the same learning rate as the others (the default
-  2e-5 would make the validation-loss comparison meaningless; it does not change speed).
+  prompt/completion data), one epoch, ``bf16=False`` (its default refuses to start on a CPU),
+  and the same learning rate as the others (the default 2e-5 would make the validation-loss
+  comparison meaningless; it does not change speed).
 * ``trainer``: peft + ``transformers.Trainer`` with default ``TrainingArguments`` (fp32,
   random batches padded to the longest, full logits), the same tokens and labels.
 
@@ -249,7 +250,8 @@ def run_trl(base: Path, train: list, val: list, out: Path, meter: Meter) -> dict
     data = Dataset.from_list([{"prompt": list(e.prompt), "completion": [{"role": "assistant", "content": e.reference}]}
                               for e in train])
     args = SFTConfig(output_dir=str(out / "trl"), per_device_train_batch_size=BATCH, max_length=MAX_LENGTH,
-                     report_to="none", completion_only_loss=True, num_train_epochs=1, learning_rate=LR)
+                     report_to="none", completion_only_loss=True, num_train_epochs=1, learning_rate=LR,
+                     bf16=False)  # its bf16 default refuses to start on a CPU
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=_lora_config(), callbacks=[_step_callback(meter)])
@@ -373,7 +375,8 @@ def run() -> list[dict]:
         "data": source,
         "trl_defaults_seen": tr.get("trl_defaults"),
         "trl_overrides": ["output_dir", "per_device_train_batch_size=8", "max_length=512", "report_to=none",
-                          "completion_only_loss=True", "num_train_epochs=1", "learning_rate=2e-4"],
+                          "completion_only_loss=True", "num_train_epochs=1", "learning_rate=2e-4",
+                          "bf16=False (the default refuses to start without a GPU)"],
     }
     memory = {
         "bench": "train_peak_rss",
@@ -385,7 +388,7 @@ def run() -> list[dict]:
         "before_training": {k: r["rss_before_training_mb"] for k, r in results.items()},
         "note": (f"fp32 weights {weights_mb:.0f} MB (loaded once; LoRA adds ~{lora * 4 / 2**20:.0f} MB plus 2x that "
                  f"in AdamW state); the rest before training is torch/transformers code and the tokenizer. "
-                 f"Training adds activations kept for backward (30 layers x batch x tokens x a few hidden-size "
+                 f"Training adds activations kept for backward ({layers} layers x batch x tokens x a few hidden-size "
                  f"tensors) and logits: the harness makes them only for answer tokens, full-logit trainers "
                  f"for every position (up to {logits_mb:.0f} MB per fp32 copy at batch 8 x {MAX_LENGTH}). "
                  f"TRL's gradient checkpointing trades activation memory for a second forward."),

@@ -598,7 +598,7 @@ PY_SLOTS: dict[str, list[str] | Callable[[random.Random], str]] = {
     "thing": ["age", "quantity", "year", "page number", "score"],
     "datefmt": ["%Y-%m-%d", "%d/%m/%Y", "%m-%d-%Y", "%d.%m.%Y"],
     "cmd": ['["git", "status"]', '["ls", "-l"]', '["python", "--version"]', '["df", "-h"]', '["uname", "-a"]'],
-    "host": ["localhost", "db.internal", "example.com", "127.0.0.1"],
+    "host": ["localhost", "db.internal", "example.com", "cache.example.net"],
     "port": ["5432", "6379", "8080", "443", "22"],
     "table": ["users", "orders", "products", "events", "books"],
     "attempts": ["3", "4", "5"],

@@ -294,15 +294,32 @@ def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal 
         err_console.print(f"no runs stored for goal {goal_name!r} in {store.path}")
         raise typer.Exit(2)
     if as_json:
-        try:
-            from harness.panel import panel_summary
-
-            res["human"] = panel_summary(store, goal_name)
-        except (ImportError, AttributeError):
-            pass
+        if goal_path.exists():
+            res["human"] = _human_summary(store, _load_goal(goal_path), res)
         print(json.dumps(res, indent=2, default=str))
         return
     _print_verdicts(_load_goal(goal_path), store, res["run"]["id"])
+
+
+def _human_summary(store, goal, res) -> dict:
+    """Live human-panel scores (per candidate and metric) and agreement statistics."""
+    from harness.app.data import agreement_report, panel_items
+    from harness.panel import human_aggregates
+
+    if goal.human is None:
+        return {}
+    items = panel_items(store, goal.goal)
+    ratings = store.ratings(goal.goal)
+    metrics = [f"human.{r}" for r in goal.human.rubrics] + [c.metric for c in goal.success if c.metric.startswith("human.")]
+    scores: dict = {}
+    for metric in dict.fromkeys(metrics):
+        for row in human_aggregates(ratings, items, metric, confidence=goal.confidence):
+            scores.setdefault(row["candidate"], {})[metric] = {
+                "value": row["value"], "ci": [row["ci_low"], row["ci_high"]], "n": row["n"],
+                "n_ratings": row["extra"]["n_ratings"]}
+    rubrics_dir = Path(goal.root).parent / "rubrics" if goal.root else Path("rubrics")
+    return {"ratings": len(ratings), "items": len(items), "scores": scores,
+            "agreement": agreement_report(store, goal, rubrics_dir if rubrics_dir.exists() else Path("rubrics"))}
 
 
 def _goal_name(goal_path: Path) -> str:

@@ -565,10 +565,10 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
     if not wanted or run.goal.human is None:
         return {}, {}
     from harness.metrics import from_values
-    from harness.panel import human_scores
+    from harness.panel import PanelItem, human_scores
 
     ratings = run.store.ratings(run.goal.goal)
-    items = run.store.query("SELECT * FROM panel_items WHERE goal = ?", [run.goal.goal])
+    items = [PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
     out: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
     for name in wanted:

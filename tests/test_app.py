@@ -365,3 +365,87 @@ def test_app_without_any_data(tmp_path, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
     assert any("No goals yet" in i.value for i in at.info)
+
+
+# --------------------------------------------------------------------------- leaderboard definitions
+
+def test_shipped_leaderboards_load():
+    from harness.leaderboards import load_leaderboards
+
+    boards, problems = load_leaderboards(REPO / "leaderboards")
+    assert problems == []
+    assert {b.name for b in boards} >= {"criteria", "metrics", "history", "costs"}
+
+
+def test_leaderboard_definition_errors_name_file_line_field(tmp_path):
+    from harness.errors import InputError
+    from harness.leaderboards import load_leaderboard
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ntitle: Bad\nsql: |\n  SELECT * FROM scores WHERE run_id = $run_id AND x = $nope\n"
+                    "filters:\n  - {param: unused, type: text}\ncolums: {}\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        load_leaderboard(path)
+    text = str(err.value)
+    assert f"{path}:7 [colums]: unknown key 'colums'" in text and "did you mean 'columns'" in text
+    path.write_text("name: bad\ntitle: Bad\nsql: |\n  SELECT * FROM scores WHERE run_id = $run_id AND x = $nope\n"
+                    "filters:\n  - {param: unused, type: text}\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        load_leaderboard(path)
+    msgs = [str(p) for p in err.value.problems]
+    assert any(f"{path}:3 [sql]: parameter $nope" in m for m in msgs)
+    assert any(f"{path}:6 [filters[0].param]: filter $unused is not used" in m for m in msgs)
+    path.write_text("name: bad\ntitle: Bad\nsql: DELETE FROM scores\n", encoding="utf-8")
+    with pytest.raises(InputError, match="read query"):
+        load_leaderboard(path)
+
+
+def test_sql_params_ignore_literals_and_comments():
+    from harness.leaderboards import sql_params
+
+    assert sql_params("SELECT '$no' AS x, $a -- $comment\n FROM t WHERE y = $b AND z = $a") == ["a", "b"]
+
+
+def test_filter_values_are_bound_parameters_against_a_real_store(project):
+    from harness.leaderboards import load_leaderboard, run_leaderboard
+
+    store = project["store"]
+    board = load_leaderboard(REPO / "leaderboards" / "metrics.yaml")
+    run_id = store.latest_run(project["goal"])["run_id"]
+    before = store.count("aggregates")
+    for evil in ("' OR '1'='1", "x'; DROP TABLE aggregates; --", "%' UNION SELECT 1,2,3,4,5,6 --"):
+        assert run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": evil, "min_n": 0}) == []
+    assert store.count("aggregates") == before
+    rows = run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": "judge", "min_n": 0})
+    assert rows and {r["metric"] for r in rows} == {"judge.tone"}
+    assert run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": "", "min_n": 21}) == []
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="needs a number"):
+        run_leaderboard(store, board, {"run_id": run_id}, {"min_n": "1; DROP TABLE runs"})
+
+
+def test_a_user_adds_a_leaderboard_without_touching_app_code(project, tmp_path, monkeypatch):
+    boards = tmp_path / "boards"
+    shutil.copytree(REPO / "leaderboards", boards)
+    (boards / "slowest.yaml").write_text(
+        "name: slowest\ntitle: Slowest generators\nsql: |\n"
+        "  SELECT name AS candidate, gen_seconds FROM candidates\n"
+        "  WHERE run_id = $run_id AND gen_seconds >= $min_seconds ORDER BY gen_seconds DESC\n"
+        "filters:\n  - {param: min_seconds, label: At least seconds, type: number, default: 0}\n", encoding="utf-8")
+    (boards / "kinds.sql").write_text("-- title: Candidate kinds\nSELECT kind, count(*) AS n FROM candidates "
+                                      "WHERE run_id = $run_id GROUP BY kind ORDER BY kind\n", encoding="utf-8")
+    (boards / "broken.yaml").write_text("name: broken\ntitle: x\n", encoding="utf-8")
+    monkeypatch.setenv("HARNESS_LEADERBOARDS", str(boards))
+    at = _app()
+    assert any("broken.yaml" in w.value and "sql" in w.value for w in at.warning)
+    titles = at.selectbox(key="lb:view").options
+    at.selectbox(key="lb:view").set_value(titles.index("Slowest generators")).run()
+    df = at.dataframe[0].value
+    latest = project["store"].latest_run(project["goal"])["run_id"]
+    gen = {c["name"]: c["gen_seconds"] for c in project["store"].candidates(latest)}
+    assert list(df["candidate"]) == sorted(gen, key=gen.get, reverse=True)
+    at.number_input(key="lb:slowest:min_seconds").set_value(max(gen.values())).run()
+    assert list(at.dataframe[0].value["candidate"]) == [max(gen, key=gen.get)]
+    at.selectbox(key="lb:view").set_value(titles.index("Candidate kinds")).run()
+    assert dict(zip(at.dataframe[0].value["kind"], at.dataframe[0].value["n"])) == {"lora": 1, "prompt": 2}

@@ -79,6 +79,7 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page()
         page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
         page.goto(f"{url}/?page=Rate&goal={goal}")
         page.get_by_label("Your name").fill("Dana")
         page.get_by_text("Start rating").click()

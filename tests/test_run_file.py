@@ -65,3 +65,15 @@ def test_unmatched_output_rows_are_listed(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2
     assert "outputs.jsonl:21" in r.stderr and "outputs.jsonl:22" in r.stderr and "matches no example" in r.stderr
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
+    goal = make_case(tmp_path, 0.5, n=40, correct=40)
+    db = tmp_path / "s.duckdb"
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(goal), "--db", str(db), "--dry-run"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "plan for filegoal" in r.stdout and "logs" in r.stdout and "estimated API cost" in r.stdout
+    from harness.store import Store
+
+    assert Store(db).count("runs") == 0 and Store(db).count("seals") == 0

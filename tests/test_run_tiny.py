@@ -32,6 +32,18 @@ def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):
     assert {c["split"] for c in curves} == {"train", "validation"}
     counts = {t: store.count(t) for t in ("predictions", "judgments")}
 
+    from harness.report import build_report
+    from harness.results import results_dict
+
+    res = results_dict(store, goal.goal)
+    assert res["run"]["id"] == first.run_id and res["run"]["status"] == "finished"
+    by_name = {c["name"]: c for c in res["candidates"]}
+    assert by_name["lora"]["adapter_path"] and by_name["lora"]["train_seconds"] > 0
+    assert [v["metric"] for v in by_name["lora"]["criteria"]] == ["accuracy", "accuracy"]
+    assert by_name["lora"]["criteria"][1]["baseline"] == "zero-shot"
+    html = build_report(store, goal)
+    assert html.count("<svg") >= 3 and "lora" in html and "loss curves" in html
+
     second = run_goal(goal, store, progress=False, work_dir=tmp_path / "work")
     assert second.counts["generated"] == 0 and second.counts["judged"] == 0
     assert second.counts["trained"] == 0 and second.counts["adapters_reused"] == 1

@@ -10,13 +10,13 @@ import pandas as pd
 def metric_ci_chart(rows: Sequence[dict[str, Any]], metric: str) -> alt.Chart:
     """One point per candidate with its confidence interval as an error bar."""
     df = pd.DataFrame([r for r in rows if r.get("value") is not None])
-    base = alt.Chart(df).encode(y=alt.Y("candidate:N", title=None, sort="-x"))
+    base = alt.Chart(df).encode(y=alt.Y("candidate:N", title=None, axis=alt.Axis(labelOverlap=False)))
     bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=metric, scale=alt.Scale(zero=False)),
                                                 x2="ci_high:Q")
     points = base.mark_point(filled=True, size=80).encode(
         x="value:Q", tooltip=["candidate", alt.Tooltip("value:Q", format=".4f"),
                               alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")])
-    return (bars + points).properties(title=f"{metric} per candidate (with CI)", height=40 + 28 * len(df))
+    return (bars + points).properties(title=f"{metric} per candidate (with CI)")
 
 
 def loss_chart(points: Sequence[dict[str, Any]], candidate: str, best_step: int | None = None) -> alt.Chart:

@@ -14,11 +14,12 @@ from harness.app import charts, data, tables
 
 def render(store: Any, cfg: data.AppConfig, goal_name: str, goal: Any, run_id: str, folder: Path) -> None:
     st.title(f"Leaderboard · {goal_name}")
-    boards, problems = lbs.load_leaderboards(folder)
+    all_boards, problems = lbs.load_leaderboards(folder)
     for p in problems:
         st.warning(f"Leaderboard definition skipped: {p}")
-    boards = [b for b in boards if b.layout != "history"] or boards
-    history = next((b for b in lbs.load_leaderboards(folder)[0] if b.layout == "history"), None)
+    # History views need a candidate: they go below the main view, not in the chooser.
+    boards = [b for b in all_boards if b.layout != "history"]
+    history = next((b for b in all_boards if b.layout == "history"), None)
     if not boards:
         st.info(f"No leaderboard definitions in {folder}/.")
         return
@@ -145,7 +146,7 @@ def metric_chart(store: Any, run_id: str) -> None:
     metric = st.selectbox("Chart metric", metrics, key="lb:chart_metric")
     rows = store.query("SELECT candidate, value, ci_low, ci_high FROM aggregates WHERE run_id = ? AND metric = ?",
                        [run_id, metric])
-    st.altair_chart(charts.metric_ci_chart(rows, metric), width="stretch")
+    st.altair_chart(charts.metric_ci_chart(rows, metric), width="stretch", height=90 + 36 * len(rows))
 
 
 def history_view(store: Any, board: lbs.Leaderboard, goal_name: str, run_id: str) -> None:
