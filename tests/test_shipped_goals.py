@@ -115,3 +115,17 @@ def test_generator_is_deterministic(tmp_path):
     for name in GENERATED:
         assert (tmp_path / name).read_bytes() == (ROOT / "data" / name).read_bytes(), \
             f"{name} differs from `python data/make_demo.py` output: regenerate and commit it"
+
+
+@pytest.mark.slow
+def test_support_topics_accept_the_reference_replies_and_reject_off_topic_text(monkeypatch):
+    # Loads the bundled all-MiniLM-L6-v2 (no generation model); slow on a busy 2-core machine.
+    monkeypatch.chdir(ROOT)
+    goal = load_goal(ROOT / "goals" / "support_offtopic.yaml")
+    args = next(c.args for c in goal.success if c.metric == "off_topic_rate")
+    examples = _examples("support_replies.jsonl")
+    refs = compute_metric("off_topic_rate", [e.reference for e in examples], examples, **args)
+    assert refs.value <= 0.05
+    off = ["The capital of France is Paris.", "Mix flour, sugar and eggs, then bake the banana bread for an hour.",
+           "To fix a flat bicycle tyre, take the wheel off first.", "Tomorrow will be sunny with light winds."]
+    assert compute_metric("off_topic_rate", off, examples[:len(off)], **args).value == 1.0

@@ -113,7 +113,8 @@ class Prepared:
 
 
 def example_text(ex: Example) -> str:
-    return "\n".join(m["content"] for m in ex.prompt) + "\n" + ex.reference
+    """What makes an example itself: its turns and answer, not a system prompt most share."""
+    return "\n".join(m["content"] for m in ex.prompt if m["role"] != "system") + "\n" + ex.reference
 
 
 def find_leakage(train: list[Example], test: list[Example], threshold: float) -> list[dict[str, Any]]:
