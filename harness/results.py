@@ -34,7 +34,7 @@ def results_dict(store: Any, goal: str, run_id: str | None = None) -> dict[str, 
         return None
     rid = run["run_id"]
     aggs = store.query("SELECT * FROM aggregates WHERE run_id = ? ORDER BY candidate, metric", [rid])
-    verdicts = store.query("SELECT * FROM verdicts WHERE run_id = ? ORDER BY candidate, metric", [rid])
+    verdicts = store.query("SELECT * FROM verdicts WHERE run_id = ? ORDER BY candidate, idx", [rid])
     cands = []
     for c in store.candidates(rid):
         name = c["name"]

@@ -491,7 +491,8 @@ def score_candidate(run: Run, outputs: Outputs, names: list[str]) -> dict[str, A
 
 def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, Any]]:
     """``judge.<rubric>`` (and per criterion) MetricResults per candidate, judgments cached."""
-    from harness.judge.judge import JudgeItem, Judgment, make_judge, metric_scores, run_pointwise
+    from harness.judge.judge import (JudgeItem, Judgment, make_judge, metric_scores, pair_values,
+                                     position_bias_rate, run_pairwise, run_pointwise, win_rate)
     from harness.judge.rubric import load_rubric
     from harness.metrics import from_values
 
@@ -499,7 +500,7 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
     if spec is None or not spec.rubrics:
         return {}
     opts = dict(spec.model_extra or {})
-    opts.pop("baseline", None)
+    baseline = opts.pop("baseline", None) or "reference"  # pairwise: compared with this candidate
     if spec.model.startswith("local:"):
         local_spec = spec.model.split(":", 1)[1] or "default"
         model = run.local_model(None if local_spec == "default" else local_spec)
@@ -518,8 +519,10 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
         rubric = load_rubric(rubric_name, run.rubrics_dir)
         cached = {r["cache_key"]: _judgment_from_row(Judgment, r) for r in run.store.query(
             "SELECT * FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge.spec, rubric.hash])}
+        names = [f"judge.{rubric.name}"] + [f"judge.{rubric.name}.{c}" for c in rubric.criterion_names]
         for cname, outs in outputs.items():
-            items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
+            if spec.mode == "pairwise" and cname == baseline:
+                continue  # the baseline is what the others are compared with
             new: list[Any] = []
 
             def on_result(j, new=new) -> None:
@@ -528,22 +531,33 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                     _store_judgments(run, new)
                     new.clear()
 
-            before = len(cached)
-            judgments = run_pointwise(judge, rubric, items, cached=cached, on_result=on_result)
+            if spec.mode == "pairwise":
+                others = ([ex.reference for ex in test] if baseline == "reference" else outputs[baseline].texts)
+                items = [JudgeItem(ex.id, ex.input_text, o, ex.reference, other)
+                         for ex, o, other in zip(test, outs.texts, others)]
+                pairs, judgments = run_pairwise(judge, rubric, items, cached=cached, on_result=on_result)
+            else:
+                items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
+                pairs, judgments = [], run_pointwise(judge, rubric, items, cached=cached, on_result=on_result)
             _store_judgments(run, new)
             fresh = {j.key for j in judgments} - set(cached)
             run.counts["judged"] += len(fresh)
             run.counts["judgments_reused"] += len(judgments) - len(fresh)
-            del before
             for j in judgments:
                 cached.setdefault(j.key, j)
-            run.store.put_judgments([], [(run.run_id, cname, j.example_id, rubric.name, j.criterion, "-", j.key)
-                                         for j in judgments])
-            names = [f"judge.{rubric.name}"] + [f"judge.{rubric.name}.{c}" for c in rubric.criterion_names]
+            run.store.put_judgments([], [(run.run_id, cname, j.example_id, rubric.name, j.criterion, j.order or "-",
+                                          j.key) for j in judgments])
+            ids = [ex.id for ex in test]
             for metric in names:
-                per = metric_scores(metric, judgments)
-                res = from_values(metric, [per.get(ex.id) for ex in test], extra={"ids": [ex.id for ex in test]})
-                out.setdefault(cname, {})[metric] = res
+                if spec.mode == "pairwise":
+                    crit = metric.split(".", 2)[2] if metric.count(".") >= 2 else None
+                    chosen = [p for p in pairs if crit is None or p.criterion == crit]
+                    per = pair_values(chosen)
+                    extra = {"ids": ids, "baseline": baseline, "position_bias_rate": position_bias_rate(chosen),
+                             "win_rate": win_rate(chosen)}
+                else:
+                    per, extra = metric_scores(metric, judgments), {"ids": ids}
+                out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
     return out
 
 
@@ -698,6 +712,8 @@ def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, resea
             raise HarnessError(f"--only: unknown candidate(s) {', '.join(unknown)}")
         # Baselines of relative criteria are needed to decide them.
         need = set(only) | {c.baseline for c in goal.success if c.baseline}
+        if goal.judge is not None and goal.judge.mode == "pairwise":
+            need.add((goal.judge.model_extra or {}).get("baseline"))
         cands = [c for c in cands if c.name in need]
     if not cands:
         raise InputError(Problem(goal.source, None, "candidates", "the goal names no candidates"))
@@ -744,10 +760,10 @@ def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, resea
         store.put_aggregates(run.run_id, agg_rows)
         verdicts, meets, best = decide(run, results, missing)
         store.put_verdicts(run.run_id, [
-            {"candidate": cname, "metric": v.metric, "status": v.status, "value": v.value, "ci_low": v.ci[0],
-             "ci_high": v.ci[1], "threshold": v.threshold, "op": v.criterion, "baseline": v.baseline,
-             "needed_n": v.needed_n, "detail": v.detail}
-            for cname, vs in verdicts.items() for v in vs])
+            {"candidate": cname, "idx": idx, "metric": v.metric, "status": v.status, "value": v.value,
+             "ci_low": v.ci[0], "ci_high": v.ci[1], "threshold": v.threshold, "op": v.criterion,
+             "baseline": v.baseline, "needed_n": v.needed_n, "detail": v.detail}
+            for cname, vs in verdicts.items() for idx, v in enumerate(vs)])
         for cname, ok in meets.items():
             store.update_candidate(run.run_id, cname, meets_goal=ok, status="done")
         store.finish_run(run.run_id, "finished", any(meets.values()), best)

@@ -128,7 +128,25 @@ def m001_initial(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE INDEX scores_metric ON scores (run_id, metric)")
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial]
+def m002_verdict_per_criterion(con: duckdb.DuckDBPyConnection) -> None:
+    """A goal may state two criteria on one metric (an absolute bar and a relative one):
+    verdicts are keyed by the criterion's position in the goal, not by the metric."""
+    con.execute("""
+        CREATE TABLE verdicts_v2 (
+            run_id VARCHAR NOT NULL, candidate VARCHAR NOT NULL, idx INTEGER NOT NULL,
+            metric VARCHAR NOT NULL, status VARCHAR NOT NULL, value DOUBLE, ci_low DOUBLE,
+            ci_high DOUBLE, threshold DOUBLE, op VARCHAR, baseline VARCHAR, needed_n INTEGER,
+            detail VARCHAR, PRIMARY KEY (run_id, candidate, idx))""")
+    con.execute("""
+        INSERT INTO verdicts_v2
+        SELECT run_id, candidate, CAST(row_number() OVER (PARTITION BY run_id, candidate ORDER BY metric) - 1 AS INTEGER),
+               metric, status, value, ci_low, ci_high, threshold, op, baseline, needed_n, detail
+        FROM verdicts""")
+    con.execute("DROP TABLE verdicts")
+    con.execute("ALTER TABLE verdicts_v2 RENAME TO verdicts")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -161,7 +179,8 @@ def _is_lock_error(exc: Exception) -> bool:
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
             conflict: str = "OR REPLACE") -> None:
-    """Bulk insert through a registered DataFrame: executemany costs ~10 ms a row in DuckDB."""
+    """Bulk insert through a registered DataFrame: executemany costs ~10 ms a row in DuckDB.
+    Keys must be unique within one batch (DuckDB keeps one of a repeated key silently)."""
     if not rows:
         return
     import pandas as pd
@@ -426,13 +445,14 @@ class Store:
                                             "extra"], data)
 
     def put_verdicts(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
-        data = [[run_id, r["candidate"], r["metric"], r["status"], r.get("value"), r.get("ci_low"),
+        """Rows carry ``idx``, the criterion's position in the goal's ``success`` list."""
+        data = [[run_id, r["candidate"], r["idx"], r["metric"], r["status"], r.get("value"), r.get("ci_low"),
                  r.get("ci_high"), r.get("threshold"), r.get("op"), r.get("baseline"), r.get("needed_n"),
                  r.get("detail")] for r in rows]
         if data:
             with self.transaction() as con:
-                _insert(con, "verdicts", ["run_id", "candidate", "metric", "status", "value", "ci_low", "ci_high",
-                                          "threshold", "op", "baseline", "needed_n", "detail"], data)
+                _insert(con, "verdicts", ["run_id", "candidate", "idx", "metric", "status", "value", "ci_low",
+                                          "ci_high", "threshold", "op", "baseline", "needed_n", "detail"], data)
 
     # ------------------------------------------------------------------ judgments
 

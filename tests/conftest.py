@@ -80,13 +80,25 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def tiny_goal(tmp_path: Path, model_dir: Path, *, n: int = 60, extra_candidates: str = "", max_new_tokens: int = 6,
-              judge: bool = True, name: str = "tinyrun", test_ratio: float = 0.25) -> Path:
+              judge: bool = True, name: str = "tinyrun", test_ratio: float = 0.25, rubric: str = "instruction_following",
+              human_criterion: bool = False, human_items: int = 6, human_extra: str = "",
+              extra_success: str = "") -> Path:
+    """A routing goal on the tiny model: zero-shot, few-shot and a LoRA, judged with ``rubric``.
+
+    ``human_criterion`` adds ``human.<rubric> at_least 3`` to the success criteria;
+    ``human_extra`` is more YAML for the ``human:`` section (e.g. ``mode: pairwise``);
+    ``extra_success`` more criteria, one YAML flow mapping a line.
+    """
     data = write_jsonl(tmp_path / "routing.jsonl", routing_rows(n))
     train = round(0.75 - 0.1, 2) if test_ratio == 0.25 else round(1 - test_ratio - 0.1, 2)
     judge_block = f"""judge:
   model: "local:{model_dir}"
-  rubrics: [instruction_following]
+  rubrics: [{rubric}]
 """ if judge else ""
+    human_success = f"  - {{metric: human.{rubric}, at_least: 3}}\n" if human_criterion else ""
+    human_success += "".join(f"  - {line.strip().removeprefix('- ')}\n" for line in extra_success.splitlines()
+                             if line.strip())
+    extra_human = "".join(f"  {line}\n" for line in human_extra.splitlines() if line.strip())
     text = f"""goal: {name}
 model: {model_dir}
 task: classification
@@ -99,7 +111,7 @@ success:
   - metric: accuracy
     improve_by: 10%
     baseline: zero-shot
-metrics:
+{human_success}metrics:
   - {{name: one_word, metric: length, args: {{max_words: 1}}}}
 decoding: {{max_new_tokens: {max_new_tokens}}}
 candidates:
@@ -107,11 +119,52 @@ candidates:
   - {{name: few-shot, kind: prompt, shots: 3}}
   - {{name: lora, kind: lora, r: 4, alpha: 8, learning_rate: 0.005, epochs: 1, batch_size: 8, max_length: 64}}
 {extra_candidates}{judge_block}human:
-  rubrics: [instruction_following]
-  items: 6
+  rubrics: [{rubric}]
+  items: {human_items}
   raters_per_item: 2
   min_ratings: 3
-"""
+{extra_human}"""
     p = tmp_path / f"{name}.yaml"
     p.write_text(text)
     return p
+
+
+# --------------------------------------------------------------------------- a real run for the app
+
+APP_GOAL = "tinyapp"
+
+
+def app_goal(goals_dir: Path, model_dir: Path, **kwargs) -> Path:
+    """The goal the app tests use: the tiny routing goal judged on the two-criterion tone
+    rubric, with ``judge.tone`` and ``human.tone`` criteria and twelve panel items."""
+    return tiny_goal(goals_dir, model_dir, name=APP_GOAL, rubric="tone", human_criterion=True, human_items=12,
+                     extra_success="{metric: judge.tone, at_least: 3.5}", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_project(tmp_path_factory, tiny_model_dir):
+    """A project folder (goals/, harness.duckdb) filled by two real runs of :func:`app_goal`:
+    first ``--only zero-shot``, then every candidate (zero-shot, few-shot, a trained LoRA),
+    judged by the tiny model. Shared by the session: copy it with :func:`copy_project`."""
+    from harness.goals import load_goal
+    from harness.runner import run_goal
+    from harness.store import Store
+
+    root = tmp_path_factory.mktemp("tinyrun-project")
+    (root / "goals").mkdir()
+    goal = load_goal(app_goal(root / "goals", tiny_model_dir))
+    store = Store(root / "harness.duckdb")
+    work = tmp_path_factory.mktemp("tinyrun-work")
+    first = run_goal(goal, store, only=["zero-shot"], progress=False, work_dir=work, rubrics_dir=ROOT / "rubrics")
+    latest = run_goal(goal, store, progress=False, work_dir=work, rubrics_dir=ROOT / "rubrics")
+    return {"root": root, "goal": APP_GOAL, "runs": [first.run_id, latest.run_id], "latest": latest.run_id,
+            "candidates": ["few-shot", "lora", "zero-shot"], "model_dir": tiny_model_dir}
+
+
+def copy_project(template: dict, dest: Path) -> dict:
+    """A private copy of a project from :func:`tiny_run_project` (tests write ratings to it)."""
+    import shutil
+
+    shutil.copytree(template["root"], dest)
+    return dict(template, root=dest, db=dest / "harness.duckdb", goals_dir=dest / "goals",
+                rubrics_dir=ROOT / "rubrics")

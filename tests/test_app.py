@@ -1,8 +1,9 @@
 """Every page of the Streamlit app, through streamlit's AppTest, against a real DuckDB file.
 
-The store is filled once per session by ``harness.app.sample.make_project`` (the filling
-function is swappable with ``$HARNESS_APP_FILL=module:function``, e.g. a real tiny-model
-run) and copied for each test.
+The store is filled once per session by two real ``harness run``s of a tiny-model goal
+(``tiny_run_project`` in conftest: zero-shot alone, then zero-shot, few-shot and a trained
+LoRA, judged by the tiny model on the tone rubric) and copied for each test. Expected
+values are read from that store or recomputed from it, never taken from the app.
 """
 from __future__ import annotations
 
@@ -16,32 +17,38 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from harness import agreement, panel  # noqa: E402
-from harness.app.sample import goal_yaml, make_project  # noqa: E402
 from harness.store import Store  # noqa: E402
+from tests.conftest import app_goal, copy_project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
-TIMEOUT = 60
-
-
-@pytest.fixture(scope="session")
-def project_template(tmp_path_factory):
-    root = tmp_path_factory.mktemp("app-template")
-    return make_project(root)
-
+TIMEOUT = 90
+BADGE = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
 
 @pytest.fixture
-def project(project_template, tmp_path, monkeypatch):
-    root = tmp_path / "proj"
-    shutil.copytree(project_template["root"], root)
+def project(tiny_run_project, tmp_path, monkeypatch):
+    """A private copy of the session's real-run project. Tests that use it are marked slow:
+    the first one waits for the tiny-model runs (a minute or more on a loaded machine)."""
+    info = copy_project(tiny_run_project, tmp_path / "proj")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HARNESS_DB", str(root / "harness.duckdb"))
-    monkeypatch.setenv("HARNESS_GOALS", str(root / "goals"))
-    monkeypatch.setenv("HARNESS_RUBRICS", str(root / "rubrics"))
+    monkeypatch.setenv("HARNESS_DB", str(info["db"]))
+    monkeypatch.setenv("HARNESS_GOALS", str(info["goals_dir"]))
+    monkeypatch.setenv("HARNESS_RUBRICS", str(info["rubrics_dir"]))
     monkeypatch.setenv("HARNESS_LEADERBOARDS", str(REPO / "leaderboards"))
-    info = dict(project_template, root=root, db=root / "harness.duckdb")
     info["store"] = Store(info["db"])
     return info
+
+
+def _goal(project):
+    from harness.goals import load_goal
+
+    return load_goal(project["goals_dir"] / f"{project['goal']}.yaml")
+
+
+def _rubric():
+    from harness.judge.rubric import load_rubric
+
+    return load_rubric("tone", REPO / "rubrics")
 
 
 def _app(page: str | None = None) -> AppTest:
@@ -59,49 +66,86 @@ def _texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+def _judge(store, run_id: str, criterion: str | None = None) -> dict[tuple[str, str], float]:
+    """{(candidate, example_id): pointwise judge score} as the runner stored it (mean over criteria)."""
+    rows = store.query(
+        "SELECT l.candidate, l.example_id, avg(j.score) AS s FROM judgment_links l JOIN judgments j USING (cache_key) "
+        "WHERE l.run_id = ? AND j.mode = 'pointwise' AND (? IS NULL OR l.criterion = ?) GROUP BY ALL",
+        [run_id, criterion, criterion])
+    return {(r["candidate"], r["example_id"]): r["s"] for r in rows}
+
+
 # --------------------------------------------------------------------------- leaderboard
 
+def _verdict(store, run_id: str, cand: str, crit) -> dict | None:
+    rows = store.query("SELECT * FROM verdicts WHERE run_id = ? AND candidate = ? AND metric = ? AND op = ? "
+                       "AND coalesce(baseline, '') = ?", [run_id, cand, crit.metric, crit.op, crit.baseline or ""])
+    return rows[0] if rows else None
+
+
+@pytest.mark.slow
 def test_leaderboard_shows_criteria_with_ci_and_verdicts(project):
-    at = _app()
-    df = at.dataframe[0].value
-    store = project["store"]
+    store, goal = project["store"], _goal(project)
     latest = store.latest_run(project["goal"])["run_id"]
-    verdicts = {(r["candidate"], r["metric"]): r for r in store.query("SELECT * FROM verdicts WHERE run_id = ?", [latest])}
-    assert sorted(df["candidate"]) == sorted(c["name"] for c in store.candidates(latest))
-    col = next(c for c in df.columns if c.startswith("token_f1"))
-    assert col == "token_f1 ≥ 0.5"
-    for _, row in df.iterrows():
-        v = verdicts[(row["candidate"], "token_f1")]
-        badge = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}[v["status"]]
-        assert row[col].startswith(f"{v['value']:.3g} [{v['ci_low']:.3g}, {v['ci_high']:.3g}] {badge}")
-    rel = next(c for c in df.columns if c.startswith("off_topic_rate"))
-    assert "reduce by 50% vs zero-shot" in rel
-    assert df.set_index("candidate").loc["zero-shot", rel] == "baseline"
-    assert "off_topic_rate → zero-shot" in set(df["baseline"])
-    human = next(c for c in df.columns if c.startswith("human.tone"))
-    assert all("needs 3 more ratings" in x for x in df[human])
-    # A failing criterion means the goal is not met; nobody meets it while human ratings are missing.
-    assert set(df["meets goal"]) <= {"❌ no", "❔ open"}
-    assert df.set_index("candidate").loc["zero-shot", "meets goal"] == "❌ no"
-    assert {"cost (USD)", "training (s)"} <= set(df.columns)
-    assert df.set_index("candidate").loc["lora-r8", "training (s)"] == pytest.approx(412.5)
-
-
-def test_leaderboard_run_choice_sort_and_filter(project):
+    assert latest == project["latest"]
     at = _app()
-    at.selectbox(key=f"run:{project['goal']}").set_value(1).run()  # the older run
-    assert sorted(at.dataframe[0].value["candidate"]) == ["few-shot", "zero-shot"]
-    at.selectbox(key=f"run:{project['goal']}").set_value(0).run()
-    at.selectbox(key="lb:sort").set_value("token_f1").run()
+    df = at.dataframe[0].value.set_index("candidate")
+    cands = {c["name"]: c for c in store.candidates(latest)}
+    assert sorted(df.index) == sorted(cands) == project["candidates"]
+    headers = ["accuracy ≥ 0.5", "accuracy improve by 10% vs zero-shot", "human.tone ≥ 3.0", "judge.tone ≥ 3.5"]
+    assert [c for c in df.columns if c.split(" ")[0] in ("accuracy", "human.tone", "judge.tone")] == headers
+    for cand in cands:
+        for crit, col in zip(goal.success, headers):
+            cell = df.loc[cand, col]
+            if crit.baseline == cand:
+                assert cell == "baseline"  # the baseline is not judged against itself
+            elif crit.metric.startswith("human."):
+                assert "❔ inconclusive (needs 3 more ratings)" in cell  # nobody has rated yet
+            elif (v := _verdict(store, latest, cand, crit)) is not None:
+                pct = crit.percent
+                fmt = (lambda x: f"{x * 100:.3g}%") if pct else (lambda x: f"{x:.3g}")
+                assert cell.startswith(f"{fmt(v['value'])} [{fmt(v['ci_low'])}, {fmt(v['ci_high'])}] "
+                                       f"{BADGE[v['status']]}"), (cand, col, cell, v)
+            else:
+                assert cell == "–", (cand, col, cell)
+    # The judge criterion's value is the mean of the stored per-example judge.tone scores.
+    for cand in cands:
+        vals = [r["value"] for r in store.query("SELECT value FROM scores WHERE run_id = ? AND candidate = ? "
+                                                "AND metric = 'judge.tone'", [latest, cand])]
+        assert df.loc[cand, "judge.tone ≥ 3.5"].startswith(f"{sum(vals) / len(vals):.3g} [")
+    assert set(df["baseline"]) == {"accuracy → zero-shot"}
+    # Meets goal: a failing criterion means no; with human ratings missing nobody meets it.
+    for cand in cands:
+        statuses = {r["status"] for r in store.query("SELECT status FROM verdicts WHERE run_id = ? AND candidate = ?",
+                                                     [latest, cand])}
+        expected = "❌ no" if "fail" in statuses or cand == "zero-shot" else "❔ open"
+        assert df.loc[cand, "meets goal"] == expected
+    assert df.loc["lora", "training (s)"] == pytest.approx(cands["lora"]["train_seconds"])
+    assert cands["lora"]["train_seconds"] > 0
+    assert all(math.isnan(df.loc[c, "training (s)"]) for c in ("zero-shot", "few-shot"))
+    assert "⚠ untrusted judge" not in "".join(df["judge.tone ≥ 3.5"])  # no ratings, no verdict on the judge
+
+
+@pytest.mark.slow
+def test_leaderboard_run_choice_sort_and_filter(project):
+    store, goal = project["store"], project["goal"]
+    at = _app()
+    at.selectbox(key=f"run:{goal}").set_value(1).run()  # the older run: zero-shot alone
+    assert list(at.dataframe[0].value["candidate"]) == ["zero-shot"]
+    at.selectbox(key=f"run:{goal}").set_value(0).run()
+    at.selectbox(key="lb:sort").set_value("judge.tone ≥ 3.5").run()
     order = list(at.dataframe[0].value["candidate"])
-    values = {r["candidate"]: r["value"] for r in project["store"].query(
-        "SELECT candidate, value FROM verdicts WHERE metric = 'token_f1' AND run_id = ?",
-        [project["store"].latest_run(project["goal"])["run_id"]])}
+    values = {r["candidate"]: r["value"] for r in store.query(
+        "SELECT candidate, value FROM aggregates WHERE metric = 'judge.tone' AND run_id = ?", [project["latest"]])}
+    assert len(set(values.values())) == 3
     assert order == sorted(values, key=values.get, reverse=True)
-    at.text_input(key="lb:criteria:candidate_contains").set_value("lora").run()
-    assert list(at.dataframe[0].value["candidate"]) == ["lora-r8"]
+    at.checkbox(key="lb:desc:judge.tone ≥ 3.5").uncheck().run()
+    assert list(at.dataframe[0].value["candidate"]) == order[::-1]
+    at.text_input(key="lb:criteria:candidate_contains").set_value("lor").run()
+    assert list(at.dataframe[0].value["candidate"]) == ["lora"]
 
 
+@pytest.mark.slow
 def test_leaderboard_filter_value_is_bound_not_sql(project):
     store = project["store"]
     before = {t: store.count(t) for t in ("scores", "verdicts", "candidates")}
@@ -113,26 +157,33 @@ def test_leaderboard_filter_value_is_bound_not_sql(project):
     assert {t: store.count(t) for t in before} == before
 
 
+@pytest.mark.slow
 def test_leaderboard_other_views_from_definitions(project):
+    store = project["store"]
     at = _app()
     titles = at.selectbox(key="lb:view").options
     assert {"Success criteria", "All metrics", "Cost and time"} <= set(titles)
     at.selectbox(key="lb:view").set_value(titles.index("All metrics")).run()
     df = at.dataframe[0].value
-    latest = project["store"].latest_run(project["goal"])["run_id"]
-    assert len(df) == project["store"].scalar("SELECT count(*) FROM aggregates WHERE run_id = ?", [latest])
-    at.text_input(key="lb:metrics:metric_contains").set_value("token").run()
-    assert set(at.dataframe[0].value["metric"]) == {"token_f1"}
+    latest = project["latest"]
+    assert len(df) == store.scalar("SELECT count(*) FROM aggregates WHERE run_id = ?", [latest])
+    at.text_input(key="lb:metrics:metric_contains").set_value("judge.tone.").run()
+    assert set(at.dataframe[0].value["metric"]) == {"judge.tone.formal", "judge.tone.empathetic"}
     at.selectbox(key="lb:view").set_value(titles.index("Cost and time")).run()
-    assert "train_seconds" in at.dataframe[0].value.columns
+    cost = at.dataframe[0].value.set_index("candidate")
+    assert cost.loc["lora", "train_seconds"] == pytest.approx(
+        store.scalar("SELECT train_seconds FROM candidates WHERE run_id = ? AND name = 'lora'", [latest]))
 
 
+@pytest.mark.slow
 def test_leaderboard_candidate_history_across_runs(project):
     at = _app()
-    at.selectbox(key="lb:history_candidate").set_value("few-shot").run()
+    at.selectbox(key="lb:history_candidate").set_value("zero-shot").run()
     hist = at.dataframe[-1].value
     assert set(hist["run_id"]) == set(project["runs"])
-    assert set(hist["metric"]) >= {"token_f1", "judge.tone"}
+    assert set(hist["metric"]) >= {"accuracy", "judge.tone", "judge.tone.formal"}
+    at.selectbox(key="lb:history_candidate").set_value("lora").run()
+    assert set(at.dataframe[-1].value["run_id"]) == {project["latest"]}
 
 
 def _rate_items(store, goal, items, rater, score_fn):
@@ -143,30 +194,41 @@ def _rate_items(store, goal, items, rater, score_fn):
 
 def _drawn(project):
     from harness.app import data
-    from harness.goals import load_goal
 
-    goal = load_goal(project["goals_dir"] / f"{project['goal']}.yaml")
-    return data.ensure_items(project["store"], goal)
+    return data.ensure_items(project["store"], _goal(project))
 
 
+@pytest.mark.slow
 def test_leaderboard_shows_human_scores_and_untrusted_judge(project):
     store, goal = project["store"], project["goal"]
     items = _drawn(project)
-    assert len(items) == 12
-    # Humans score the opposite of the judge: the judge must be flagged untrusted.
-    judge = {(r["candidate"], r["example_id"], r["criterion"]): r["score"] for r in store.query(
-        "SELECT l.candidate, l.example_id, l.criterion, j.score FROM judgment_links l JOIN judgments j USING (cache_key) "
-        "WHERE l.run_id = ? AND j.mode = 'pointwise'", [items[0].run_id])}
-    _rate_items(store, goal, items, "ann", lambda it, c: 6 - judge[(it.candidate, it.example_id, c)])
+    assert len(items) == 12 and {it.run_id for it in items} == {project["latest"]}
+    assert {it.candidate for it in items} == set(project["candidates"])
+    # Humans score against the judge (low where it is high): the judge must be flagged untrusted.
+    judge = {c: _judge(store, items[0].run_id, c) for c in ("formal", "empathetic")}
+
+    def against(it, c):
+        cut = sorted(judge[c].values())[len(judge[c]) // 2]
+        return 1 if judge[c][(it.candidate, it.example_id)] >= cut else 5
+
+    _rate_items(store, goal, items, "ann", against)
+    from harness.verdict import judge_criterion
+
     at = _app()
     df = at.dataframe[0].value.set_index("candidate")
-    judge_col = next(c for c in df.columns if c.startswith("judge.tone"))
-    assert all("⚠ untrusted judge" in x for x in df[judge_col])
-    human_col = next(c for c in df.columns if c.startswith("human.tone"))
-    expected = panel.human_scores(store.ratings(goal), items, "tone")
+    rows = store.ratings(goal)
+    for c in ("formal", "empathetic"):
+        human = {(cand, e): v for cand, per in panel.human_scores(rows, items, "tone", c).items() for e, v in per.items()}
+        assert agreement.judge_vs_human(judge[c], human, c, threshold=0.4).trusted is False
+    assert all("⚠ untrusted judge" in x for x in df["judge.tone ≥ 3.5"])
+    assert any("disagree with the human panel" in w.value for w in at.warning)
+    expected = panel.human_scores(rows, items, "tone")
+    assert sorted(expected) == project["candidates"] and all(len(p) == 4 for p in expected.values())
     for cand, per in expected.items():
         mean = sum(per.values()) / len(per)
-        assert df.loc[cand, human_col].startswith(f"{mean:.3g}")
+        assert df.loc[cand, "human.tone ≥ 3.0"].startswith(f"{mean:.3g} [")
+        v = judge_criterion("human.tone", "at_least", 3.0, list(per.values()), confidence=0.95, seed=0)
+        assert BADGE[v.status] in df.loc[cand, "human.tone ≥ 3.0"] and "needs" not in df.loc[cand, "human.tone ≥ 3.0"]
     human_table = at.table[0].value
     got = dict(zip(human_table["candidate"], human_table["human score"]))
     assert got == {c: f"{sum(p.values()) / len(p):.2f}" for c, p in expected.items()}
@@ -174,39 +236,73 @@ def test_leaderboard_shows_human_scores_and_untrusted_judge(project):
 
 # --------------------------------------------------------------------------- compare
 
+@pytest.mark.slow
 def test_compare_page_side_by_side_with_judgments(project):
     store = project["store"]
-    latest = store.latest_run(project["goal"])["run_id"]
+    latest = project["latest"]
     at = _app("Compare")
     example = at.selectbox(key="cmp:example").value
     outs = {r["candidate"]: r["output"] for r in store.run_outputs(latest) if r["example_id"] == example}
+    assert sorted(outs) == project["candidates"]
     codes = [c.value for c in at.code]
     ex = store.query("SELECT * FROM examples WHERE example_id = ?", [example])[0]
+    assert ex["split"] == "test"
     assert ex["input"] in codes and ex["reference"] in codes
     for out in outs.values():
-        assert out in codes
-    assert any("<del" in m.value or "<ins" in m.value or m.value.startswith("I&#x27;m") for m in at.markdown)
+        assert (out or "(no output)") in codes
+    assert any("<del" in m.value or "<ins" in m.value for m in at.markdown)
     metrics = at.dataframe[0].value
     assert set(metrics.columns) == set(outs)
+    stored = {(r["candidate"], r["metric"]): r["value"] for r in store.query(
+        "SELECT * FROM scores WHERE run_id = ? AND example_id = ?", [latest, example])}
+    assert {(c, m) for m in metrics.index for c in metrics.columns} == set(stored)
+    for (cand, metric), value in stored.items():
+        assert metrics.loc[metric, cand] == pytest.approx(value)
     judged = at.dataframe[1].value
-    assert {"rationale", "order", "score"} <= set(judged.columns)
+    links = store.query("SELECT l.candidate, l.criterion, j.score, j.rationale FROM judgment_links l "
+                        "JOIN judgments j USING (cache_key) WHERE l.run_id = ? AND l.example_id = ?", [latest, example])
+    assert len(judged) == len(links) == 3 * 2  # three candidates, two criteria
+    assert set(judged["mode"]) == {"pointwise"} and set(judged["order"]) == {""}
+    shown = {(r["candidate"], r["criterion"]): (r["score"], r["rationale"]) for _, r in judged.iterrows()}
+    assert shown == {(r["candidate"], r["criterion"]): (pytest.approx(r["score"]), r["rationale"]) for r in links}
+    assert all(r for _, r in shown.values())
+
+
+@pytest.mark.slow
+def test_compare_shows_both_orders_of_a_pairwise_judgment(project):
+    # The runner judges pointwise only so far; a pairwise judgment (both orders) is added here.
+    store, latest = project["store"], project["latest"]
+    example = sorted({r["example_id"] for r in store.run_outputs(latest)})[0]
+    rows, links = [], []
+    for order, winner in (("AB", "cand"), ("BA", "base")):
+        key = f"pair-{order}"
+        rows.append({"cache_key": key, "judge": "local:tiny", "rubric": "tone", "criterion": "formal",
+                     "mode": "pairwise", "order": order, "winner": winner, "rationale": f"order {order}"})
+        links.append((latest, "lora", example, "tone-vs-zero-shot", "formal", order, key))
+    store.put_judgments(rows, links)
+    at = _app("Compare")
+    at.selectbox(key="cmp:example").set_value(example).run()
+    judged = at.dataframe[1].value
     pair = judged[judged["mode"] == "pairwise"]
-    assert sorted(pair["order"]) == ["AB", "BA"]
+    assert sorted(zip(pair["order"], pair["winner"], pair["rationale"])) == [
+        ("AB", "cand", "order AB"), ("BA", "base", "order BA")]
+    assert any("both orders" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_compare_disagreement_filter_orders_by_gap(project):
-    store = project["store"]
-    latest = store.latest_run(project["goal"])["run_id"]
+    store, latest = project["store"], project["latest"]
     at = _app("Compare")
     at.toggle(key="cmp:disagree").set_value(True).run()
-    at.selectbox(key="cmp:a").set_value("lora-r8").run()
+    at.selectbox(key="cmp:a").set_value("lora").run()
     at.selectbox(key="cmp:b").set_value("zero-shot").run()
-    at.selectbox(key="cmp:metric").set_value("token_f1").run()
+    at.selectbox(key="cmp:metric").set_value("judge.tone").run()
     options = at.selectbox(key="cmp:example").options
     scores = {(r["candidate"], r["example_id"]): r["value"] for r in store.query(
-        "SELECT * FROM scores WHERE run_id = ? AND metric = 'token_f1'", [latest])}
+        "SELECT * FROM scores WHERE run_id = ? AND metric = 'judge.tone'", [latest])}
     exs = {e for _, e in scores}
-    gaps = sorted((abs(scores[("lora-r8", e)] - scores[("zero-shot", e)]) for e in exs), reverse=True)[:10]
+    assert len(exs) > 10
+    gaps = sorted((abs(scores[("lora", e)] - scores[("zero-shot", e)]) for e in exs), reverse=True)[:10]
     shown = [float(o.split("gap ")[1].rstrip(")")) for o in options]
     assert len(shown) == 10
     assert shown == pytest.approx([float(f"{g:.3g}") for g in gaps], rel=1e-3)
@@ -222,13 +318,36 @@ def test_compare_diff_escapes_output_markup():
 
 # --------------------------------------------------------------------------- training
 
+@pytest.mark.slow
 def test_training_page_curves_overfitting_and_hyperparameters(project):
+    store = project["store"]
+    lora = next(c for c in store.candidates(project["latest"]) if c["name"] == "lora")
+    assert lora["adapter_path"] and Path(lora["adapter_path"]).is_dir()
     at = _app("Training")
-    assert [s.value for s in at.subheader] == ["lora-r8"]
-    assert any("Overfitting" in w.value and "step 60" in w.value for w in at.warning)
-    assert "Early-stopping point: **step 60**" in _texts(at)
+    assert [s.value for s in at.subheader] == ["lora"]
+    if lora["overfitting"]:
+        assert any("Overfitting" in w.value and f"step {lora['best_step']}" in w.value for w in at.warning)
+    else:
+        assert not at.warning and any("No overfitting" in s.value for s in at.success)
+    stopped = "stopped early; " if lora["stopped_early"] else ""
+    assert f"Early-stopping point: **step {lora['best_step']}** ({stopped}best validation loss)" in _texts(at)
+    assert f"Training time: {lora['train_seconds']:.1f} s" in _texts(at)
     hp = at.dataframe[0].value
-    assert dict(zip(hp["parameter"], hp["value"]))["learning_rate"] == "0.0002"
+    assert dict(zip(hp["parameter"], hp["value"])) == {"r": "4", "alpha": "8", "learning_rate": "0.005", "epochs": "1",
+                                                        "batch_size": "8", "max_length": "64"}
+    # The chart carries every stored loss point, train and validation, and marks the best step.
+    import pyarrow as pa
+
+    chart = at.get("vega_lite_chart")[0].proto
+    frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.datasets]
+    lines = next(f for f in frames if "loss" in f.columns)
+    points = store.query("SELECT step, split, loss FROM curves WHERE run_id = ? AND candidate = 'lora'",
+                         [project["latest"]])
+    assert {p["split"] for p in points} == {"train", "validation"}
+    assert sorted(zip(lines["step"], lines["split"], lines["loss"])) == sorted(
+        (p["step"], p["split"], p["loss"]) for p in points)
+    rule = next(f for f in frames if "label" in f.columns)
+    assert list(rule["step"]) == [lora["best_step"]]
 
 
 # --------------------------------------------------------------------------- rate
@@ -246,6 +365,11 @@ def _radios(at: AppTest, goal: str):
     return [r for r in at.radio if str(r.key).startswith(f"rate:{goal}:w:")]
 
 
+def _rewrite_goal(project, **kwargs) -> None:
+    app_goal(project["goals_dir"], project["model_dir"], **kwargs)
+
+
+@pytest.mark.slow
 def test_rate_page_saves_each_answer_at_once_blind_and_updates(project):
     store, goal = project["store"], project["goal"]
     at = _sign_in(_app("Rate"), goal, "Alice")
@@ -253,14 +377,20 @@ def test_rate_page_saves_each_answer_at_once_blind_and_updates(project):
     text = _texts(at)
     for cand in project["candidates"]:
         assert cand not in text, f"candidate name {cand!r} shown to the rater"
+    # What is shown is a real test input and one candidate's real output.
+    item = next(it for it in _drawn(project) if it.item_id in {
+        it.item_id for it in panel.queue_for_rater(_drawn(project), [], "Alice", 2, goal=goal)[:1]})
+    ex = store.query("SELECT input FROM examples WHERE goal = ? AND example_id = ?", [goal, item.example_id])[0]
+    out = next(r["output"] for r in store.run_outputs(item.run_id, item.candidate) if r["example_id"] == item.example_id)
+    assert [c.value for c in at.code][:2] == [ex["input"], out or "(output missing)"]
     radios = _radios(at, goal)
-    assert [r.label for r in radios] == ["formal", "empathetic"]
-    assert "5 · Fully professional from start to end." in radios[0].options
+    rubric = _rubric()
+    assert [r.label for r in radios] == rubric.criterion_names == ["formal", "empathetic"]
+    assert radios[0].options == [f"{v} · {rubric.criteria[0].scale[v]}" for v in (1, 2, 3, 4, 5)]
     radios[0].set_value(4).run()
     # Saved the moment it was chosen, before any submit.
     rows = store.ratings(goal)
-    assert [(r["rater"], r["criterion"], r["score"]) for r in rows] == [("Alice", "formal", 4.0)]
-    first_item = rows[0]["item_id"]
+    assert [(r["rater"], r["item_id"], r["criterion"], r["score"]) for r in rows] == [("Alice", item.item_id, "formal", 4.0)]
     _radios(at, goal)[1].set_value(2).run()
     at.button(key=f"rate:{goal}:submit").click().run()
     assert "Item 2 of 12" in _texts(at)
@@ -275,17 +405,17 @@ def test_rate_page_saves_each_answer_at_once_blind_and_updates(project):
     _radios(at, goal)[0].set_value(5).run()
     rows = store.ratings(goal)
     assert len(rows) == 2
-    assert {(r["item_id"], r["criterion"]): r["score"] for r in rows} == {(first_item, "formal"): 5.0,
-                                                                          (first_item, "empathetic"): 2.0}
+    assert {(r["item_id"], r["criterion"]): r["score"] for r in rows} == {(item.item_id, "formal"): 5.0,
+                                                                          (item.item_id, "empathetic"): 2.0}
 
 
+@pytest.mark.slow
 def test_rate_order_is_per_rater_and_reproducible(project):
     goal = project["goal"]
     first = {}
     for name in ("Alice", "Bob", "Alice"):
         at = _sign_in(_app("Rate"), goal, name)
-        inp = at.code[0].value
-        first.setdefault(name, set()).add(inp)
+        first.setdefault(name, set()).add((at.code[0].value, at.code[1].value))
     assert len(first["Alice"]) == 1  # Alice sees the same first item each time
     items = _drawn(project)
     a = [i.item_id for i in panel.rater_order(items, goal, "Alice")]
@@ -293,9 +423,10 @@ def test_rate_order_is_per_rater_and_reproducible(project):
     assert a != b and sorted(a) == sorted(b)
 
 
+@pytest.mark.slow
 def test_rate_requires_a_known_token(project):
-    root, goal = project["root"], project["goal"]
-    (root / "goals" / f"{goal}.yaml").write_text(goal_yaml(tokens=["s3cret-token"]), encoding="utf-8")
+    goal = project["goal"]
+    _rewrite_goal(project, human_extra="tokens: [s3cret-token]")
     at = _sign_in(_app("Rate"), goal, "Mallory", token="guess")
     assert any("Unknown access token" in e.value for e in at.error)
     assert not _radios(at, goal)
@@ -307,9 +438,10 @@ def test_rate_requires_a_known_token(project):
     assert [r["rater"] for r in project["store"].ratings(goal)] == ["Trudy"]
 
 
+@pytest.mark.slow
 def test_rate_pairwise_mode_stores_choices(project):
-    root, goal, store = project["root"], project["goal"], project["store"]
-    (root / "goals" / f"{goal}.yaml").write_text(goal_yaml(mode="pairwise"), encoding="utf-8")
+    goal, store = project["goal"], project["store"]
+    _rewrite_goal(project, human_extra="mode: pairwise")
     at = _sign_in(_app("Rate"), goal, "Carol")
     text = _texts(at)
     assert "Response A" in text and "Response B" in text
@@ -321,21 +453,28 @@ def test_rate_pairwise_mode_stores_choices(project):
     _radios(at, goal)[1].set_value("tie").run()
     rows = store.ratings(goal)
     assert sorted((r["criterion"], r["choice"]) for r in rows) == [("empathetic", "tie"), ("formal", "A")]
-    item = next(it for it in _drawn(project) if it.item_id == rows[0]["item_id"])
-    assert item.mode == "pairwise" and item.other_candidate
-    scores = panel.human_scores(store.ratings(goal), _drawn(project), "tone", "formal")
+    items = _drawn(project)
+    assert len(items) == 12 and {it.mode for it in items} == {"pairwise"}
+    item = next(it for it in items if it.item_id == rows[0]["item_id"])
+    assert item.other_candidate in project["candidates"] and item.candidate != item.other_candidate
+    scores = panel.human_scores(store.ratings(goal), items, "tone", "formal")
     assert scores[item.candidate][item.example_id] == 1.0
     assert scores[item.other_candidate][item.example_id] == 0.0
 
 
 # --------------------------------------------------------------------------- agreement
 
+@pytest.mark.slow
 def test_agreement_page_matches_reference_statistics(project):
     krippendorff = pytest.importorskip("krippendorff")
+    from scipy.stats import spearmanr
+    from sklearn.metrics import cohen_kappa_score
+
     store, goal = project["store"], project["goal"]
     items = _drawn(project)
-    _rate_items(store, goal, items, "ann", lambda it, c: 1 + (hash((it.item_id, c)) % 5))
-    _rate_items(store, goal, items[:8], "bob", lambda it, c: 1 + (hash((it.item_id, c, "b")) % 5))
+    _rate_items(store, goal, items, "ann", lambda it, c: 1 + int(it.item_id[-4:], 16) % 5)
+    _rate_items(store, goal, items[:8], "bob", lambda it, c: 1 + int(it.item_id[-5:], 16) % 5 if c == "formal"
+                else 1 + int(it.item_id[-4:], 16) % 5)
     at = _app("Agreement")
     inter = at.dataframe[0].value.set_index("criterion")
     for crit in ("formal", "empathetic"):
@@ -343,20 +482,27 @@ def test_agreement_page_matches_reference_statistics(project):
         ids = sorted({r["item_id"] for r in rows})
         matrix = [[next((r["score"] for r in rows if r["rater"] == who and r["item_id"] == i), math.nan)
                    for i in ids] for who in ("ann", "bob")]
-        ref = krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal")
+        ref = krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal",
+                                  value_domain=[1, 2, 3, 4, 5])
         assert inter.loc[crit, "Krippendorff alpha (ordinal)"] == pytest.approx(ref, abs=1e-9)
         assert inter.loc[crit, "kappa kind"] == "cohen" and inter.loc[crit, "kappa n"] == 8
+        both = [(a, b) for a, b in zip(*matrix) if not math.isnan(b)]
+        assert inter.loc[crit, "kappa"] == pytest.approx(cohen_kappa_score(*zip(*both), labels=[1, 2, 3, 4, 5]),
+                                                              abs=1e-9)
     versus = at.dataframe[1].value.set_index("criterion")
-    assert versus.loc["formal", "n"] == 12
     assert set(versus["trusted"]) <= {"✅ trusted", "⚠ untrusted", "– too few pairs"}
-    expected = agreement.judge_vs_human(
-        {(r["candidate"], r["example_id"]): r["score"] for r in store.query(
-            "SELECT l.candidate, l.example_id, j.score FROM judgment_links l JOIN judgments j USING (cache_key) "
-            "WHERE l.run_id = ? AND j.mode = 'pointwise' AND l.criterion = 'formal'", [items[0].run_id])},
-        {(c, e): v for c, per in panel.human_scores(store.ratings(goal), items, "tone", "formal").items()
-         for e, v in per.items()}, "formal", threshold=0.4)
-    assert versus.loc["formal", "kappa (quadratic)"] == pytest.approx(expected.kappa, abs=1e-12)
-    assert versus.loc["formal", "spearman"] == pytest.approx(expected.spearman, abs=1e-12)
+    for crit in ("formal", "empathetic"):
+        judge = _judge(store, items[0].run_id, crit)
+        human = {(c, e): v for c, per in panel.human_scores(store.ratings(goal), items, "tone", crit).items()
+                 for e, v in per.items()}
+        keys = sorted(human, key=str)
+        assert versus.loc[crit, "n"] == len(keys) == 12
+        rho = spearmanr([judge[k] for k in keys], [human[k] for k in keys]).statistic
+        kappa = cohen_kappa_score([agreement.to_level(judge[k]) for k in keys],
+                                  [agreement.to_level(human[k]) for k in keys], labels=[1, 2, 3, 4, 5],
+                                  weights="quadratic")
+        assert versus.loc[crit, "spearman"] == pytest.approx(rho, abs=1e-9)
+        assert versus.loc[crit, "kappa (quadratic)"] == pytest.approx(kappa, abs=1e-9)
 
 
 def test_app_without_any_data(tmp_path, monkeypatch):
@@ -406,6 +552,7 @@ def test_sql_params_ignore_literals_and_comments():
     assert sql_params("SELECT '$no' AS x, $a -- $comment\n FROM t WHERE y = $b AND z = $a") == ["a", "b"]
 
 
+@pytest.mark.slow
 def test_filter_values_are_bound_parameters_against_a_real_store(project):
     from harness.leaderboards import load_leaderboard, run_leaderboard
 
@@ -417,14 +564,19 @@ def test_filter_values_are_bound_parameters_against_a_real_store(project):
         assert run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": evil, "min_n": 0}) == []
     assert store.count("aggregates") == before
     rows = run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": "judge", "min_n": 0})
-    assert rows and {r["metric"] for r in rows} == {"judge.tone"}
-    assert run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": "", "min_n": 21}) == []
+    assert rows and {r["metric"] for r in rows} == {"judge.tone", "judge.tone.formal", "judge.tone.empathetic"}
+    n_test = store.scalar("SELECT count(*) FROM examples WHERE goal = ? AND split = 'test'", [project["goal"]])
+    assert {r["n"] for r in rows} == {n_test}
+    assert len(run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": "", "min_n": n_test})) == \
+        store.scalar("SELECT count(*) FROM aggregates WHERE run_id = ?", [run_id])
+    assert run_leaderboard(store, board, {"run_id": run_id}, {"metric_contains": "", "min_n": n_test + 1}) == []
     from harness.errors import HarnessError
 
     with pytest.raises(HarnessError, match="needs a number"):
         run_leaderboard(store, board, {"run_id": run_id}, {"min_n": "1; DROP TABLE runs"})
 
 
+@pytest.mark.slow
 def test_a_user_adds_a_leaderboard_without_touching_app_code(project, tmp_path, monkeypatch):
     boards = tmp_path / "boards"
     shutil.copytree(REPO / "leaderboards", boards)

@@ -1,5 +1,6 @@
 """End to end in headless Chromium: a rater rates three items in the browser, the rows are
-in the store, and the leaderboard then shows the human score."""
+in the store, and the leaderboard then shows the human score. The store is a copy of the
+one filled by real tiny-model runs (``tiny_run_project`` in conftest)."""
 from __future__ import annotations
 
 import os
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from harness import panel
-from harness.app.sample import make_project
+from harness.judge.rubric import load_rubric
 from harness.store import Store
+from tests.conftest import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -46,11 +48,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tiny_run_project, tmp_path):
     if not Path(CHROMIUM).exists() or shutil.which("streamlit", path=str(Path(sys.executable).parent)) is None:
         pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium) and streamlit")
     pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (pip), no browser download")
-    info = make_project(tmp_path / "proj")
+    info = copy_project(tiny_run_project, tmp_path / "proj")
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HARNESS_DB=str(info["db"]), HARNESS_GOALS=str(info["goals_dir"]),
                HARNESS_RUBRICS=str(info["rubrics_dir"]), HARNESS_LEADERBOARDS=str(REPO / "leaderboards"))
@@ -75,6 +77,8 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
 
     url, info = served
     goal = info["goal"]
+    rubric = load_rubric("tone", info["rubrics_dir"])
+    formal4, empathetic3 = rubric.criteria[0].scale[4], rubric.criteria[1].scale[3]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page()
@@ -85,9 +89,12 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         page.get_by_text("Start rating").click()
         for k in range(3):
             expect(page.get_by_text(f"Item {k + 1} of 12")).to_be_visible()
-            page.get_by_text("4 · Professional; polite and clear.", exact=True).click()
+            # The previous item's radios (answered, so checked) stay on screen until the rerun
+            # replaces them: click only once this item's fresh, unchecked radios are there.
+            expect(page.get_by_role("radio", name=f"4 · {formal4}")).not_to_be_checked()
+            page.get_by_text(f"4 · {formal4}", exact=True).click()
             expect(page.get_by_text("Saved ✓ (formal)")).to_be_visible()
-            page.get_by_text("3 · Neutral; a token acknowledgement.", exact=True).click()
+            page.get_by_text(f"3 · {empathetic3}", exact=True).click()
             expect(page.get_by_text("Saved ✓ (empathetic)")).to_be_visible()
             page.get_by_role("button", name="Submit & next").click()
         expect(page.get_by_text("Item 4 of 12")).to_be_visible()
@@ -98,8 +105,12 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         assert len(rows) == 6 and {r["rater"] for r in rows} == {"Dana"}
         assert sorted((r["criterion"], r["score"]) for r in rows) == [("empathetic", 3.0)] * 3 + [("formal", 4.0)] * 3
         items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal)]
+        assert len(items) == 12 and {it.run_id for it in items} == {info["latest"]}
+        rated = {it.item_id: it for it in items if it.item_id in {r["item_id"] for r in rows}}
+        assert len(rated) == 3 and {it.candidate for it in rated.values()} <= set(info["candidates"])
         expected = panel.human_scores(rows, items, "tone")
         assert sum(len(v) for v in expected.values()) == 3
+        assert all(v == 3.5 for per in expected.values() for v in per.values())
 
         page.goto(f"{url}/?page=Leaderboard&goal={goal}")
         expect(page.get_by_text("Human panel")).to_be_visible()
@@ -108,4 +119,8 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
             row = table.locator("tr", has_text=cand)
             expect(row).to_contain_text("human.tone")
             expect(row).to_contain_text(f"{sum(per.values()) / len(per):.2f}")
+            expect(row).to_contain_text(str(len(per)))
+        unrated = set(info["candidates"]) - set(expected)
+        for cand in unrated:
+            expect(table.locator("tr", has_text=cand)).to_have_count(0)
         browser.close()

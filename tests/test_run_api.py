@@ -101,3 +101,42 @@ candidates:
         with pytest.raises(HarnessError, match="TEST_OPENAI_KEY"):
             run_goal(load_goal(g), Store(tmp_path / "s.duckdb"), progress=False, work_dir=tmp_path / "w")
         assert srv.calls == []
+
+
+def test_pairwise_api_judge_runs_both_orders_and_ties_position_bias(tmp_path, env):
+    """A judge that always prefers position A: both orders disagree on content, so every pair is
+    a tie, the position-bias rate is 1, and both orders are stored."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    test_rows = [json.loads(l) for l in data.read_text().splitlines()]
+    for name, text in (("a", "billing"), ("b", "shipping")):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"input": r["messages"][1]["content"], "output": text}
+                                                 for r in test_rows])
+    reply = json.dumps({"winner": "A", "rationale": "first one"})
+    with FakeAPI(responder=lambda msgs: reply) as srv:
+        g = tmp_path / "g.yaml"
+        g.write_text(f"""goal: pairs
+data: {{path: {data}, split: {{train: 0.0, validation: 0.0, test: 1.0}}}}
+success: [{{metric: judge.correctness, at_least: 0.6}}]
+candidates:
+  - {{name: cand, kind: file, path: {tmp_path / 'a.jsonl'}}}
+  - {{name: base, kind: file, path: {tmp_path / 'b.jsonl'}}}
+judge:
+  model: "openai-compatible:judge-model@{srv.openai_url}"
+  mode: pairwise
+  baseline: base
+  rubrics: [correctness]
+  backoff_base_s: 0.01
+""")
+        store = Store(tmp_path / "s.duckdb")
+        res = run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        n_criteria = len(store.query("SELECT DISTINCT criterion FROM judgments"))
+        assert store.count("judgments") == 2 * 40 * n_criteria  # AB and BA for every example
+        orders = {r["order"] for r in store.query("SELECT \"order\" FROM judgment_links")}
+        assert orders == {"AB", "BA"}
+        assert res.aggregates["cand"]["judge.correctness"]["value"] == pytest.approx(0.5)
+        agg = store.query("SELECT extra FROM aggregates WHERE candidate = 'cand' AND metric = 'judge.correctness'")
+        assert json.loads(agg[0]["extra"])["position_bias_rate"] == 1.0
+        assert "base" not in res.aggregates or "judge.correctness" not in res.aggregates["base"]
+        calls = len(srv.calls)
+        run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        assert len(srv.calls) == calls  # judgments cached

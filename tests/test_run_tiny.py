@@ -44,6 +44,15 @@ def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):
     html = build_report(store, goal)
     assert html.count("<svg") >= 3 and "lora" in html and "loss curves" in html
 
+    # `harness export` finds the trained adapter through the store.
+    exp = subprocess.run([sys.executable, "-m", "harness", "export", str(goal.source), "lora", "--db",
+                          str(tmp_path / "s.duckdb"), "--out", str(tmp_path / "exported"), "--merged"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    serve = (tmp_path / "exported" / "SERVE.md").read_text()
+    assert "vllm serve" in serve and "ollama create" in serve
+    assert (tmp_path / "exported" / "model.safetensors").exists() or list((tmp_path / "exported").glob("*.safetensors"))
+
     second = run_goal(goal, store, progress=False, work_dir=tmp_path / "work")
     assert second.counts["generated"] == 0 and second.counts["judged"] == 0
     assert second.counts["trained"] == 0 and second.counts["adapters_reused"] == 1

@@ -86,3 +86,24 @@ def test_two_processes_write_at_once_and_lose_nothing(tmp_path):
     s = Store(path)
     assert s.count("predictions") == 60
     assert s.count("ratings") == 40
+
+
+def test_m002_keeps_existing_verdicts(tmp_path):
+    from harness.store import m001_initial, migrate
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    m001_initial(con)
+    con.execute("INSERT INTO schema_version VALUES (1, 'm001_initial', now())")
+    con.execute("INSERT INTO verdicts (run_id, candidate, metric, status) VALUES ('r', 'c', 'accuracy', 'pass'), "
+                "('r', 'c', 'rougeL', 'fail')")
+    assert migrate(con) == SCHEMA_VERSION
+    rows = con.execute("SELECT idx, metric, status FROM verdicts ORDER BY idx").fetchall()
+    con.close()
+    assert rows == [(0, "accuracy", "pass"), (1, "rougeL", "fail")]
+    # Two criteria on one metric now both fit.
+    s = Store(path)
+    s.put_verdicts("r2", [{"candidate": "c", "idx": 0, "metric": "accuracy", "status": "pass"},
+                          {"candidate": "c", "idx": 1, "metric": "accuracy", "status": "fail"}])
+    assert [r["status"] for r in s.query("SELECT status FROM verdicts WHERE run_id = 'r2' ORDER BY idx")] == ["pass", "fail"]

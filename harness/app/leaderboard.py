@@ -74,9 +74,8 @@ def criteria_view(store: Any, cfg: data.AppConfig, goal: Any, run_id: str, rows:
         st.info("No candidates match.")
         return
     df = pd.DataFrame(table)
-    metric_cols = [c for c in df.columns if c.startswith("_value:")]
     c1, c2, c3 = st.columns([2, 1, 1])
-    sort_options = ["candidate", "meets goal", "cost (USD)", "training (s)"] + [c.split(":", 1)[1] for c in metric_cols]
+    sort_options = ["candidate", "meets goal", "cost (USD)", "training (s)"] + headers
     sort_by = c1.selectbox("Sort by", sort_options, key="lb:sort")
     descending = c2.checkbox("Descending", value=sort_by not in ("candidate", "cost (USD)", "training (s)"), key=f"lb:desc:{sort_by}")
     only_meeting = c3.checkbox("Only candidates meeting the goal", key="lb:meeting")

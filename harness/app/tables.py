@@ -54,60 +54,88 @@ def criterion_header(metric: str, goal_criteria: Sequence[Any] = (), row: Mappin
     return metric
 
 
+def criterion_key(metric: str, op: str | None = None, baseline: str | None = None) -> tuple[str, str, str]:
+    """A criterion's identity: a goal may state two criteria on one metric (``accuracy
+    at_least 0.5`` and ``accuracy improve_by 10%``), so the metric alone is not enough."""
+    return (metric, op or "", baseline or "")
+
+
+def _row_key(row: Mapping[str, Any], goal_keys: Sequence[tuple[str, str, str]]) -> tuple[str, str, str]:
+    key = criterion_key(row["metric"], row.get("op"), row.get("baseline"))
+    if key in goal_keys or row.get("op"):
+        return key
+    # A verdict row without its operator (an older store): the goal's first criterion on the metric.
+    return next((k for k in goal_keys if k[0] == row["metric"]), key)
+
+
 def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mapping[str, Any]] = (), *,
                    goal_criteria: Sequence[Any] = (), untrusted: set[str] | frozenset = frozenset(),
                    ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Pivot long verdict rows (one per candidate × metric, with candidate columns) into
-    one row per candidate; human-panel verdicts replace stored ones for the same metric.
+    """Pivot long verdict rows (one per candidate × criterion, with candidate columns) into
+    one row per candidate; human-panel verdicts replace stored ones for the same criterion.
 
-    Returns the rows (display text per criterion, plus ``_value:<metric>`` numbers for
+    A relative criterion's baseline shows ``baseline`` in that column and does not meet it
+    (a candidate cannot improve on itself), as ``harness run`` decides.
+
+    Returns the rows (display text per criterion, plus ``_value:<header>`` numbers for
     sorting) and the criterion column headers in goal order.
     """
+    goal_keys = [criterion_key(c.metric, c.op, c.baseline) for c in goal_criteria]
+    by_key = dict(zip(goal_keys, goal_criteria))
     cands: dict[str, dict[str, Any]] = {}
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    cells: dict[tuple[str, tuple[str, str, str]], dict[str, Any]] = {}
     for r in rows:
         name = r["candidate"]
         cands.setdefault(name, {"candidate": name, "kind": r.get("kind"), "cost_usd": _num(r.get("cost_usd")),
                                 "train_seconds": _num(r.get("train_seconds")), "gen_seconds": _num(r.get("gen_seconds")),
                                 "stored_meets_goal": r.get("meets_goal")})
         if r.get("metric"):
-            cells[(name, r["metric"])] = dict(r)
+            cells[(name, _row_key(r, goal_keys))] = dict(r)
     for r in human_rows:
         if r["candidate"] in cands:
-            cells[(r["candidate"], r["metric"])] = dict(r)
-    order = [c.metric for c in goal_criteria]
-    metrics = order + sorted({m for _, m in cells} - set(order))
-    metrics = [m for m in metrics if any((c, m) in cells for c in cands)] or order
-    headers = {}
-    for m in metrics:
-        sample = next((cells[(c, m)] for c in cands if (c, m) in cells), None)
-        headers[m] = criterion_header(m, goal_criteria, sample)
-    percent = {c.metric for c in goal_criteria if getattr(c, "percent", False)}
-    baselines = sorted({f"{m} → {c.baseline}" for c in goal_criteria for m in [c.metric] if c.baseline})
+            cells[(r["candidate"], _row_key(r, goal_keys))] = dict(r)
+    keys = goal_keys + sorted({k for _, k in cells} - set(goal_keys))
+    keys = [k for k in keys if k in by_key or any((c, k) in cells for c in cands)]
+    headers: dict[tuple[str, str, str], str] = {}
+    for k in keys:
+        if k in by_key:
+            c = by_key[k]
+            head = f"{c.metric} {OPS[c.op]} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
+        else:
+            head = criterion_header(k[0], (), next(cells[(c, k)] for c in cands if (c, k) in cells))
+        # Two criteria never share a column, even if their text would.
+        while head in headers.values():
+            head += " "
+        headers[k] = head
+    baselines = sorted({f"{c.metric} → {c.baseline}" for c in goal_criteria if c.baseline})
     out = []
     for name, info in cands.items():
         row: dict[str, Any] = {"candidate": name, "kind": info["kind"]}
         statuses = []
-        for m in metrics:
-            cell = cells.get((name, m))
-            if cell is None:
-                # A relative criterion's baseline is not judged against itself.
-                is_base = any(c.metric == m and c.baseline == name for c in goal_criteria)
-                row[headers[m]] = "baseline" if is_base else "–"
-                row[f"_value:{m}"] = None
-                if not is_base:
-                    statuses.append("missing")
+        for k in keys:
+            crit = by_key.get(k)
+            if crit is not None and crit.relative_op and crit.baseline == name:
+                row[headers[k]] = "baseline"
+                row[f"_value:{headers[k]}"] = None
+                statuses.append("fail")
                 continue
-            row[headers[m]] = cell_text(cell, untrusted=m in untrusted or _rubric_of(m) in untrusted,
-                                        percent=m in percent)
-            row[f"_value:{m}"] = _num(cell.get("value"))
+            cell = cells.get((name, k))
+            if cell is None:
+                row[headers[k]] = "–"
+                row[f"_value:{headers[k]}"] = None
+                statuses.append("missing")
+                continue
+            metric = k[0]
+            row[headers[k]] = cell_text(cell, untrusted=metric in untrusted or _rubric_of(metric) in untrusted,
+                                        percent=bool(crit is not None and crit.percent))
+            row[f"_value:{headers[k]}"] = _num(cell.get("value"))
             statuses.append(str(cell.get("status")))
         row["meets goal"] = meets_goal_text(statuses)
         row["cost (USD)"] = info["cost_usd"]
         row["training (s)"] = info["train_seconds"]
-        row["baseline"] = ", ".join(b for b in baselines) or "–"
+        row["baseline"] = ", ".join(baselines) or "–"
         out.append(row)
-    return out, [headers[m] for m in metrics]
+    return out, [headers[k] for k in keys]
 
 
 def _rubric_of(metric: str) -> str:

@@ -41,7 +41,9 @@ def render(store: Any, run_id: str) -> None:
                     cfg = json.loads(cfg)
                 except ValueError:
                     cfg = {"config": cfg}
-            if cfg:
+            # The stored config is the whole candidate entry; its name and kind are shown already.
+            params = {k: v for k, v in (cfg or {}).items() if k not in ("name", "kind") and v is not None}
+            if params:
                 st.markdown("**Hyperparameters**")
-                st.dataframe(pd.DataFrame([{"parameter": k, "value": str(v)} for k, v in cfg.items()]),
+                st.dataframe(pd.DataFrame([{"parameter": k, "value": str(v)} for k, v in params.items()]),
                              hide_index=True, width="stretch")
