@@ -102,17 +102,14 @@ class Criterion(Strict):
 
 
 def parse_amount(value: str | float) -> tuple[float, bool]:
-    """``"80%"`` → (0.8, True); ``0.1`` → (0.1, False)."""
-    if isinstance(value, (int, float)):
-        return float(value), False
-    text = str(value).strip()
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*%", text)
-    if m:
-        return float(m.group(1)) / 100.0, True
+    """``"80%"`` → (0.8, True); ``0.1`` → (0.1, False). Raises ValueError for pydantic."""
+    from harness.errors import InputError
+    from harness.verdict import parse_amount as parse
+
     try:
-        return float(text), False
-    except ValueError:
-        raise ValueError(f"{value!r} is not an amount: write e.g. '80%' or 0.1") from None
+        return parse(value)
+    except InputError as exc:
+        raise ValueError(exc.problems[0].message) from None
 
 
 class MetricSpec(Strict):
