@@ -604,7 +604,10 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
 # --------------------------------------------------------------------------- verdicts
 
 
-def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str]):
+def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
+           costs: dict[str, float] | None = None):
+    """Verdicts per candidate (aligned with ``goal.success``), who meets the goal, and the best
+    candidate (highest mean margin; ties go to the cheaper one)."""
     from harness.verdict import INCONCLUSIVE, Verdict, best_candidate, judge_criterion, meets_goal
 
     goal = run.goal
@@ -634,9 +637,8 @@ def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str]
             amount = getattr(c, c.op)
             vs.append(judge_criterion(c.metric, c.op, amount, res, base, c.baseline, goal.confidence, seed=0))
         verdicts[cand] = vs
-    costs = {}
     meets = {cand: meets_goal(vs) for cand, vs in verdicts.items()}
-    best = best_candidate(verdicts, costs)
+    best = best_candidate(verdicts, costs or {})
     return verdicts, meets, best
 
 
@@ -758,7 +760,7 @@ def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, resea
                 agg_rows.append(row)
                 aggregates.setdefault(cname, {})[metric] = {"value": res.value, "ci": [lo, hi], "n": res.n}
         store.put_aggregates(run.run_id, agg_rows)
-        verdicts, meets, best = decide(run, results, missing)
+        verdicts, meets, best = decide(run, results, missing, {n: o.cost_usd for n, o in outputs.items()})
         store.put_verdicts(run.run_id, [
             {"candidate": cname, "idx": idx, "metric": v.metric, "status": v.status, "value": v.value,
              "ci_low": v.ci[0], "ci_high": v.ci[1], "threshold": v.threshold, "op": v.criterion,
