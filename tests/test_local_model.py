@@ -175,6 +175,21 @@ def test_next_token_probs(tiny):
         np.testing.assert_allclose(row, torch.softmax(logits.double(), -1).numpy(), atol=1e-5)
 
 
+def test_expected_scores_is_probability_weighted(tiny):
+    import numpy as np
+
+    prompts = chats(3)
+    probs = tiny.next_token_probs(prompts, ["1", "2", "3", "4", "5"])
+    expected = tiny.expected_scores(prompts, [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(expected, [sum((k + 1) * p for k, p in enumerate(row)) for row in probs])
+    assert all(1 <= e <= 5 for e in expected)
+
+
+def test_unknown_dtype(tiny_path):
+    with pytest.raises(InputError, match="dtype"):
+        LocalModel(str(tiny_path), dtype="float33")
+
+
 def test_next_token_probs_rejects_ambiguous_candidates(tiny):
     with pytest.raises(InputError, match="share a first token"):
         tiny.next_token_probs(chats(1), ["Paris", "Paris!"])
@@ -208,7 +223,7 @@ def test_adapter_loading(tiny_path, tiny, tmp_path, kind):
     base_hash = tiny.model_hash
     assert m.model_hash.startswith(base_hash + "+") and m.model_hash != base_hash
     assert m.name.endswith(f"+ad-{kind}")
-    prompts = chats(5)
+    prompts = chats(4)
     one_token = DecodingParams(max_new_tokens=1)
     gens = m.generate(prompts, one_token, batch_size=3, progress=False)
     # reference: peft's own forward pass (the training path) on each unpadded prompt

@@ -79,6 +79,8 @@ class LocalModel:
 
         if threads:
             torch.set_num_threads(threads)
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise InputError(Problem("<model>", None, "dtype", f"unknown torch dtype {dtype!r}; use float32"))
         self.resolved: ResolvedModel = resolve_model(spec)
         path = self.resolved.path
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -290,10 +292,26 @@ class LocalModel:
                 enc = self.tokenizer(
                     texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
                 )
-                logits = self.model(**enc).logits[:, -1, :].float()
+                # Positions from the mask, so left padding shifts nothing (absolute-position models too).
+                positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                if self.prompt_learning:
+                    logits = self.model(**enc).logits[:, -1, :].float()
+                else:
+                    logits = self.model(**enc, position_ids=positions).logits[:, -1, :].float()
                 chosen = logits[:, cand_ids]
                 rows.append(torch.softmax(chosen, dim=-1).double().numpy())
         return np.concatenate(rows, axis=0) if rows else np.zeros((0, len(candidates)))
+
+    def expected_scores(
+        self, prompts: list[list[dict]], scores: list[int], *, answer_prefix: str = "", batch_size: int = 16
+    ):
+        """G-Eval: the probability-weighted mean score, sum_s P(s) * s, one per prompt."""
+        import numpy as np
+
+        probs = self.next_token_probs(
+            prompts, [str(s) for s in scores], answer_prefix=answer_prefix, batch_size=batch_size
+        )
+        return probs @ np.asarray(scores, dtype=float)
 
     def candidate_token_ids(self, candidates: list[str]) -> list[int]:
         """First token id of each candidate; two candidates sharing it cannot be told apart."""
