@@ -56,7 +56,7 @@ WARMUP = 2
 BATCH = 8
 MAX_LENGTH = 512
 LR = 2e-4
-N_VAL = 32
+N_VAL = 16
 SEED = 0
 # A model folder to bench instead of the default model (only to try the script quickly).
 MODEL = os.environ.get("HARNESS_BENCH_MODEL", "default")
@@ -325,7 +325,10 @@ def run() -> list[dict]:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     peak_before = matmul_peak_flops()
-    results = {kind: _in_subprocess(kind) for kind in ("harness", "trl", "trainer")}
+    results = {}
+    for kind in ("harness", "trl", "trainer"):
+        results[kind] = _in_subprocess(kind)
+        print(json.dumps({"partial": kind, **results[kind]}, default=str), file=sys.stderr, flush=True)
     peak = max(peak_before, matmul_peak_flops())
 
     base = resolve_model(MODEL).path

@@ -10,7 +10,9 @@ linear schedule, clipping) with less wasted work:
   right, where causal attention keeps it out of every real token's view;
 * the model body runs once and ``lm_head`` (49k x 576 for the default model, about a fifth
   of its FLOPs) is applied only at positions whose label is not -100 (the answer tokens);
-* fp32, no gradient checkpointing (a 135M model fits easily), torch threads = cores.
+* fp32, no gradient checkpointing (a 135M model fits easily), torch threads = cores;
+* LoRA dropout draws its mask with ``rand_like`` instead of CPU ``bernoulli_`` (same
+  distribution, half the cost; dropout on 7 adapter inputs per layer is ~10-15% of a step).
 
 trl is not imported; its version is recorded in the metadata with the others for provenance
 of the stack that produced the adapter.
@@ -193,6 +195,53 @@ def install_answer_only_head(model: Any) -> Callable[[], None]:
     return restore
 
 
+_FAST_DROPOUT: Any = None
+
+
+def fast_dropout_class() -> Any:
+    """``nn.Dropout`` with the same distribution, about twice as fast on CPU.
+
+    The mask is ``rand >= p`` scaled by ``1 / (1 - p)``, built in place from ``rand_like``;
+    torch's CPU dropout draws it with ``bernoulli_``, which costs ~2x. LoRA applies dropout
+    to the input of each of the 7 adapted linears per layer, so this is ~10% of a CPU step.
+    """
+    global _FAST_DROPOUT
+    if _FAST_DROPOUT is None:
+        import torch
+
+        class FastDropout(torch.nn.Module):
+            def __init__(self, p: float):
+                super().__init__()
+                self.p = float(p)
+
+            def forward(self, x: Any) -> Any:
+                if not self.training or self.p == 0.0:
+                    return x
+                return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+
+            def extra_repr(self) -> str:
+                return f"p={self.p}"
+
+        _FAST_DROPOUT = FastDropout
+    return _FAST_DROPOUT
+
+
+def use_fast_lora_dropout(model: Any) -> int:
+    """Swap peft's LoRA ``nn.Dropout`` modules for :func:`fast_dropout_class`; returns how many."""
+    import torch
+
+    fast = fast_dropout_class()
+    swapped = 0
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if isinstance(drops, torch.nn.ModuleDict):
+            for name, drop in list(drops.items()):
+                if isinstance(drop, torch.nn.Dropout) and drop.p > 0:
+                    drops[name] = fast(drop.p)
+                    swapped += 1
+    return swapped
+
+
 def batch_loss(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, int]:
     """(summed NLL over answer tokens, number of answer tokens) for one batch."""
     inputs = {k: v.to(device) for k, v in batch.items()}
@@ -220,24 +269,20 @@ def is_overfitting(curves: Sequence[tuple[int, str, float]], rel_tol: float = 0.
     """Validation loss rose above its best while training loss kept falling.
 
     Looks at evaluations after training began (step > 0): the last must be more than
-    ``rel_tol`` above the best, and the mean training loss over the last evaluation interval
-    must be below its mean over the interval that ended at the best evaluation.
+    ``rel_tol`` above the best, and the mean training loss since the best evaluation must be
+    below the training loss around it (the mean over the last ``max(1, n // 2)`` steps up to
+    it, n being the number of steps since).
     """
     val = [(s, loss) for s, split, loss in curves if split == "validation" and s > 0]
     if len(val) < 2:
         return False
-    best_i = min(range(len(val)), key=lambda i: val[i][1])
-    if best_i == len(val) - 1 or val[-1][1] <= val[best_i][1] * (1 + rel_tol):
+    best_step, best_loss = min(val, key=lambda v: v[1])
+    if val[-1][0] == best_step or val[-1][1] <= best_loss * (1 + rel_tol):
         return False
     train = [(s, loss) for s, split, loss in curves if split == "train"]
-
-    def interval_mean(i: int) -> float | None:
-        lo = val[i - 1][0] if i > 0 else 0
-        losses = [loss for s, loss in train if lo < s <= val[i][0]]
-        return statistics.fmean(losses) if losses else None
-
-    at_best, at_end = interval_mean(best_i), interval_mean(len(val) - 1)
-    return at_best is not None and at_end is not None and at_end < at_best
+    after = [loss for s, loss in train if s > best_step]
+    around = [loss for s, loss in train if s <= best_step][-max(1, len(after) // 2):]
+    return bool(after and around) and statistics.fmean(after) < statistics.fmean(around)
 
 
 # --- hashing and metadata ------------------------------------------------------------------
@@ -350,6 +395,7 @@ def load_for_training(base_path: str | Path, params: TrainParams) -> tuple[Any, 
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         model = get_peft_model(model, peft_config)
+        use_fast_lora_dropout(model)
     model.train()
     return model, restore
 
@@ -586,7 +632,7 @@ class _progress_bar:
 
 
 __all__ = [
-    "TrainResult", "Encoded", "train_candidate", "encode_example", "length_grouped_batches", "collate",
-    "install_answer_only_head", "load_for_training", "evaluate", "is_overfitting", "adapter_hash", "data_hash", "read_metadata",
-    "METADATA_FILE",
+    "METADATA_FILE", "Encoded", "TrainResult", "adapter_hash", "collate", "data_hash", "encode_example",
+    "evaluate", "fast_dropout_class", "install_answer_only_head", "is_overfitting", "length_grouped_batches", "load_for_training",
+    "read_metadata", "train_candidate", "use_fast_lora_dropout",
 ]
