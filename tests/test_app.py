@@ -101,7 +101,10 @@ def test_leaderboard_shows_criteria_with_ci_and_verdicts(project):
                 assert cell == "baseline"  # the baseline is not judged against itself
             elif crit.metric.startswith("human."):
                 assert "❔ inconclusive (needs 3 more ratings)" in cell  # nobody has rated yet
-            elif (v := _verdict(store, latest, cand, crit)) is not None:
+            elif (v := _verdict(store, latest, cand, crit)) is not None and v["value"] is None:
+                # e.g. a relative criterion against a baseline that scores 0: no value, a verdict
+                assert BADGE[v["status"]] in cell and v["detail"], (cand, col, cell, v)
+            elif v is not None:
                 pct = crit.percent
                 fmt = (lambda x: f"{x * 100:.3g}%") if pct else (lambda x: f"{x:.3g}")
                 assert cell.startswith(f"{fmt(v['value'])} [{fmt(v['ci_low'])}, {fmt(v['ci_high'])}] "

@@ -175,6 +175,19 @@ def test_next_token_probs(tiny):
         np.testing.assert_allclose(row, torch.softmax(logits.double(), -1).numpy(), atol=1e-5)
 
 
+def test_next_token_probs_shared_prefix_equals_plain(tiny):
+    """Judge prompts share a long instruction: its KV is computed once, with the same answer."""
+    import numpy as np
+
+    system = "You are a strict judge. " * 12
+    prompts = [[{"role": "system", "content": system}, {"role": "user", "content": f"item {i} " * (i + 1)}]
+               for i in range(6)]
+    cands = ["1", "2", "3", "4", "5"]
+    reused = tiny.next_token_probs(prompts, cands, batch_size=4)
+    plain = tiny.next_token_probs(prompts, cands, batch_size=4, reuse_prefix=False)
+    np.testing.assert_allclose(reused, plain, atol=1e-5)
+
+
 def test_expected_scores_is_probability_weighted(tiny):
     import numpy as np
 

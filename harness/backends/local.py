@@ -272,6 +272,7 @@ class LocalModel:
         *,
         answer_prefix: str = "",
         batch_size: int = 16,
+        reuse_prefix: bool = True,
     ):
         """P(first token of each candidate | prompt), renormalised over the candidates.
 
@@ -286,21 +287,40 @@ class LocalModel:
         texts = [self.render(p) + answer_prefix for p in prompts]
         if self.prompt_learning:
             batch_size = 1  # peft's forward ignores positions: padding would shift them
-        rows: list[Any] = []
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        # Judge prompts share their instruction section: compute its KV once (as generate does).
+        prefix_len = shared_prefix_length(ids) if reuse_prefix and not self.prompt_learning else 0
+        if prefix_len < MIN_SHARED_PREFIX:
+            prefix_len = 0
+        prefix_len = min(prefix_len, min((len(r) for r in ids), default=1) - 1)  # keep >= 1 token per row
+        pad = self.tokenizer.pad_token_id
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+        out = np.zeros((len(ids), len(candidates)))
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                enc = self.tokenizer(
-                    texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-                )
-                # Positions from the mask, so left padding shifts nothing (absolute-position models too).
-                positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-                if self.prompt_learning:
-                    logits = self.model(**enc).logits[:, -1, :].float()
-                else:
-                    logits = self.model(**enc, position_ids=positions).logits[:, -1, :].float()
+            prefix_cache = self._prefill(ids[0][:prefix_len]) if prefix_len > 0 else None
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                tails = [ids[i][max(prefix_len, 0):] for i in batch]
+                width = max(len(t) for t in tails)
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), max(prefix_len, 0) + width), dtype=torch.long)
+                mask[:, : max(prefix_len, 0)] = 1
+                for j, tail in enumerate(tails):
+                    input_ids[j, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
+                    mask[j, mask.shape[1] - len(tail):] = 1
+                # Positions from the mask, so padding shifts nothing (absolute-position models too).
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+                kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=mask, logits_to_keep=1)
+                if prefix_cache is not None:
+                    cache = copy.deepcopy(prefix_cache)
+                    cache.batch_repeat_interleave(len(batch))
+                    kwargs.update(cache=cache, use_cache=True)
+                if not self.prompt_learning:
+                    kwargs["position_ids"] = positions
+                logits = self.model(**kwargs).logits[:, -1, :].float()
                 chosen = logits[:, cand_ids]
-                rows.append(torch.softmax(chosen, dim=-1).double().numpy())
-        return np.concatenate(rows, axis=0) if rows else np.zeros((0, len(candidates)))
+                out[batch] = torch.softmax(chosen, dim=-1).double().numpy()
+        return out
 
     def expected_scores(
         self, prompts: list[list[dict]], scores: list[int], *, answer_prefix: str = "", batch_size: int = 16
