@@ -241,16 +241,22 @@ def _flusher(run: Run, cand: str, model_id: str, keys: list[str], examples: Sequ
 
 def generate_local(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]],
                    adapter: str | None = None) -> Outputs:
-    model = run.local_model(cand.model or run.goal.model, adapter)
+    from harness.backends.local import local_model_id
+
+    spec = cand.model or run.goal.model
     params = run.decoding()
     decoding = params.to_dict()
-    model_id = model.model_hash
+    model_id = local_model_id(spec, adapter)  # hashes only: the model loads only if work is left
     keys = [prediction_key(model_id, p, decoding) for p in prompts]
-    return _generate_cached(run, cand, prompts, keys, model_id, lambda todo, on_result: model.generate(
-        [prompts[i] for i in todo], params, progress=run.progress,
-        on_result=lambda j, g: on_result(todo[j], {"output": g.text, "prompt_tokens": g.prompt_tokens,
-                                                   "output_tokens": g.output_tokens, "latency_s": g.latency_s,
-                                                   "cost_usd": 0.0, "attempts": 1})))
+
+    def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
+        model = run.local_model(spec, adapter)
+        model.generate([prompts[i] for i in todo], params, progress=run.progress,
+                       on_result=lambda j, g: on_result(todo[j], {
+                           "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
+                           "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
+
+    return _generate_cached(run, cand, prompts, keys, model_id, produce)
 
 
 def _generate_cached(run: Run, cand: Candidate, prompts, keys: list[str], model_id: str,
@@ -502,11 +508,14 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
     opts = dict(spec.model_extra or {})
     baseline = opts.pop("baseline", None) or "reference"  # pairwise: compared with this candidate
     if spec.model.startswith("local:"):
+        from harness.backends.local import local_model_id
+
         local_spec = spec.model.split(":", 1)[1] or "default"
-        model = run.local_model(None if local_spec == "default" else local_spec)
-        judge = make_judge(spec.model, model=model, **opts)
-        # Cache judgments by the judge model's content, not just its name.
-        judge.spec = f"{spec.model}#{model.model_hash[:16]}"
+        model_spec = None if local_spec == "default" else local_spec
+        judge = make_judge(spec.model, model=_LazyModel(lambda: run.local_model(model_spec)), **opts)
+        # Cache judgments by the judge model's content, not just its name; the model itself
+        # loads only when a judgment is not stored yet.
+        judge.spec = f"{spec.model}#{local_model_id(model_spec)[:16]}"
     else:
         if run.goal.data.scrub_pii:
             from harness.data.pii import scrub_text
@@ -559,6 +568,16 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                     per, extra = metric_scores(metric, judgments), {"ids": ids}
                 out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
     return out
+
+
+class _LazyModel:
+    """Stands in for a LocalModel until a judgment actually needs it."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load = load
+
+    def next_token_probs(self, *args: Any, **kwargs: Any) -> Any:
+        return self._load().next_token_probs(*args, **kwargs)
 
 
 def _judgment_from_row(cls: Any, row: dict[str, Any]) -> Any:

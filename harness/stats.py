@@ -122,7 +122,10 @@ def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, 
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n successes the bound is exactly 0 or 1 (the float sum leaves ~1e-18 residue).
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def _quantiles(dist: np.ndarray, lo_q: float, hi_q: float) -> tuple[float, float]:

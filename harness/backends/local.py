@@ -63,6 +63,13 @@ class Generation:
     latency_s: float  # the batch's wall time divided by its size (amortised per example)
 
 
+def local_model_id(spec: str | Path | None, adapter: str | Path | None = None) -> str:
+    """The content identity of a base model (+ adapter), without loading any weights: a
+    rerun looks its stored predictions up by it before deciding to load the model at all."""
+    base = model_hash(resolve_model(None if spec is None else str(spec)).path)
+    return f"{base}+{model_hash(Path(adapter).resolve())}" if adapter is not None else base
+
+
 class LocalModel:
     """A causal LM (plus optional peft adapter) loaded offline for generation and scoring."""
 
@@ -86,9 +93,7 @@ class LocalModel:
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.tokenizer.padding_side = "left"
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
-        base_hash = model_hash(path)
         self.name = self.resolved.name
-        self.model_hash = base_hash
         self.adapter_path: Path | None = None
         # Prompt-learning adapters (prefix / prompt tuning) put virtual tokens before the
         # prompt; they get their own generation path and no shared-prefix reuse.
@@ -97,7 +102,7 @@ class LocalModel:
             model = self._load_adapter(model, Path(adapter))
             self.adapter_path = Path(adapter).resolve()
             self.name = f"{self.resolved.name}+{self.adapter_path.name}"
-            self.model_hash = f"{base_hash}+{model_hash(self.adapter_path)}"
+        self.model_hash = local_model_id(path, adapter)  # after the adapter check: clear errors first
         self.model = model.eval()
         self.eos_ids = end_of_turn_ids(self.tokenizer)
         if self.tokenizer.pad_token_id is None:
