@@ -78,7 +78,9 @@ def build(path: Path) -> str:
                 GROUP BY ALL""", [run_id])
             con.execute("""
                 INSERT INTO verdicts
-                SELECT run_id, candidate, metric, CASE WHEN ci_low >= 0.5 THEN 'pass' WHEN ci_high < 0.5
+                SELECT run_id, candidate,
+                       CAST(row_number() OVER (PARTITION BY run_id, candidate ORDER BY metric) - 1 AS INTEGER),
+                       metric, CASE WHEN ci_low >= 0.5 THEN 'pass' WHEN ci_high < 0.5
                        THEN 'fail' ELSE 'inconclusive' END, value, ci_low, ci_high, 0.5, 'at_least', NULL, NULL, NULL
                 FROM aggregates WHERE run_id = ?""", [run_id])
     assert store.count("scores") == RUNS * CANDIDATES * METRICS * EXAMPLES

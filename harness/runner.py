@@ -654,11 +654,23 @@ def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str]
                                       "candidate and baseline were scored on different examples", c.op, True))
                     continue
             amount = getattr(c, c.op)
-            vs.append(judge_criterion(c.metric, c.op, amount, res, base, c.baseline, goal.confidence, seed=0))
+            verdict = judge_criterion(c.metric, c.op, amount, res, base, c.baseline, goal.confidence, seed=0)
+            if base is not None and _binary(res) and _binary(base):
+                from harness.stats import mcnemar
+
+                m = mcnemar([v == 1.0 for v in res.per_example], [v == 1.0 for v in base.per_example])
+                verdict.detail += (f"; McNemar ({m.method}) p = {m.p_value:.3g} "
+                                   f"({m.only_a} right only here, {m.only_b} only in {c.baseline})")
+            vs.append(verdict)
         verdicts[cand] = vs
     meets = {cand: meets_goal(vs) for cand, vs in verdicts.items()}
     best = best_candidate(verdicts, costs or {})
     return verdicts, meets, best
+
+
+def _binary(res: Any) -> bool:
+    """Per-example 0/1 outcomes (accuracy, checks): McNemar applies to a paired comparison."""
+    return bool(res.per_example) and all(v in (0.0, 1.0) for v in res.per_example)
 
 
 # --------------------------------------------------------------------------- provenance

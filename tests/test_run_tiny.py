@@ -41,6 +41,7 @@ def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):
     assert by_name["lora"]["adapter_path"] and by_name["lora"]["train_seconds"] > 0
     assert [v["metric"] for v in by_name["lora"]["criteria"]] == ["accuracy", "accuracy"]
     assert by_name["lora"]["criteria"][1]["baseline"] == "zero-shot"
+    assert "McNemar" in by_name["lora"]["criteria"][1]["detail"]  # paired accuracy test beside the CI"
     html = build_report(store, goal)
     assert html.count("<svg") >= 3 and "lora" in html and "loss curves" in html
 
