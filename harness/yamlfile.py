@@ -31,14 +31,18 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[Loc, int]]:
     path = Path(path)
     if not path.exists():
         raise InputError(Problem(str(path), None, None, "file not found"))
-    text = path.read_text(encoding="utf-8")
+    return parse_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML text; invalid YAML is an InputError naming ``file`` and the line."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise InputError(Problem(str(path), line, None, f"invalid YAML: {getattr(exc, 'problem', exc)}")) from None
+        raise InputError(Problem(file, line, None, f"invalid YAML: {getattr(exc, 'problem', None) or exc}")) from None
     lines: dict[Loc, int] = {}
     if node is not None:
         _walk(node, (), lines)
@@ -99,6 +103,10 @@ def validation_problems(exc: ValidationError, model: type[BaseModel], file: str,
             owner = _model_at(model, loc)
             options = set(owner.model_fields) if owner else set()
             msg = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), options)}"
+            if options:
+                msg += f"; allowed: {', '.join(sorted(options))}"
+        elif err["type"] == "missing":
+            msg = f"missing required key {loc[-1]!r}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         problems.append(Problem(file, line_for(loc, lines), field_name(loc) or None, msg))

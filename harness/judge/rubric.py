@@ -15,11 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from harness.errors import HarnessError, InputError, Problem
 from harness.registry import did_you_mean
+from harness.yamlfile import line_for, parse_model, parse_yaml
 
 SCALE: tuple[int, ...] = (1, 2, 3, 4, 5)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -156,74 +156,15 @@ def load_rubric(name_or_path: str | Path, rubrics_dir: str | Path = "rubrics") -
 
 def parse_rubric(text: str, file: str = "<rubric>", expected_name: str | None = None) -> Rubric:
     """Validate rubric YAML text. ``expected_name`` (the file stem) must equal ``name``."""
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise InputError(Problem(file, line, None, f"invalid YAML: {getattr(exc, 'problem', None) or exc}")) from None
+    data, lines = parse_yaml(text, file)
     if not isinstance(data, dict):
         raise InputError(Problem(file, 1, None, "a rubric must be a mapping with name, description and criteria"))
-    try:
-        rubric = Rubric.model_validate(data)
-    except ValidationError as exc:
-        raise InputError([_problem(err, node, file) for err in exc.errors()]) from None
+    rubric: Rubric = parse_model(Rubric, data, file, lines)
     if expected_name is not None and rubric.name != expected_name:
-        raise InputError(Problem(file, _line_for(node, ("name",)), "name",
+        raise InputError(Problem(file, line_for(("name",), lines), "name",
                                  f"name {rubric.name!r} must match the file name {expected_name!r}"))
     rubric._source = file
     return rubric
-
-
-def _problem(err: dict[str, Any], node: yaml.Node | None, file: str) -> Problem:
-    loc = tuple(err["loc"])
-    field = _field_name(loc)
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        msg = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), allowed)}; allowed: {', '.join(sorted(allowed))}"
-    elif err["type"] == "missing":
-        msg = f"missing required key {loc[-1]!r}"
-    return Problem(file, _line_for(node, loc), field or None, msg)
-
-
-def _allowed_keys(parent: tuple) -> list[str]:
-    if len(parent) == 2 and parent[0] == "criteria":
-        return list(Criterion.model_fields)
-    return list(Rubric.model_fields)
-
-
-def _field_name(loc: tuple) -> str:
-    """``('criteria', 0, 'scale', 3)`` → ``criteria[0].scale.3``."""
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int) and i > 0 and loc[i - 1] == "criteria":
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _line_for(node: yaml.Node | None, loc: tuple) -> int | None:
-    """Walk the composed YAML node tree along a pydantic error location; 1-based line."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if str(key.value) == str(part):
-                    line, node = key.start_mark.line + 1, value
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
 
 
 def parse_judge_metric(metric: str) -> tuple[str, str | None]:
