@@ -18,7 +18,7 @@ from harness.errors import HarnessError, InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Evaluation-first harness: declare success goals, then check data, train, score and decide.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # file:line messages stay on one line
 
 DbOpt = typer.Option(None, "--db", help="DuckDB store path (default $HARNESS_DB or .harness/harness.duckdb).")
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from harness.errors import InputError, Problem
 from harness.yamlfile import line_for, load_yaml, parse_model
@@ -201,6 +201,11 @@ class Goal(Strict):
     # Filled by load_goal, not from YAML.
     source: str = Field("", exclude=True)
     root: str = Field("", exclude=True)
+    _lines: dict = PrivateAttr(default_factory=dict)
+
+    def line_of(self, *loc: Any) -> int | None:
+        """The goal file's line for a key path, for errors found after loading."""
+        return line_for(loc, self._lines)
 
     @field_validator("goal")
     @classmethod
@@ -284,6 +289,7 @@ def load_goal(path: str | Path) -> Goal:
     goal: Goal = parse_model(Goal, data, file, lines)
     goal.source = file
     goal.root = str(path.parent)
+    goal._lines = lines
     problems: list[Problem] = []
 
     def at(*loc: Any) -> int | None:

@@ -30,6 +30,11 @@ CLASSIFICATION_METRICS = ("accuracy", "f1_macro")
 GENERATION_METRICS = ("rougeL", "bleu", "chrf")
 LABEL_METRICS = {"accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro"}
 FLUSH_EVERY = 8
+_API_OPTIONS = {"provider", "base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_base_s",
+                "backoff_max_s", "prices", "shots", "system", "style"}
+# Options each candidate kind takes besides name/kind/model (training kinds: TrainParams checks them).
+CANDIDATE_OPTIONS: dict[str, set[str]] = {"prompt": {"style", "shots", "system", "sweep_of"},
+                                          "api": _API_OPTIONS | {"sweep_of"}, "file": {"path"}}
 
 
 # --------------------------------------------------------------------------- plan
@@ -137,7 +142,21 @@ def validate_goal(goal: Goal, rubrics_dir: str | Path = "rubrics") -> None:
                 METRICS.get(name)
             except HarnessError as exc:
                 problems.append(Problem(file, None, f"success[{i}].metric", str(exc)))
+    from harness.registry import did_you_mean
+
     for i, cand in enumerate(goal.candidates):
+        allowed = CANDIDATE_OPTIONS.get(cand.kind)
+        for key in cand.options:
+            if allowed is not None and key not in allowed:
+                problems.append(Problem(file, goal.line_of("candidates", i, key), f"candidates[{i}].{key}",
+                                        f"unknown option {key!r} for a {cand.kind} candidate"
+                                        f"{did_you_mean(key, allowed)}; allowed: {', '.join(sorted(allowed - {"sweep_of"}))}"))
+        if cand.kind in TRAIN_METHOD:
+            try:
+                train_params(cand)
+            except InputError as exc:
+                problems.extend(Problem(file, goal.line_of("candidates", i, *(p.field or "").split(".")[:1]),
+                                        f"candidates[{i}].{p.field}", p.message) for p in exc.problems)
         if cand.kind == "api" and not cand.options.get("provider"):
             problems.append(Problem(file, None, f"candidates[{i}].provider",
                                     "api candidates need provider: openai | anthropic | openai-compatible"))
@@ -298,13 +317,16 @@ def _generate_cached(run: Run, cand: Candidate, prompts, keys: list[str], model_
 
 
 def train_params(cand: Candidate):
+    from pydantic import ValidationError
+
     from harness.train.methods import TrainParams
+    from harness.yamlfile import validation_problems
 
     opts = {k: v for k, v in cand.options.items() if k not in ("sweep_of", "shots", "style", "system")}
     try:
         return TrainParams(method=TRAIN_METHOD[cand.kind], **opts)
-    except Exception as exc:  # pydantic ValidationError: name the candidate
-        raise InputError(Problem(f"candidate {cand.name}", None, None, str(exc))) from None
+    except ValidationError as exc:  # name the candidate and the option, with did-you-mean
+        raise InputError(validation_problems(exc, TrainParams, f"candidate {cand.name}", {})) from None
 
 
 def adapter_dir(run: Run, cand: Candidate, params: Any, base_hash: str) -> Path:

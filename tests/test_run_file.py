@@ -77,3 +77,16 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     from harness.store import Store
 
     assert Store(db).count("runs") == 0 and Store(db).count("seals") == 0
+
+
+def test_candidate_option_typos_are_refused_before_any_work(tmp_path):
+    goal = make_case(tmp_path, 0.5, n=40, correct=40)
+    text = goal.read_text().replace("candidates:\n", "candidates:\n  - {name: few, kind: prompt, shot: 5}\n"
+                                    "  - {name: tuned, kind: lora, rank: 8}\n")
+    goal.write_text(text)
+    db = tmp_path / "s.duckdb"
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(goal), "--db", str(db), "--dry-run"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2
+    assert "candidates[0].shot" in r.stderr and "did you mean 'shots'" in r.stderr
+    assert "rank" in r.stderr and "candidates[1]" in r.stderr
