@@ -150,7 +150,7 @@ def validate_goal(goal: Goal, rubrics_dir: str | Path = "rubrics") -> None:
             if allowed is not None and key not in allowed:
                 problems.append(Problem(file, goal.line_of("candidates", i, key), f"candidates[{i}].{key}",
                                         f"unknown option {key!r} for a {cand.kind} candidate"
-                                        f"{did_you_mean(key, allowed)}; allowed: {', '.join(sorted(allowed - {"sweep_of"}))}"))
+                                        f"{did_you_mean(key, allowed)}; allowed: {', '.join(sorted(allowed - {'sweep_of'}))}"))
         if cand.kind in TRAIN_METHOD:
             try:
                 train_params(cand)
