@@ -88,7 +88,11 @@ def build_report(store: Any, goal: Any, run_id: str | None = None, fmt: str = "h
             cells.append(f"{_f(v['value'])} [{_f(lo)}, {_f(hi)}] **{v['status']}**")
         lines.append(f"| {cand['name']} | " + " | ".join(cells) + f" | {'yes' if cand['meets_goal'] else 'no'} |")
     plots = []
+    plotted: set[str] = set()
     for i, crit in enumerate(goal.success):
+        if crit.metric in plotted:
+            continue  # one chart per metric; a relative criterion's verdict is in the table
+        plotted.add(crit.metric)
         rows = []
         for cand in res["candidates"]:
             m = cand["metrics"].get(crit.metric)
@@ -136,7 +140,7 @@ def _md_table_to_html(lines: list[str]) -> str:
         if ln.startswith("# "):
             out.append(f"<h1>{html.escape(ln[2:])}</h1>")
         elif ln:
-            out.append(f"<p>{html.escape(ln).replace('**', '')}</p>")
+            out.append(f"<p>{html.escape(ln).replace('**', '').replace('`', '')}</p>")
     if in_table:
         out.append("</table>")
     return "\n".join(out)
