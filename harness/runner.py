@@ -620,22 +620,21 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
     if not wanted or run.goal.human is None:
         return {}, {}
     from harness.metrics import from_values
-    from harness.panel import PanelItem, human_scores
+    from harness.panel import PanelItem, human_scores, parse_human_metric, rating_counts
 
     ratings = run.store.ratings(run.goal.goal)
     items = [PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
+    need = run.goal.human.min_ratings
     out: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
     for name in wanted:
-        parts = name.split(".", 2)
-        rubric, criterion = parts[1], (parts[2] if len(parts) > 2 else None)
+        rubric, criterion = parse_human_metric(name)
         scores = human_scores(ratings, items, rubric, criterion)
+        counts = rating_counts(ratings, items, rubric, criterion)  # the app's rule too
         for cand in candidates:
-            per = scores.get(cand, {})
-            n = len(per)
-            if n < run.goal.human.min_ratings:
-                missing[f"{cand}/{name}"] = (f"{n} of {run.goal.human.min_ratings} rated examples so far; "
-                                             f"{run.goal.human.min_ratings - n} more needed")
+            per, n = scores.get(cand, {}), counts.get(cand, 0)
+            if n < need or len(per) < 2:
+                missing[f"{cand}/{name}"] = f"{n} of {need} human ratings so far; {max(need - n, 0)} more needed"
                 continue
             ids = sorted(per)
             out.setdefault(cand, {})[name] = from_values(name, [per[i] for i in ids], extra={"ids": ids})
@@ -775,8 +774,7 @@ def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, resea
     run = Run(goal, store, prepared=prepared, progress=progress, console=console, work_dir=work_dir,
               rubrics_dir=rubrics_dir)
     prov = provenance()
-    with store.transaction() as con:
-        con.execute("UPDATE runs SET status = 'interrupted' WHERE goal = ? AND status = 'running'", [goal.goal])
+    store.mark_interrupted(goal.goal)
     store.start_run({"run_id": run.run_id, "goal": goal.goal, "goal_path": goal.source,
                      "config_hash": content_key(goal.model_dump(mode="json")), "data_hash": prepared.data_hash,
                      "test_hash": prepared.test_hash, "config": goal.model_dump(mode="json"), **prov})

@@ -346,6 +346,11 @@ class Store:
             con.execute("UPDATE runs SET status = ?, finished_at = ?, meets_goal = ?, best_candidate = ? "
                         "WHERE run_id = ?", [status, now(), meets_goal, best_candidate, run_id])
 
+    def mark_interrupted(self, goal: str) -> None:
+        """Runs of the goal still marked running were killed: a new run is starting."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE goal = ? AND status = 'running'", [goal])
+
     def latest_run(self, goal: str, *, finished_only: bool = False) -> dict[str, Any] | None:
         cond = " AND status = 'finished'" if finished_only else ""
         rows = self.query(f"SELECT * FROM runs WHERE goal = ?{cond} ORDER BY started_at DESC LIMIT 1", [goal])

@@ -90,3 +90,28 @@ def test_candidate_option_typos_are_refused_before_any_work(tmp_path):
     assert r.returncode == 2
     assert "candidates[0].shot" in r.stderr and "did you mean 'shots'" in r.stderr
     assert "rank" in r.stderr and "candidates[1]" in r.stderr
+
+
+def test_human_criterion_waits_for_ratings_then_gets_a_verdict(tmp_path):
+    from harness.goals import load_goal
+    from harness.runner import run_goal
+    from harness.store import Store
+
+    goal_file = make_case(tmp_path, 0.5, n=20, correct=20)
+    goal_file.write_text(goal_file.read_text().replace(
+        "success:\n", "success:\n  - {metric: human.correctness, at_least: 3}\n")
+        + "human: {rubrics: [correctness], items: 6, raters_per_item: 1, min_ratings: 4}\n")
+    goal = load_goal(goal_file)
+    store = Store(tmp_path / "s.duckdb")
+    first = run_goal(goal, store, progress=False, work_dir=tmp_path / "w", rubrics_dir=ROOT / "rubrics")
+    (v,) = [v for v in first.verdicts["logs"] if v.metric == "human.correctness"]
+    assert v.status == "inconclusive" and "4 more needed" in v.detail
+    ids = [r["example_id"] for r in store.query("SELECT example_id FROM outputs WHERE run_id = ?", [first.run_id])]
+    store.put_panel_items(goal.goal, [{"item_id": f"it{i}", "run_id": first.run_id, "example_id": e,
+                                       "candidate": "logs", "mode": "pointwise", "rubric": "correctness"}
+                                      for i, e in enumerate(ids[:5])])
+    for i in range(5):  # the rubric's one criterion is also named "correctness"
+        store.put_rating(goal.goal, "ann", f"it{i}", "correctness", score=5.0)
+    second = run_goal(goal, store, progress=False, work_dir=tmp_path / "w", rubrics_dir=ROOT / "rubrics")
+    (v,) = [v for v in second.verdicts["logs"] if v.metric == "human.correctness"]
+    assert v.value == 5.0 and v.status == "pass", v.detail

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.data.formats import Example, canonical_json
+from harness.data.split import data_hash
 from harness.errors import HarnessError, InputError, Problem
 from harness.train.methods import METHODS, TrainParams, model_load_kwargs, peft_config_for
 
@@ -312,11 +313,6 @@ def adapter_hash(folder: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def data_hash(examples: Sequence[Example]) -> str:
-    """sha256 of the sorted example ids: the same value ``harness.data.split.data_hash`` gives."""
-    return hashlib.sha256("\n".join(sorted(ex.id for ex in examples)).encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:
