@@ -251,6 +251,32 @@ def test_same_seed_same_adapter(tiny, data, tmp_path):
     assert a.curves == b.curves
 
 
+def test_adapter_hash_ignores_set_order_and_paths_but_not_settings(tiny, data, tmp_path):
+    # peft holds target_modules as a set: after a reload the saved list can come out in another
+    # order (CI saw it), and the base model's path is machine-local. Neither is the adapter.
+    import json
+    import shutil
+
+    from harness.backends.local import local_model_id
+
+    res = train_candidate(str(tiny), data[0], data[1], TrainParams(max_steps=1, batch_size=4), tmp_path / "a",
+                          progress=False, threads=1)
+    moved = tmp_path / "elsewhere" / "adapter"
+    shutil.copytree(res.adapter_path, moved)
+    cfg_file = moved / "adapter_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    assert len(cfg["target_modules"]) > 1
+    cfg["target_modules"] = list(reversed(cfg["target_modules"]))
+    cfg["base_model_name_or_path"] = "/some/other/machine/model"
+    cfg_file.write_text(json.dumps(cfg))
+    assert adapter_hash(moved) == res.adapter_hash
+    assert local_model_id(str(tiny), moved) == local_model_id(str(tiny), res.adapter_path)
+
+    cfg["target_modules"] = cfg["target_modules"][1:]  # a real difference still counts
+    cfg_file.write_text(json.dumps(cfg))
+    assert adapter_hash(moved) != res.adapter_hash
+
+
 def test_grad_accum_counts_steps_and_tokens(tiny, data, tokenizer, tmp_path):
     params = TrainParams(epochs=1, batch_size=2, grad_accum=3, learning_rate=1e-2)
     res = train_candidate(str(tiny), data[0], data[1], params, tmp_path / "ga", progress=False, threads=1)

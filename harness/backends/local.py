@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.backends.modelhub import ResolvedModel, model_hash, resolve_model
+from harness.backends.modelhub import ResolvedModel, adapter_hash, model_hash, resolve_model
 from harness.errors import HarnessError, InputError, ModelNotAvailableError, Problem
 
 MAX_NEW_TOKENS_LIMIT = 2048
@@ -67,7 +67,7 @@ def local_model_id(spec: str | Path | None, adapter: str | Path | None = None) -
     """The content identity of a base model (+ adapter), without loading any weights: a
     rerun looks its stored predictions up by it before deciding to load the model at all."""
     base = model_hash(resolve_model(None if spec is None else str(spec)).path)
-    return f"{base}+{model_hash(Path(adapter).resolve())}" if adapter is not None else base
+    return f"{base}+{adapter_hash(Path(adapter))}" if adapter is not None else base
 
 
 class LocalModel:

@@ -245,3 +245,47 @@ def model_hash(path: str | Path) -> str:
     except OSError:
         pass  # a read-only home only costs a recompute next time
     return value
+
+
+# --- adapter content hash --------------------------------------------------------------------
+# Config keys that name a machine-local path or a library version, not what the weights do.
+VOLATILE_CONFIG_KEYS = {"base_model_name_or_path", "_name_or_path", "transformers_version", "revision"}
+# List-valued keys peft holds as sets: the saved order follows Python's string hashing and the
+# insertion history, so the same adapter can list them differently after a reload.
+UNORDERED_CONFIG_KEYS = {"target_modules", "modules_to_save", "exclude_modules"}
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin"))
+
+
+def _canonical_config(config: dict) -> str:
+    cfg = {k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}
+    for key in UNORDERED_CONFIG_KEYS & cfg.keys():
+        if isinstance(cfg[key], list):
+            cfg[key] = sorted(cfg[key], key=str)
+    return json.dumps(cfg, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def adapter_hash(folder: str | Path) -> str:
+    """sha256 (16 hex) over the saved weight files and the adapter (or model) config.
+
+    The config enters as canonical JSON without machine-local paths and library versions, and
+    with set-like lists sorted, so the same weights saved again, or on another machine, hash
+    the same. Prediction cache keys use it for adapters, so cached outputs travel with them.
+    """
+    folder = Path(folder)
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        config = folder / "config.json"
+    weights = _weight_files(folder) if folder.is_dir() else []
+    if not weights or not config.is_file():
+        raise ModelNotAvailableError(f"{folder} holds no saved adapter or model (weights and config.json expected)")
+    digest = hashlib.sha256()
+    digest.update(_canonical_config(json.loads(config.read_text())).encode())
+    for f in weights:
+        digest.update(b"\0" + f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

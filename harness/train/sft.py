@@ -35,7 +35,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.data.formats import Example, canonical_json
+from harness.backends.modelhub import adapter_hash
+from harness.data.formats import Example
 from harness.data.split import data_hash
 from harness.errors import HarnessError, InputError, Problem
 from harness.train.methods import METHODS, TrainParams, model_load_kwargs, peft_config_for
@@ -45,8 +46,6 @@ IGNORE = -100
 # Batches are sorted by length inside windows of this many batches, then the batches shuffled:
 # little padding, yet the order still varies by seed and epoch.
 LENGTH_GROUP_WINDOW = 50
-# Config keys that name a machine-local path or a library version, not what the weights do.
-VOLATILE_CONFIG_KEYS = {"base_model_name_or_path", "_name_or_path", "transformers_version", "revision"}
 
 CurveCallback = Callable[[int, str, float], None]
 
@@ -286,35 +285,7 @@ def is_overfitting(curves: Sequence[tuple[int, str, float]], rel_tol: float = 0.
     return bool(after and around) and statistics.fmean(after) < statistics.fmean(around)
 
 
-# --- hashing and metadata ------------------------------------------------------------------
-def _weight_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin"))
-
-
-def adapter_hash(folder: str | Path) -> str:
-    """sha256 (16 hex) over the saved weight files and the adapter (or model) config.
-
-    The config enters as canonical JSON without machine-local paths and library versions, so
-    the same weights saved on another machine hash the same.
-    """
-    folder = Path(folder)
-    config = folder / "adapter_config.json"
-    if not config.is_file():
-        config = folder / "config.json"
-    weights = _weight_files(folder)
-    if not weights or not config.is_file():
-        raise HarnessError(f"{folder} holds no saved adapter or model (weights and config.json expected)")
-    digest = hashlib.sha256()
-    cfg = {k: v for k, v in json.loads(config.read_text()).items() if k not in VOLATILE_CONFIG_KEYS}
-    digest.update(canonical_json(cfg).encode())
-    for f in weights:
-        digest.update(b"\0" + f.name.encode() + b"\0")
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
+# --- metadata ------------------------------------------------------------------------------
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in ("torch", "transformers", "peft", "trl", "accelerate"):
