@@ -363,19 +363,76 @@ def test_lora_on_the_default_model(tmp_path):
     assert read_metadata(tmp_path / "lora")["base_model"]["name"] == "SmolLM2-135M-Instruct"
 
 
-def test_fast_dropout_matches_dropout_in_distribution():
+@pytest.mark.parametrize("p", [0.05, 0.25])
+def test_fast_dropout_matches_dropout_in_distribution(p):
     import torch
 
-    fast = sft.fast_dropout_class()(0.25)
-    x = torch.ones(400, 500)
+    fast = sft.fast_dropout_class()(p)
+    x = torch.ones(400, 1001, requires_grad=True)  # an odd size: the last 64-bit draw is split
     torch.manual_seed(0)
     y = fast.train()(x)
     kept = y != 0
-    assert abs(kept.float().mean().item() - 0.75) < 0.01  # keep probability 1 - p
-    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))  # survivors scaled like nn.Dropout
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.003  # keep probability 1 - p
+    # each of the four 15-bit lanes of a 64-bit draw is uniform, the top one included
+    lanes = kept.flatten()[: kept.numel() // 4 * 4].view(-1, 4).float().mean(0)
+    assert torch.all((lanes - (1 - p)).abs() < 0.006), lanes
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)), rtol=1e-3)  # scaled like nn.Dropout
+    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the same mask and scale
     torch.manual_seed(0)
     assert torch.equal(fast(x), y)  # seeded: same mask
     assert fast.eval()(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        sft.fast_dropout_class()(1.0)
+
+
+def test_fused_lora_forward_is_peft_maths(tiny, tokenizer):
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.train.methods import peft_config_for
+
+    params = TrainParams(r=4, alpha=8, dropout=0.1)
+    ids = torch.tensor([tokenizer("a b c d e f")["input_ids"][:6], tokenizer("g h i j k l")["input_ids"][:6]])
+
+    def run(fused: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), peft_config_for(params))
+        for name, p in model.named_parameters():  # B starts at zero: make the adapter count
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.5)
+        sft.use_fast_lora_dropout(model)
+        if fused:
+            assert sft.fuse_lora_forward(model) == 2 * 7
+        model.eval()
+        eval_logits = model(input_ids=ids).logits
+        model.train()
+        torch.manual_seed(1)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        return eval_logits.detach(), loss.detach(), grads
+
+    plain, fused = run(False), run(True)
+    assert not torch.equal(plain[0], run_base_logits(tiny, ids))  # the adapter changes outputs
+    torch.testing.assert_close(fused[0], plain[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused[1], plain[1], rtol=1e-5, atol=1e-5)  # same dropout masks too
+    assert fused[2].keys() == plain[2].keys() and len(plain[2]) == 2 * 2 * 7
+    for name in plain[2]:
+        torch.testing.assert_close(fused[2][name], plain[2][name], rtol=1e-4, atol=1e-6)
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), peft_config_for(params))
+    sft.fuse_lora_forward(model)
+    with model.disable_adapter():  # peft's own paths still work through the patch
+        torch.testing.assert_close(model(input_ids=ids).logits, run_base_logits(tiny, ids))
+
+
+def run_base_logits(tiny, ids):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny).eval()(input_ids=ids).logits.detach()
 
 
 def test_lora_dropout_is_swapped(tiny):
