@@ -32,7 +32,6 @@ import tempfile
 import time
 import types
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,6 +39,7 @@ from harness.backends.modelhub import adapter_hash
 from harness.data.formats import Example
 from harness.data.split import data_hash
 from harness.errors import HarnessError, InputError, Problem
+from harness.provenance import TRAIN_PACKAGES, package_versions
 from harness.train.methods import METHODS, TrainParams, model_load_kwargs, peft_config_for
 
 METADATA_FILE = "harness_adapter.json"
@@ -345,16 +345,6 @@ def is_overfitting(curves: Sequence[tuple[int, str, float]], rel_tol: float = 0.
 
 
 # --- metadata ------------------------------------------------------------------------------
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in ("torch", "transformers", "peft", "trl", "accelerate"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def read_metadata(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / METADATA_FILE
     if not path.is_file():
@@ -613,7 +603,7 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
             "n_validation": len(val),
             "validation_hash": data_hash(val) if val else None,
             "test_hash": meta.get("test_hash"),
-            "versions": package_versions(),
+            "versions": package_versions(TRAIN_PACKAGES),
             **stats,
             "adapter_hash": adapter_hash(tmp),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,0 +1,148 @@
+"""Plans and executes a run: data → candidates → predictions → scores → verdicts.
+
+This is where the pure core meets the backends and the store. Everything expensive is
+keyed by content and looked up before it is done: predictions by (model+adapter hash,
+prompt, decoding), adapters by (base model, method, hyperparameters, training data),
+judgments by (judge, rubric hash, criterion, input, output, order). Results are written
+as they arrive, in short transactions, so a killed run loses at most one batch and a rerun
+redoes nothing already stored.
+
+The package: ``context`` (plan types, goal checks, the per-run ``Run``), ``candidates``
+(candidates to outputs), ``scoring`` (outputs to metric, judge and human results, and
+verdicts); this module plans and runs the whole.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.cache import content_key
+from harness.errors import HarnessError, InputError, Problem
+from harness.goals import Goal
+from harness.provenance import run_provenance
+from harness.runner.candidates import produce_outputs
+from harness.runner.context import TRAIN_METHOD, Outputs, Run, RunResult, Step, metric_names, validate_goal
+from harness.runner.scoring import decide, human_results, judge_candidates, score_candidate
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def plan(goal: Goal, store: Any, prepared: Any) -> list[Step]:
+    """What a run would do, and what is already stored (no model is loaded)."""
+    steps: list[Step] = []
+    n = len(prepared.test)
+    for cand in goal.candidates:
+        if cand.kind in TRAIN_METHOD:
+            steps.append(Step(cand.name, cand.kind, "train", 1, 0, note=f"{len(prepared.train)} train examples"))
+        cost = 0.0
+        if cand.kind == "api":
+            try:
+                from harness.backends.api import APIConfig
+                from harness.backends.pricing import estimate_cost
+
+                avg_in = sum(len(" ".join(m["content"] for m in ex.prompt).split()) for ex in prepared.test) / max(n, 1) * 1.4
+                cfg = APIConfig(provider=cand.options.get("provider", "openai"), model=cand.model or "",
+                                prices=goal.prices.get(cand.model or ""))
+                cost = float(estimate_cost(cfg, n, avg_in, goal.decoding.max_new_tokens))
+            except Exception:  # noqa: BLE001 - an estimate only
+                cost = 0.0
+        action = "read" if cand.kind == "file" else "generate"
+        steps.append(Step(cand.name, cand.kind, action, n, 0, est_cost_usd=cost))
+        steps.append(Step(cand.name, cand.kind, "score", n, 0))
+        if goal.judge:
+            steps.append(Step(cand.name, cand.kind, "judge", n * len(goal.judge.rubrics), 0,
+                              note=goal.judge.model))
+    return steps
+
+
+def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, reseal: bool = False,
+             progress: bool = True, console: Any = None, work_dir: str | Path = ".harness",
+             rubrics_dir: str | Path = "rubrics") -> RunResult:
+    from harness import stats
+    from harness.data.split import prepare
+
+    t0 = time.perf_counter()
+    validate_goal(goal, rubrics_dir)
+    prepared = prepare(goal, store, reseal=reseal)
+    if not prepared.test:
+        raise InputError(Problem(goal.source, None, "data.split.test", "the test split is empty"))
+    cands = list(goal.candidates)
+    if only:
+        unknown = [o for o in only if o not in {c.name for c in cands}]
+        if unknown:
+            raise HarnessError(f"--only: unknown candidate(s) {', '.join(unknown)}")
+        # Baselines of relative criteria are needed to decide them.
+        need = set(only) | {c.baseline for c in goal.success if c.baseline}
+        if goal.judge is not None and goal.judge.mode == "pairwise":
+            need.add((goal.judge.model_extra or {}).get("baseline"))
+        cands = [c for c in cands if c.name in need]
+    if not cands:
+        raise InputError(Problem(goal.source, None, "candidates", "the goal names no candidates"))
+    run = Run(goal, store, prepared=prepared, progress=progress, console=console, work_dir=work_dir,
+              rubrics_dir=rubrics_dir)
+    prov = run_provenance()
+    store.mark_interrupted(goal.goal)
+    store.start_run({"run_id": run.run_id, "goal": goal.goal, "goal_path": goal.source,
+                     "config_hash": content_key(goal.model_dump(mode="json")), "data_hash": prepared.data_hash,
+                     "test_hash": prepared.test_hash, "config": goal.model_dump(mode="json"), **prov})
+    try:
+        outputs: dict[str, Outputs] = {}
+        for cand in cands:
+            run.say(f"[bold]{cand.name}[/] ({cand.kind})")
+            store.put_candidate(run.run_id, {"name": cand.name, "kind": cand.kind, "config": cand.model_dump(),
+                                             "model": cand.model or (goal.model if cand.kind != "api" else None),
+                                             "status": "running"})
+            out = produce_outputs(run, cand)
+            outputs[cand.name] = out
+            store.update_candidate(run.run_id, cand.name, cost_usd=out.cost_usd, gen_seconds=out.gen_seconds,
+                                   status="generated", **out.train)
+        names = metric_names(goal, run.classification)
+        results = {name: score_candidate(run, out, names) for name, out in outputs.items()}
+        for cname, judged in judge_candidates(run, outputs).items():
+            results[cname].update(judged)
+        human, missing = human_results(run, names, list(outputs))
+        for cname, hres in human.items():
+            results[cname].update(hres)
+
+        # Store per-example scores and aggregates with CIs.
+        aggregates: dict[str, dict[str, dict[str, Any]]] = {}
+        agg_rows = []
+        for cname, mres in results.items():
+            for metric, res in mres.items():
+                ids = res.extra.get("ids") or [ex.id for ex in prepared.test]
+                store.put_scores(run.run_id, cname, metric, list(zip(ids, res.per_example)))
+                lo, hi = stats.bootstrap_ci(res, goal.confidence, seed=0) if res.n else (float("nan"),) * 2
+                extra = {k: v for k, v in (res.extra or {}).items() if k not in ("reasons", "ids", "predictions")}
+                row = {"candidate": cname, "metric": metric, "value": res.value, "ci_low": lo, "ci_high": hi,
+                       "n": res.n, "extra": _jsonable(extra)}
+                agg_rows.append(row)
+                aggregates.setdefault(cname, {})[metric] = {"value": res.value, "ci": [lo, hi], "n": res.n}
+        store.put_aggregates(run.run_id, agg_rows)
+        verdicts, meets, best = decide(run, results, missing, {n: o.cost_usd for n, o in outputs.items()})
+        store.put_verdicts(run.run_id, [
+            {"candidate": cname, "idx": idx, "metric": v.metric, "status": v.status, "value": v.value,
+             "ci_low": v.ci[0], "ci_high": v.ci[1], "threshold": v.threshold, "op": v.criterion,
+             "baseline": v.baseline, "needed_n": v.needed_n, "detail": v.detail}
+            for cname, vs in verdicts.items() for idx, v in enumerate(vs)])
+        for cname, ok in meets.items():
+            store.update_candidate(run.run_id, cname, meets_goal=ok, status="done")
+        store.finish_run(run.run_id, "finished", any(meets.values()), best)
+    except BaseException:
+        store.finish_run(run.run_id, "failed")
+        raise
+    return RunResult(run.run_id, goal.goal, verdicts, meets, best, aggregates, dict(run.counts),
+                     time.perf_counter() - t0)
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        json.dumps(obj)
+        return obj
+    except TypeError:
+        return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+__all__ = ["Outputs", "Run", "RunResult", "Step", "plan", "run_goal", "validate_goal"]

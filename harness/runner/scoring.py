@@ -1,0 +1,213 @@
+"""Outputs to results: metrics, the judge, human ratings, and verdicts per criterion."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from harness.runner.context import FLUSH_EVERY, LABEL_METRICS, Outputs, Run
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def metric_args(run: Run, name: str) -> tuple[str, dict[str, Any]]:
+    """The registered metric and its arguments behind a metric name used in the goal."""
+    spec = run.goal.metric_spec(name)
+    base, args = (spec.metric, dict(spec.args)) if spec else (name, {})
+    for c in run.goal.success:
+        if c.metric == name and c.args:
+            args = {**c.args, **args}
+    if base in LABEL_METRICS and run.labels and "labels" not in args:
+        args["labels"] = run.labels
+    return base, args
+
+
+def score_candidate(run: Run, outputs: Outputs, names: list[str]) -> dict[str, Any]:
+    from harness.metrics import compute_metric
+
+    results = {}
+    for name in names:
+        if name.startswith(("judge.", "human.")):
+            continue
+        base, args = metric_args(run, name)
+        res = compute_metric(base, outputs.texts, run.prepared.test, **args)
+        res.name = name
+        res.extra["ids"] = [ex.id for ex in run.prepared.test]  # pairing is checked by example
+        results[name] = res
+    return results
+
+
+def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, Any]]:
+    """``judge.<rubric>`` (and per criterion) MetricResults per candidate, judgments cached."""
+    from harness.judge.judge import (JudgeItem, Judgment, make_judge, metric_scores, pair_values,
+                                     position_bias_rate, run_pairwise, run_pointwise, win_rate)
+    from harness.judge.rubric import load_rubric
+    from harness.metrics import from_values
+
+    spec = run.goal.judge
+    if spec is None or not spec.rubrics:
+        return {}
+    opts = dict(spec.model_extra or {})
+    baseline = opts.pop("baseline", None) or "reference"  # pairwise: compared with this candidate
+    if spec.model.startswith("local:"):
+        from harness.backends.local import local_model_id
+
+        local_spec = spec.model.split(":", 1)[1] or "default"
+        model_spec = None if local_spec == "default" else local_spec
+        judge = make_judge(spec.model, model=_LazyModel(lambda: run.local_model(model_spec)), **opts)
+        # Cache judgments by the judge model's content, not just its name; the model itself
+        # loads only when a judgment is not stored yet.
+        judge.spec = f"{spec.model}#{local_model_id(model_spec)[:16]}"
+    else:
+        if run.goal.data.scrub_pii:
+            from harness.data.pii import scrub_text
+
+            opts.setdefault("scrub", lambda text: scrub_text(text)[0])
+        judge = make_judge(spec.model, **opts)
+    test = run.prepared.test
+    out: dict[str, dict[str, Any]] = {}
+    for rubric_name in spec.rubrics:
+        rubric = load_rubric(rubric_name, run.rubrics_dir)
+        cached = {r["cache_key"]: _judgment_from_row(Judgment, r) for r in run.store.query(
+            "SELECT * FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge.spec, rubric.hash])}
+        names = [f"judge.{rubric.name}"] + [f"judge.{rubric.name}.{c}" for c in rubric.criterion_names]
+        for cname, outs in outputs.items():
+            if spec.mode == "pairwise" and cname == baseline:
+                continue  # the baseline is what the others are compared with
+            new: list[Any] = []
+
+            def on_result(j, new=new) -> None:
+                new.append(j)
+                if len(new) >= FLUSH_EVERY:
+                    _store_judgments(run, new)
+                    new.clear()
+
+            if spec.mode == "pairwise":
+                others = ([ex.reference for ex in test] if baseline == "reference" else outputs[baseline].texts)
+                items = [JudgeItem(ex.id, ex.input_text, o, ex.reference, other)
+                         for ex, o, other in zip(test, outs.texts, others)]
+                pairs, judgments = run_pairwise(judge, rubric, items, cached=cached, on_result=on_result)
+            else:
+                items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
+                pairs, judgments = [], run_pointwise(judge, rubric, items, cached=cached, on_result=on_result)
+            _store_judgments(run, new)
+            fresh = {j.key for j in judgments} - set(cached)
+            run.counts["judged"] += len(fresh)
+            run.counts["judgments_reused"] += len(judgments) - len(fresh)
+            for j in judgments:
+                cached.setdefault(j.key, j)
+            run.store.put_judgments([], [(run.run_id, cname, j.example_id, rubric.name, j.criterion, j.order or "-",
+                                          j.key) for j in judgments])
+            ids = [ex.id for ex in test]
+            for metric in names:
+                if spec.mode == "pairwise":
+                    crit = metric.split(".", 2)[2] if metric.count(".") >= 2 else None
+                    chosen = [p for p in pairs if crit is None or p.criterion == crit]
+                    per = pair_values(chosen)
+                    extra = {"ids": ids, "baseline": baseline, "position_bias_rate": position_bias_rate(chosen),
+                             "win_rate": win_rate(chosen)}
+                else:
+                    per, extra = metric_scores(metric, judgments), {"ids": ids}
+                out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
+    return out
+
+
+class _LazyModel:
+    """Stands in for a LocalModel until a judgment actually needs it."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load = load
+
+    def next_token_probs(self, *args: Any, **kwargs: Any) -> Any:
+        return self._load().next_token_probs(*args, **kwargs)
+
+
+def _judgment_from_row(cls: Any, row: dict[str, Any]) -> Any:
+    return cls(key=row["cache_key"], judge=row["judge"], rubric=row["rubric"], rubric_hash=row["rubric_hash"],
+               criterion=row["criterion"], mode=row["mode"], order=row["order"], score=row["score"],
+               winner=row["winner"], rationale=row["rationale"] or "", raw=row["raw"] or "",
+               attempts=row["attempts"] or 0, error=row["error"])
+
+
+def _store_judgments(run: Run, judgments: Sequence[Any]) -> None:
+    if judgments:
+        run.store.put_judgments([{**j.to_dict(), "cache_key": j.key} for j in judgments])
+
+
+def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``human.<rubric>[.<criterion>]`` MetricResults from the panel's ratings, once enough exist."""
+    wanted = [n for n in names if n.startswith("human.")]
+    if not wanted or run.goal.human is None:
+        return {}, {}
+    from harness.metrics import from_values
+    from harness.panel import PanelItem, human_scores, parse_human_metric, rating_counts
+
+    ratings = run.store.ratings(run.goal.goal)
+    items = [PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
+    need = run.goal.human.min_ratings
+    out: dict[str, dict[str, Any]] = {}
+    missing: dict[str, str] = {}
+    for name in wanted:
+        rubric, criterion = parse_human_metric(name)
+        scores = human_scores(ratings, items, rubric, criterion)
+        counts = rating_counts(ratings, items, rubric, criterion)  # the app's rule too
+        for cand in candidates:
+            per, n = scores.get(cand, {}), counts.get(cand, 0)
+            if n < need or len(per) < 2:
+                missing[f"{cand}/{name}"] = f"{n} of {need} human ratings so far; {max(need - n, 0)} more needed"
+                continue
+            ids = sorted(per)
+            out.setdefault(cand, {})[name] = from_values(name, [per[i] for i in ids], extra={"ids": ids})
+    return out, missing
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
+           costs: dict[str, float] | None = None):
+    """Verdicts per candidate (aligned with ``goal.success``), who meets the goal, and the best
+    candidate (highest mean margin; ties go to the cheaper one)."""
+    from harness.verdict import INCONCLUSIVE, Verdict, best_candidate, judge_criterion, meets_goal
+
+    goal = run.goal
+    verdicts: dict[str, list[Verdict]] = {}
+    for cand in results:
+        vs = []
+        for c in goal.success:
+            res = results[cand].get(c.metric)
+            if res is None:
+                why = missing.get(f"{cand}/{c.metric}", "no value")
+                vs.append(Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")),
+                                  float(c.threshold), c.baseline, None, why, c.op, c.relative_op))
+                continue
+            base = None
+            if c.relative_op:
+                base = results.get(c.baseline, {}).get(c.metric)
+                if base is None:
+                    vs.append(Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")),
+                                      float(c.threshold), c.baseline, None,
+                                      f"baseline {c.baseline!r} has no {c.metric} in this run", c.op, True))
+                    continue
+                if base.n != res.n or base.extra.get("ids") != res.extra.get("ids"):
+                    vs.append(Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")),
+                                      float(c.threshold), c.baseline, None,
+                                      "candidate and baseline were scored on different examples", c.op, True))
+                    continue
+            amount = getattr(c, c.op)
+            verdict = judge_criterion(c.metric, c.op, amount, res, base, c.baseline, goal.confidence, seed=0)
+            if base is not None and _binary(res) and _binary(base):
+                from harness.stats import mcnemar
+
+                m = mcnemar([v == 1.0 for v in res.per_example], [v == 1.0 for v in base.per_example])
+                verdict.detail += (f"; McNemar ({m.method}) p = {m.p_value:.3g} "
+                                   f"({m.only_a} right only here, {m.only_b} only in {c.baseline})")
+            vs.append(verdict)
+        verdicts[cand] = vs
+    meets = {cand: meets_goal(vs) for cand, vs in verdicts.items()}
+    best = best_candidate(verdicts, costs or {})
+    return verdicts, meets, best
+
+
+def _binary(res: Any) -> bool:
+    """Per-example 0/1 outcomes (accuracy, checks): McNemar applies to a paired comparison."""
+    return bool(res.per_example) and all(v in (0.0, 1.0) for v in res.per_example)
