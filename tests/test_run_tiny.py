@@ -61,6 +61,14 @@ def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):
     assert second.aggregates == first.aggregates
     assert second.seconds < first.seconds
 
+    # A training loop whose numerics changed does not reuse adapters it did not make.
+    from harness.train import sft
+
+    monkeypatch.setattr(sft, "TRAINER_VERSION", sft.TRAINER_VERSION + 1)
+    third = run_goal(goal, store, only=["lora"], progress=False, work_dir=tmp_path / "work")
+    assert third.counts["trained"] == 1 and third.counts["adapters_reused"] == 0
+    assert len(list((tmp_path / "work" / "adapters" / goal.goal).iterdir())) == 2
+
 
 def test_sigkill_during_generation_then_resume(tmp_path, tiny_model_dir):
     goal_path = tiny_goal(tmp_path, tiny_model_dir, n=240, max_new_tokens=48, judge=False, name="killme",

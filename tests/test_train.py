@@ -217,6 +217,7 @@ def test_each_method_trains_saves_and_loads(method, lr, tiny, data, tmp_path):
 
     assert meta["data_hash"] == split_data_hash(data[0]) and meta["tokens_seen"] == res.tokens_seen > 0
     assert set(meta["versions"]) >= {"torch", "transformers", "peft", "trl"}
+    assert meta["trainer_version"] == sft.TRAINER_VERSION
     assert meta["adapter_hash"] == res.adapter_hash == adapter_hash(out)
     assert meta["train_seconds"] > 0 and meta["final_val_loss"] == pytest.approx(res.final_val_loss)
 

@@ -43,6 +43,9 @@ from harness.provenance import TRAIN_PACKAGES, package_versions
 from harness.train.methods import METHODS, TrainParams, model_load_kwargs, peft_config_for
 
 METADATA_FILE = "harness_adapter.json"
+# Bumped whenever this loop's numerics change (batching, dropout draws, loss maths): the same
+# inputs then give other weights, so adapters cached under the old number are not reused.
+TRAINER_VERSION = 2
 IGNORE = -100
 # Batches are sorted by length inside windows of this many batches, then the batches shuffled:
 # little padding, yet the order still varies by seed and epoch.
@@ -604,6 +607,7 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
             "validation_hash": data_hash(val) if val else None,
             "test_hash": meta.get("test_hash"),
             "versions": package_versions(TRAIN_PACKAGES),
+            "trainer_version": TRAINER_VERSION,
             **stats,
             "adapter_hash": adapter_hash(tmp),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
