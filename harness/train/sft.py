@@ -238,11 +238,8 @@ def fast_dropout_class() -> Any:
                 n = x.numel()
                 bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # [0, 2**63)
                 uniform15 = bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF
-                # keep = (uniform15 >= threshold) as 0/1 in int16 arithmetic: the sign bit of
-                # uniform15 - threshold, shifted down, is -1 exactly when it is below (cheaper
-                # than a comparison to bool and a bool-to-float cast)
-                keep = uniform15.sub_(self.threshold).bitwise_right_shift_(15).add_(1)
-                return x * keep.to(x.dtype).mul_(self.scale)
+                keep = (uniform15 >= self.threshold).to(x.dtype)
+                return x * keep.mul_(self.scale)
 
             def extra_repr(self) -> str:
                 return f"p={self.p}"
