@@ -4,8 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT, chat, write_goal, write_jsonl
 
 

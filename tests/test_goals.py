@@ -1,10 +1,8 @@
-from pathlib import Path
-
 import pytest
 
 from harness.errors import InputError
 from harness.goals import expand_sweeps, load_goal
-from tests.conftest import ROOT, chat, write_jsonl
+from tests.conftest import chat, write_jsonl
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from harness.goals import load_goal
 from harness.runner import run_goal
 from harness.store import Store

@@ -21,7 +21,6 @@ of the stack that produced the adapter.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
