@@ -116,7 +116,12 @@ def test_duplicate_criteria_and_bad_names(tmp_path):
     data["criteria"][0]["name"] = "has.dot"
     with pytest.raises(InputError) as ei:
         parse_rubric(yaml.safe_dump(data))
-    assert ei.value.problems[0].field == "criteria[0].name"
+    assert ei.value.problems[0].field == "criteria[0].name" and "no dots" in ei.value.problems[0].message
+    data = yaml.safe_load(GOOD)
+    data["name"] = "my rubric"
+    with pytest.raises(InputError) as ei:
+        parse_rubric(yaml.safe_dump(data))
+    assert [p.field for p in ei.value.problems] == ["name"] and "no dots or spaces" in str(ei.value)
 
 
 def test_name_must_match_file(tmp_path):

@@ -13,8 +13,9 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from harness.errors import HarnessError, InputError, Problem
 from harness.registry import did_you_mean
@@ -24,21 +25,24 @@ SCALE: tuple[int, ...] = (1, 2, 3, 4, 5)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+def _check_name(v: str) -> str:
+    """Rubric and criterion names end up in metric names (judge.<rubric>.<criterion>)."""
+    if not NAME_RE.match(v):
+        raise ValueError("use letters, digits, '_' or '-' (no dots or spaces)")
+    return v
+
+
+RubricName = Annotated[str, AfterValidator(_check_name)]
+
+
 class Criterion(BaseModel):
     """One thing to judge, with a description of every level of the 1-5 scale."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Short identifier, used in metric names: judge.<rubric>.<name>.")
+    name: RubricName = Field(description="Short identifier, used in metric names: judge.<rubric>.<name>.")
     description: str = Field(description="What this criterion measures, in a sentence or two.")
     scale: dict[int, str] = Field(description="Every level 1..5 mapped to what an answer at that level looks like.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError("use letters, digits, '_' or '-' (no dots or spaces)")
-        return v
 
     @field_validator("description")
     @classmethod
@@ -70,19 +74,12 @@ class Rubric(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Rubric name; must match the file name (tone.yaml → tone).")
+    name: RubricName = Field(description="Rubric name; must match the file name (tone.yaml → tone).")
     description: str = Field(description="What the rubric is for; shown to judges and raters.")
     version: str | None = Field(default=None, description="Free-form version note; the hash is the real version.")
     criteria: list[Criterion] = Field(description="One or more criteria, each scored 1-5.")
 
     _source: str = PrivateAttr(default="")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError("use letters, digits, '_' or '-' (no dots or spaces)")
-        return v
 
     @field_validator("criteria")
     @classmethod
