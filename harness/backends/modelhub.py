@@ -16,12 +16,11 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ModelNotAvailableError
+from harness.fsutil import atomic_dir
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -170,16 +169,8 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     with FileLock(str(dest) + ".lock"):
         if (dest / "config.json").is_file():  # another process finished while we waited
             return dest
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the model folder should not be
-        try:
+        with atomic_dir(dest) as tmp:  # a leftover without config.json is not a model: replaced
             _convert_into(gguf, tmp)
-            if dest.exists():  # a leftover without config.json is not a model; replace it
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return dest
 
 

@@ -9,16 +9,15 @@ and neither vLLM nor Ollama serves them: they are reloaded with peft.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.fsutil import atomic_dir
 from harness.train.methods import METHODS
 from harness.train.sft import METADATA_FILE
 
@@ -86,9 +85,7 @@ def export_adapter(adapter_dir: str | Path, out_dir: str | Path, *, merged: bool
     if out.exists() and any(out.iterdir()) and not (out / SERVE_FILE).exists():
         raise HarnessError(f"{out} exists and is not an earlier export; refusing to overwrite it")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         full_model = src.method == "full" or merged
         if merged and src.method != "full":
             _merge_lora(src, tmp)
@@ -98,13 +95,6 @@ def export_adapter(adapter_dir: str | Path, out_dir: str | Path, *, merged: bool
         if modelfile is not None:
             (tmp / MODELFILE).write_text(modelfile)
         (tmp / SERVE_FILE).write_text(serve_markdown(src, out, commands, modelfile, full_model=full_model))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportResult(path=out, commands=commands, merged=full_model)
 
 

@@ -25,9 +25,7 @@ import json
 import math
 import os
 import random
-import shutil
 import statistics
-import tempfile
 import time
 import types
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from harness.backends.modelhub import adapter_hash
 from harness.data.formats import Example
 from harness.data.split import data_hash
 from harness.errors import HarnessError, InputError, Problem
+from harness.fsutil import atomic_dir
 from harness.provenance import TRAIN_PACKAGES, package_versions
 from harness.train.methods import METHODS, TrainParams, model_load_kwargs, peft_config_for
 
@@ -584,9 +583,7 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
           train: Sequence[Example], val: Sequence[Example], meta: dict, stats: dict,
           curves: list[tuple[int, str, float]]) -> dict[str, Any]:
     """Write weights + harness_adapter.json into a temp folder, then swap it into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         if not METHODS.meta(params.method).get("peft", True):
             tokenizer.save_pretrained(tmp)  # a full model folder must load on its own
@@ -611,13 +608,6 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
             "curves": [list(c) for c in curves],
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return metadata
 
 
