@@ -26,6 +26,12 @@ SWEEPABLE = ("r", "alpha", "dropout", "learning_rate", "epochs", "batch_size", "
              "max_length", "num_virtual_tokens", "seed", "shots")
 
 
+def _check_name(what: str, v: str) -> str:
+    """Goal and candidate names go into folder names, store keys and metric tables."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
+        raise ValueError(f"{what} name {v!r}: use letters, digits, '.', '_' or '-'")
+    return v
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -140,9 +146,7 @@ class Candidate(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
-            raise ValueError(f"candidate name {v!r}: use letters, digits, '.', '_' or '-'")
-        return v
+        return _check_name("candidate", v)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -210,9 +214,7 @@ class Goal(Strict):
     @field_validator("goal")
     @classmethod
     def _goal_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", v):
-            raise ValueError(f"goal name {v!r}: use letters, digits, '.', '_' or '-'")
-        return v
+        return _check_name("goal", v)
 
     @field_validator("candidates", mode="before")
     @classmethod

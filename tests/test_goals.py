@@ -98,3 +98,15 @@ def test_init_template_is_a_valid_goal(tmp_path, monkeypatch):
     g = load_goal(goal)
     assert g.goal == "mygoal" and any(c.baseline == "zero-shot" for c in g.success)
     assert "criteria" in rubric.read_text()
+
+
+def test_goal_and_candidate_names_are_checked_with_their_lines(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(f"goal: my goal\ndata:\n  path: {data}\n"
+                 "success:\n  - {metric: accuracy, at_least: 0.5}\n"
+                 "candidates:\n  - {name: zero-shot, kind: prompt}\n  - {name: bad/name, kind: prompt}\n")
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    found = {(x.field, x.line): x.message for x in e.value.problems}
+    assert ("goal", 1) in found and "goal name 'my goal'" in found[("goal", 1)]
+    assert ("candidates[1].name", 8) in found and "candidate name 'bad/name'" in found[("candidates[1].name", 8)]
