@@ -1,7 +1,7 @@
 """Run every benchmark side by side with its alternative and print one JSON line each.
 
     python bench/run.py                 # all of them (about 10-15 minutes on 2 cores)
-    python bench/run.py --only judge    # one (names: stats, judge, leaderboard, rerun, generate, train)
+    python bench/run.py --only judge    # one (names: stats, dedup, judge, leaderboard, rerun, generate, train)
 
 Each bench module exposes ``run() -> list[dict]``; every dict carries at least
 ``bench``, ``ratio``, ``target`` and ``higher_is_better``. Ratios, medians over repeats,
@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 # Cheap ones first so a partial run still says something.
-BENCHES = ["stats", "judge", "leaderboard", "rerun", "generate", "train"]
+BENCHES = ["stats", "dedup", "judge", "leaderboard", "rerun", "generate", "train"]
 
 
 def main(argv: list[str] | None = None) -> int:
