@@ -220,14 +220,17 @@ def _print_plan(goal, steps, prepared) -> None:
     from rich.table import Table
 
     t = Table(title=f"plan for {goal.goal}: {len(prepared.test)} test examples (sealed: {prepared.sealed})")
-    for col in ("candidate", "kind", "step", "units", "est. cost (USD)", "note"):
-        t.add_column(col)
+    for col in ("candidate", "kind", "step", "to do", "stored", "est. cost (USD)", "note"):
+        t.add_column(col, justify="right" if col in ("to do", "stored") else "left")
     total = 0.0
     for s in steps:
         total += s.est_cost_usd
-        t.add_row(s.candidate, s.kind, s.action, str(s.todo), f"{s.est_cost_usd:.4f}" if s.est_cost_usd else "-", s.note)
+        t.add_row(s.candidate, s.kind, s.action, str(s.todo), str(s.cached) if s.cached else "-",
+                  f"{s.est_cost_usd:.4f}" if s.est_cost_usd else "-", s.note)
     console.print(t)
-    console.print(f"estimated API cost: ${total:.4f} (cached predictions and judgments cost nothing)")
+    todo = sum(s.todo for s in steps if s.action in ("train", "generate", "judge"))
+    console.print(f"{todo} train/generate/judge units to do; estimated API cost ${total:.4f} "
+                  "(stored predictions and judgments are reused and cost nothing)")
 
 
 _BADGE = {"pass": "[green]pass[/]", "fail": "[red]fail[/]", "inconclusive": "[yellow]inconclusive[/]"}

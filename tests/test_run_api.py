@@ -55,8 +55,20 @@ candidates:
 """)
         goal = load_goal(goal_file)
         store = Store(tmp_path / "s.duckdb")
+
+        from harness.data.split import prepare
+        from harness.runner import plan
+
+        def gen_steps() -> dict[str, tuple[int, float]]:
+            return {s.candidate: (s.todo, s.est_cost_usd) for s in plan(goal, store, prepare(goal, store, record=False))
+                    if s.action == "generate"}
+
+        before = gen_steps()
+        assert before["gpt"][0] == 40 and before["gpt"][1] > 0  # priced model: a cost estimate
+        assert before["local-vllm"] == (40, 0.0)  # unpriced endpoint
         res = run_goal(goal, store, progress=False, work_dir=tmp_path / "w")
         n = 40
+        assert gen_steps() == {"gpt": (0, 0.0), "claude": (0, 0.0), "local-vllm": (0, 0.0)}  # stored: nothing to pay
         assert res.counts["generated"] == 3 * n
         assert store.count("predictions") == 3 * n
         assert len(store.query("SELECT * FROM outputs WHERE run_id = ?", [res.run_id])) == 3 * n

@@ -17,6 +17,21 @@ def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.chdir(ROOT)  # rubrics/ lives here
     goal = load_goal(tiny_goal(tmp_path, tiny_model_dir))
     store = Store(tmp_path / "s.duckdb")
+
+    from harness.data.split import prepare
+    from harness.runner import plan
+
+    def planned() -> dict[tuple[str, str], tuple[int, int]]:
+        prepared = prepare(goal, store, record=False)
+        return {(s.candidate, s.action): (s.todo, s.cached)
+                for s in plan(goal, store, prepared, work_dir=tmp_path / "work")}
+
+    before = planned()
+    assert before[("lora", "train")] == (1, 0)
+    n_planned = before[("zero-shot", "generate")][0]
+    assert n_planned > 0 and before[("few-shot", "generate")] == (n_planned, 0)
+    assert before[("zero-shot", "judge")][0] >= n_planned  # an upper bound until outputs exist
+
     first = run_goal(goal, store, progress=False, work_dir=tmp_path / "work")
     n_test = len(store.query("SELECT * FROM examples WHERE split = 'test'"))
     assert first.counts["generated"] == 3 * n_test and first.counts["trained"] == 1
@@ -29,6 +44,13 @@ def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):
     curves = store.query("SELECT * FROM curves WHERE run_id = ?", [first.run_id])
     assert {c["split"] for c in curves} == {"train", "validation"}
     counts = {t: store.count(t) for t in ("predictions", "judgments")}
+    after = planned()  # the plan now finds everything stored, by the run's own keys
+    assert n_planned == n_test
+    assert after[("lora", "train")] == (0, 1)
+    for cand in ("zero-shot", "few-shot", "lora"):
+        assert after[(cand, "generate")] == (0, n_test)
+        todo, stored = after[(cand, "judge")]
+        assert todo == 0 and stored == before[(cand, "judge")][0]
 
     from harness.report import build_report
     from harness.results import results_dict

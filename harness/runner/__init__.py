@@ -30,32 +30,73 @@ from harness.runner.scoring import decide, human_results, judge_candidates, scor
 # --------------------------------------------------------------------------- the run
 
 
-def plan(goal: Goal, store: Any, prepared: Any) -> list[Step]:
-    """What a run would do, and what is already stored (no model is loaded)."""
+def plan(goal: Goal, store: Any, prepared: Any, *, work_dir: str | Path = ".harness",
+         rubrics_dir: str | Path = "rubrics") -> list[Step]:
+    """What a run would do, and what is already stored: adapters, predictions and pointwise
+    judgments are looked up by the same content keys the run uses (file hashes and stored
+    rows only; no model is loaded, nothing is written)."""
+    from harness.runner.candidates import api_requests, local_prediction_keys, planned_adapter
+
+    run = Run(goal, store, prepared=prepared, progress=False, work_dir=work_dir, rubrics_dir=rubrics_dir)
     steps: list[Step] = []
     n = len(prepared.test)
     for cand in goal.candidates:
+        keys: list[str] | None = None
+        cost, gen_note = 0.0, ""
         if cand.kind in TRAIN_METHOD:
-            steps.append(Step(cand.name, cand.kind, "train", 1, 0, note=f"{len(prepared.train)} train examples"))
-        cost = 0.0
-        if cand.kind == "api":
-            try:
-                from harness.backends.api import APIConfig
-                from harness.backends.pricing import estimate_cost
+            _, _, folder = planned_adapter(run, cand)
+            trained = (folder / "harness_adapter.json").is_file()
+            steps.append(Step(cand.name, cand.kind, "train", 0 if trained else 1, int(trained),
+                              note=f"{len(prepared.train)} train examples" + (f"; stored as {folder.name}" if trained else "")))
+            if trained:
+                keys = local_prediction_keys(run, cand, run.prompts_for(cand), folder)[1]
+            else:
+                gen_note = "after training"
+        elif cand.kind == "prompt":
+            keys = local_prediction_keys(run, cand, run.prompts_for(cand))[1]
+        elif cand.kind == "api":
+            cfg, sent, _, keys = api_requests(run, cand, run.prompts_for(cand))
+        stored = run.store.get_predictions(keys) if keys else {}
+        todo = sum(k not in stored for k in keys) if keys is not None else n
+        if cand.kind == "api" and todo:
+            from harness.backends.api import estimate_cost
 
-                avg_in = sum(len(" ".join(m["content"] for m in ex.prompt).split()) for ex in prepared.test) / max(n, 1) * 1.4
-                cfg = APIConfig(provider=cand.options.get("provider", "openai"), model=cand.model or "",
-                                prices=goal.prices.get(cand.model or ""))
-                cost = float(estimate_cost(cfg, n, avg_in, goal.decoding.max_new_tokens))
-            except Exception:  # noqa: BLE001 - an estimate only
-                cost = 0.0
+            new = [m for m, k in zip(sent, keys) if k not in stored]
+            avg_words = sum(len(" ".join(x["content"] for x in m).split()) for m in new) / len(new)
+            estimate = estimate_cost(cfg, todo, avg_words * 1.4, goal.decoding.max_new_tokens)
+            cost = float(estimate)
+            gen_note = estimate.note or "list price; ~1.4 tokens a word, max_new_tokens out"
         action = "read" if cand.kind == "file" else "generate"
-        steps.append(Step(cand.name, cand.kind, action, n, 0, est_cost_usd=cost))
+        steps.append(Step(cand.name, cand.kind, action, todo, n - todo, est_cost_usd=cost, note=gen_note))
         steps.append(Step(cand.name, cand.kind, "score", n, 0))
         if goal.judge:
-            steps.append(Step(cand.name, cand.kind, "judge", n * len(goal.judge.rubrics), 0,
-                              note=goal.judge.model))
+            steps.append(_judge_step(run, cand, stored if keys and not todo else None, keys))
     return steps
+
+
+def _judge_step(run: Run, cand: Any, stored: dict | None, keys: list[str] | None) -> Step:
+    """Judgments still to make for a candidate. Counted exactly for a pointwise judge once all
+    the candidate's outputs are stored (they decide the keys); otherwise an upper bound."""
+    from harness.judge.judge import judgment_key
+    from harness.judge.rubric import load_rubric
+    from harness.runner.scoring import make_run_judge
+
+    spec = run.goal.judge
+    rubrics = [load_rubric(r, run.rubrics_dir) for r in spec.rubrics]
+    per_example = sum(len(r.criterion_names) for r in rubrics) * (2 if spec.mode == "pairwise" else 1)
+    total = len(run.prepared.test) * per_example
+    if stored is None or keys is None or spec.mode == "pairwise":
+        return Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; at most, stored ones are reused")
+    judge, _ = make_run_judge(run)
+    done = 0
+    for rubric in rubrics:
+        have = {r["cache_key"] for r in run.store.query(
+            "SELECT cache_key FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge.spec, rubric.hash])}
+        for ex, key in zip(run.prepared.test, keys):
+            output = stored[key]["output"] or ""
+            done += sum(judgment_key(judge.spec, rubric.hash, c, ex.input_text, output, None,
+                                     reference=ex.reference) in have for c in rubric.criterion_names)
+    return Step(cand.name, cand.kind, "judge", total - done, done, note=spec.model)
 
 
 def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, reseal: bool = False,

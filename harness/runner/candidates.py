@@ -36,15 +36,21 @@ def _flusher(run: Run, cand: str, model_id: str, keys: list[str], examples: Sequ
     return add, flush
 
 
-def generate_local(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]],
-                   adapter: str | None = None) -> Outputs:
+def local_prediction_keys(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]],
+                          adapter: str | Path | None = None) -> tuple[str, list[str]]:
+    """(model id, one cache key per prompt) of a local candidate, from file hashes only."""
     from harness.backends.local import local_model_id
 
+    model_id = local_model_id(cand.model or run.goal.model, adapter)
+    decoding = run.decoding().to_dict()
+    return model_id, [prediction_key(model_id, p, decoding) for p in prompts]
+
+
+def generate_local(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]],
+                   adapter: str | None = None) -> Outputs:
     spec = cand.model or run.goal.model
     params = run.decoding()
-    decoding = params.to_dict()
-    model_id = local_model_id(spec, adapter)  # hashes only: the model loads only if work is left
-    keys = [prediction_key(model_id, p, decoding) for p in prompts]
+    model_id, keys = local_prediction_keys(run, cand, prompts, adapter)  # the model loads only if work is left
 
     def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
         model = run.local_model(spec, adapter)
@@ -115,16 +121,22 @@ def adapter_dir(run: Run, cand: Candidate, params: Any, base_hash: str) -> Path:
     return run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}"
 
 
-def train_candidate(run: Run, cand: Candidate) -> dict[str, Any]:
-    """Train (or reuse) the candidate's adapter; returns what the store keeps about it."""
+def planned_adapter(run: Run, cand: Candidate) -> tuple[Any, Any, Path]:
+    """(training parameters, resolved base model, the adapter's folder) of a training
+    candidate; the folder holds a finished adapter when ``harness_adapter.json`` is there."""
     from harness.backends.modelhub import model_hash, resolve_model
-    from harness.train.methods import peft_config_for
 
     params = train_params(cand)
-    peft_config_for(params)  # qlora without CUDA stops here, before anything is loaded
     base = resolve_model(cand.model or run.goal.model)
-    base_hash = model_hash(base.path)
-    out = adapter_dir(run, cand, params, base_hash)
+    return params, base, adapter_dir(run, cand, params, model_hash(base.path))
+
+
+def train_candidate(run: Run, cand: Candidate) -> dict[str, Any]:
+    """Train (or reuse) the candidate's adapter; returns what the store keeps about it."""
+    from harness.train.methods import peft_config_for
+
+    peft_config_for(train_params(cand))  # qlora without CUDA stops here, before anything is loaded
+    params, base, out = planned_adapter(run, cand)
     meta_file = out / "harness_adapter.json"
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
@@ -157,8 +169,9 @@ def train_candidate(run: Run, cand: Candidate) -> dict[str, Any]:
     }
 
 
-def generate_api(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]]) -> Outputs:
-    from harness.backends.api import APIConfig, ChatRequest, chat_many
+def api_requests(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]]) -> tuple[Any, list, str, list[str]]:
+    """(client config, messages as sent, model id, cache keys) of an API candidate."""
+    from harness.backends.api import APIConfig
 
     opts = dict(cand.options)
     provider = opts.pop("provider")
@@ -179,7 +192,14 @@ def generate_api(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]])
     sent = [[{**m, "content": scrub(m["content"]) if scrub else m["content"]} for m in p] for p in prompts]
     decoding = {"max_tokens": d.max_new_tokens, "temperature": d.temperature, "top_p": d.top_p}
     model_id = f"api:{provider}:{model}:{cfg.base_url or ''}"
-    keys = [prediction_key(model_id, p, decoding) for p in sent]
+    return cfg, sent, model_id, [prediction_key(model_id, p, decoding) for p in sent]
+
+
+def generate_api(run: Run, cand: Candidate, prompts: list[list[dict[str, str]]]) -> Outputs:
+    from harness.backends.api import ChatRequest, chat_many
+
+    cfg, sent, model_id, keys = api_requests(run, cand, prompts)
+    d = run.goal.decoding
 
     def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
         reqs = [ChatRequest(key=str(i), messages=sent[i], max_tokens=d.max_new_tokens, temperature=d.temperature,

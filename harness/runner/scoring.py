@@ -36,16 +36,13 @@ def score_candidate(run: Run, outputs: Outputs, names: list[str]) -> dict[str, A
     return results
 
 
-def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, Any]]:
-    """``judge.<rubric>`` (and per criterion) MetricResults per candidate, judgments cached."""
-    from harness.judge.judge import (JudgeItem, Judgment, make_judge, metric_scores, pair_values,
-                                     position_bias_rate, run_pairwise, run_pointwise, win_rate)
-    from harness.judge.rubric import load_rubric
-    from harness.metrics import from_values
+def make_run_judge(run: Run) -> tuple[Any, str]:
+    """(the goal's judge, the pairwise baseline). A local judge's ``spec`` carries its model's
+    content hash, so judgments are cached by what judged them; the model itself loads only when
+    a judgment is not stored yet."""
+    from harness.judge.judge import make_judge
 
     spec = run.goal.judge
-    if spec is None or not spec.rubrics:
-        return {}
     opts = dict(spec.model_extra or {})
     baseline = opts.pop("baseline", None) or "reference"  # pairwise: compared with this candidate
     if spec.model.startswith("local:"):
@@ -54,8 +51,6 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
         local_spec = spec.model.split(":", 1)[1] or "default"
         model_spec = None if local_spec == "default" else local_spec
         judge = make_judge(spec.model, model=_LazyModel(lambda: run.local_model(model_spec)), **opts)
-        # Cache judgments by the judge model's content, not just its name; the model itself
-        # loads only when a judgment is not stored yet.
         judge.spec = f"{spec.model}#{local_model_id(model_spec)[:16]}"
     else:
         if run.goal.data.scrub_pii:
@@ -63,6 +58,20 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
 
             opts.setdefault("scrub", lambda text: scrub_text(text)[0])
         judge = make_judge(spec.model, **opts)
+    return judge, baseline
+
+
+def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, Any]]:
+    """``judge.<rubric>`` (and per criterion) MetricResults per candidate, judgments cached."""
+    from harness.judge.judge import (JudgeItem, Judgment, metric_scores, pair_values, position_bias_rate,
+                                     run_pairwise, run_pointwise, win_rate)
+    from harness.judge.rubric import load_rubric
+    from harness.metrics import from_values
+
+    spec = run.goal.judge
+    if spec is None or not spec.rubrics:
+        return {}
+    judge, baseline = make_run_judge(run)
     test = run.prepared.test
     out: dict[str, dict[str, Any]] = {}
     for rubric_name in spec.rubrics:
