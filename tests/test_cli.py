@@ -51,6 +51,18 @@ def test_check_clean_data_exits_0_with_report(tmp_path):
     assert out["valid"] is True and "whitespace" in out["token_counter"]
 
 
+def test_check_text_report_says_no_findings_or_lists_them(tmp_path):
+    goal = write_goal(tmp_path, write_jsonl(tmp_path / "d.jsonl", good_rows(150)))
+    r = harness("check", goal, "--no-tokenizer")
+    assert r.returncode == 0 and "No findings" in r.stdout and "Findings" not in r.stdout.replace("No findings", "")
+    rows = good_rows(150)
+    rows[4]["messages"][1]["content"] += " Mail me at jane.doe@example.com."
+    goal = write_goal(tmp_path, write_jsonl(tmp_path / "d.jsonl", rows))
+    r = harness("check", goal, "--no-tokenizer")
+    assert "No findings" not in r.stdout and "Findings" in r.stdout and "pii" in r.stdout.lower()
+    assert "jane.doe@example.com" not in r.stdout  # samples are masked
+
+
 def test_misspelt_key_suggests_success(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", good_rows(5))
     g = tmp_path / "g.yaml"

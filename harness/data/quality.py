@@ -579,16 +579,18 @@ def render_report(report: QualityReport):
             pii.add_row(kind, str(e["count"]), str(e["examples"]), samples)
         parts.append(pii)
 
-    fin = Table(title="Findings")
-    for col in ("severity", "code", "where", "message"):
-        fin.add_column(col, overflow="fold")
-    for f in report.findings:
-        if f.code == "volume":
-            continue  # shown in its own panel below
-        where = f"{Path(f.file).name if f.file else ''}:{f.line}" if f.line else ""
-        sev = f.severity + (" (blocks)" if report.blocks(f) else "")
-        fin.add_row(f"[{_STYLE.get(f.severity, '')}]{sev}[/]", f.code, where, f.message)
-    parts.append(fin)
+    findings = [f for f in report.findings if f.code != "volume"]  # volume has its own panel below
+    if findings:
+        fin = Table(title="Findings")
+        for col in ("severity", "code", "where", "message"):
+            fin.add_column(col, overflow="fold")
+        for f in findings:
+            where = f"{Path(f.file).name if f.file else ''}:{f.line}" if f.line else ""
+            sev = f.severity + (" (blocks)" if report.blocks(f) else "")
+            fin.add_row(f"[{_STYLE.get(f.severity, '')}]{sev}[/]", f.code, where, f.message)
+        parts.append(fin)
+    else:
+        parts.append("[green]No findings[/]: no PII, lint, duplicate or format problems.")
 
     v = report.volume
     parts.append(Panel(v.get("message", ""), title=f"Volume: {v.get('verdict', '?')}",

@@ -86,7 +86,7 @@ def _judge_step(run: Run, cand: Any, stored: dict | None, keys: list[str] | None
     per_example = sum(len(r.criterion_names) for r in rubrics) * (2 if spec.mode == "pairwise" else 1)
     total = len(run.prepared.test) * per_example
     if stored is None or keys is None or spec.mode == "pairwise":
-        return Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; at most, stored ones are reused")
+        return Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; up to")
     judge, _ = make_run_judge(run)
     done = 0
     for rubric in rubrics:
