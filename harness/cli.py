@@ -362,7 +362,19 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
                        "AND c.name = ? AND c.adapter_path IS NOT NULL ORDER BY r.started_at DESC LIMIT 1",
                        [goal.goal, candidate])
     if not rows:
-        err_console.print(f"no trained adapter for candidate {candidate!r} of goal {goal.goal!r}; run `harness run` first")
+        from harness.registry import did_you_mean
+        from harness.runner.context import TRAIN_METHOD
+
+        names = [c.name for c in goal.candidates]
+        trainable = [c.name for c in goal.candidates if c.kind in TRAIN_METHOD]
+        if candidate not in names:
+            err_console.print(f"{goal.source}: no candidate {candidate!r}{did_you_mean(candidate, names)}; "
+                              f"trained candidates: {', '.join(trainable) or 'none'}")
+        elif candidate not in trainable:
+            err_console.print(f"candidate {candidate!r} is a {goal.candidate(candidate).kind} candidate: nothing trained "
+                              f"to export; trained candidates: {', '.join(trainable) or 'none'}")
+        else:
+            err_console.print(f"no trained adapter for candidate {candidate!r} of goal {goal.goal!r}; run `harness run` first")
         raise typer.Exit(2)
     try:
         res = export_adapter(rows[0]["adapter_path"], out or Path("export") / goal.goal / candidate, merged=merged)

@@ -108,3 +108,19 @@ def test_init_writes_starter_files(tmp_path):
     assert (tmp_path / "goals" / "support.yaml").exists() and (tmp_path / "rubrics" / "support.yaml").exists()
     again = harness("init", "support", cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_unknown_candidates_get_did_you_mean_in_export_and_only(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", good_rows(40))
+    goal = write_goal(tmp_path, data, extra="  - {name: lora, kind: lora}\n")
+    db = tmp_path / "s.duckdb"
+    r = harness("export", goal, "lorra", "--db", db)
+    assert r.returncode == 2 and "no candidate 'lorra' (did you mean 'lora'?)" in r.stderr
+    assert "trained candidates: lora" in r.stderr
+    r = harness("export", goal, "zero-shot", "--db", db)
+    assert r.returncode == 2 and "is a prompt candidate: nothing trained" in r.stderr
+    r = harness("export", goal, "lora", "--db", db)
+    assert r.returncode == 2 and "run `harness run` first" in r.stderr
+    r = harness("run", goal, "--only", "lorra", "--db", db)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "unknown candidate 'lorra' (did you mean 'lora'?)" in r.stderr and "zero-shot, lora" in r.stderr

@@ -114,7 +114,11 @@ def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, resea
     if only:
         unknown = [o for o in only if o not in {c.name for c in cands}]
         if unknown:
-            raise HarnessError(f"--only: unknown candidate(s) {', '.join(unknown)}")
+            from harness.registry import did_you_mean
+
+            names = [c.name for c in cands]
+            raise HarnessError("--only: " + "; ".join(f"unknown candidate {u!r}{did_you_mean(u, names)}" for u in unknown)
+                               + f"; the goal's candidates: {', '.join(names)}")
         # Baselines of relative criteria are needed to decide them.
         need = set(only) | {c.baseline for c in goal.success if c.baseline}
         if goal.judge is not None and goal.judge.mode == "pairwise":
