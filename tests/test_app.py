@@ -604,3 +604,15 @@ def test_a_user_adds_a_leaderboard_without_touching_app_code(project, tmp_path, 
     assert list(at.dataframe[0].value["candidate"]) == [max(gen, key=gen.get)]
     at.selectbox(key="lb:view").set_value(titles.index("Candidate kinds")).run()
     assert dict(zip(at.dataframe[0].value["kind"], at.dataframe[0].value["n"])) == {"lora": 1, "prompt": 2}
+
+
+def test_verdict_cells_are_tinted_by_status():
+    from harness.app.tables import TINTS, cell_text, meets_goal_text, status_css
+
+    row = {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}
+    for status in ("pass", "fail", "inconclusive"):
+        assert status_css(cell_text({**row, "status": status})) == f"background-color: {TINTS[status]}"
+    assert status_css(meets_goal_text(["pass", "pass"])) == f"background-color: {TINTS['pass']}"
+    assert status_css(meets_goal_text(["pass", "fail"])) == f"background-color: {TINTS['fail']}"
+    assert status_css(meets_goal_text(["pass", "inconclusive"])) == f"background-color: {TINTS['inconclusive']}"
+    assert status_css("baseline") == status_css(0.5) == status_css(None) == ""

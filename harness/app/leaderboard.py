@@ -84,7 +84,8 @@ def criteria_view(store: Any, cfg: data.AppConfig, goal: Any, run_id: str, rows:
     if only_meeting:
         df = df[df["meets goal"].str.contains("yes")]
     shown = ["candidate", "kind", *headers, "meets goal", "cost (USD)", "training (s)", "baseline"]
-    st.dataframe(df[shown], hide_index=True, width="stretch",
+    styled = df[shown].style.map(tables.status_css, subset=[*headers, "meets goal"])
+    st.dataframe(styled, hide_index=True, width="stretch",
                  column_config={"cost (USD)": st.column_config.NumberColumn(format="%.4f"),
                                 "training (s)": st.column_config.NumberColumn(format="%.1f")})
     if untrusted:

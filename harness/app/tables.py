@@ -6,6 +6,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 BADGES = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
 OPS = {"at_least": "≥", "at_most": "≤", "reduce_by": "reduce by", "improve_by": "improve by"}
+# Cell tints by verdict, so the status reads at a glance even where a browser lacks emoji fonts.
+TINTS = {"pass": "#d3f0dc", "fail": "#fadbd8", "inconclusive": "#fdf0c8"}
+MEETS = {"✅ yes": "pass", "❌ no": "fail", "❔ open": "inconclusive"}
 
 
 def _num(x: Any) -> float | None:
@@ -141,6 +144,17 @@ def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mappi
 def _rubric_of(metric: str) -> str:
     parts = metric.split(".")
     return ".".join(parts[:2]) if len(parts) == 3 and parts[0] == "judge" else metric
+
+
+def status_css(cell: Any) -> str:
+    """Background CSS for a leaderboard cell that carries a verdict badge; '' for others."""
+    if not isinstance(cell, str):
+        return ""
+    for status, badge in BADGES.items():
+        if badge in cell:
+            return f"background-color: {TINTS[status]}"
+    status = MEETS.get(cell)
+    return f"background-color: {TINTS[status]}" if status else ""
 
 
 def meets_goal_text(statuses: Sequence[str]) -> str:
