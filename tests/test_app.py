@@ -306,8 +306,11 @@ def test_compare_disagreement_filter_orders_by_gap(project):
     exs = {e for _, e in scores}
     assert len(exs) > 10
     gaps = sorted((abs(scores[("lora", e)] - scores[("zero-shot", e)]) for e in exs), reverse=True)[:10]
-    shown = [float(o.split("gap ")[1].rstrip(")")) for o in options]
+    shown = [float(o.split("gap ")[1].split(" · ")[0]) for o in options]
     assert len(shown) == 10
+    inputs = {r["example_id"]: r["input"] for r in store.query("SELECT example_id, input FROM examples")}
+    first = at.selectbox(key="cmp:example").value
+    assert " ".join(inputs[first].split())[:30] in options[0] and f"({first[:8]})" in options[0]  # readable labels
     assert shown == pytest.approx([float(f"{g:.3g}") for g in gaps], rel=1e-3)
 
 

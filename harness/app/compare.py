@@ -36,8 +36,13 @@ def render(store: Any, goal_name: str, run_id: str) -> None:
         if not examples:
             st.info("No examples scored by both candidates on this metric.")
             return
-    example_id = st.selectbox("Example", examples, key="cmp:example",
-                              format_func=lambda e: f"{e}  (gap {gaps[e]:.3g})" if e in gaps else e)
+    previews = data.example_previews(store, goal_name)
+
+    def label(e: str) -> str:
+        gap = f"gap {gaps[e]:.3g} · " if e in gaps else ""
+        return f"{gap}{previews.get(e, '')}  ({e[:8]})"
+
+    example_id = st.selectbox("Example", examples, key="cmp:example", format_func=label)
     ex = data.example(store, goal_name, example_id)
     st.markdown("**Input**")
     st.code(ex.get("input") or "(not stored)", language=None, wrap_lines=True)

@@ -118,6 +118,15 @@ def example(store: Any, goal: str, example_id: str) -> dict[str, Any]:
     return rows[0] if rows else {"example_id": example_id, "input": None, "reference": None}
 
 
+def example_previews(store: Any, goal: str, width: int = 70) -> dict[str, str]:
+    """example id -> the start of its input on one line, for pickers."""
+    out = {}
+    for r in store.query("SELECT example_id, input FROM examples WHERE goal = ?", [goal]):
+        text = " ".join(str(r["input"] or "").split())
+        out[r["example_id"]] = text if len(text) <= width else text[:width - 1] + "…"
+    return out
+
+
 def run_examples(store: Any, run_id: str) -> list[str]:
     return [r["example_id"] for r in store.query(
         "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]
