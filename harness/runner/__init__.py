@@ -46,8 +46,8 @@ def plan(goal: Goal, store: Any, prepared: Any, *, work_dir: str | Path = ".harn
         if cand.kind in TRAIN_METHOD:
             _, _, folder = planned_adapter(run, cand)
             trained = (folder / "harness_adapter.json").is_file()
-            steps.append(Step(cand.name, cand.kind, "train", 0 if trained else 1, int(trained),
-                              note=f"{len(prepared.train)} train examples" + (f"; stored as {folder.name}" if trained else "")))
+            note = f"{len(prepared.train)} train examples" + (f"; stored as {folder.name}" if trained else "")
+            steps.append(Step(cand.name, cand.kind, "train", 0 if trained else 1, int(trained), note=note))
             if trained:
                 keys = local_prediction_keys(run, cand, run.prompts_for(cand), folder)[1]
             else:

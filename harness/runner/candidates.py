@@ -116,8 +116,8 @@ def train_params(cand: Candidate):
 def adapter_dir(run: Run, cand: Candidate, params: Any, base_hash: str) -> Path:
     from harness.train.sft import TRAINER_VERSION
 
-    key = content_key("adapter/v1", TRAINER_VERSION, base_hash, params.model_dump(), sorted(e.id for e in run.prepared.train),
-                      sorted(e.id for e in run.prepared.validation))
+    key = content_key("adapter/v1", TRAINER_VERSION, base_hash, params.model_dump(),
+                      sorted(e.id for e in run.prepared.train), sorted(e.id for e in run.prepared.validation))
     return run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}"
 
 
