@@ -35,6 +35,17 @@ def chat(user: str, answer: str, system: str | None = None) -> dict:
     return {"messages": msgs}
 
 
+ALL_TEST_SPLIT = "{train: 0.0, validation: 0.0, test: 1.0, seed: 1}"
+
+
+def write_eval_goal(path: Path, name: str, data: Path, body: str, data_extra: str = "") -> Path:
+    """A classification goal whose whole dataset is the test split (scoring outputs, nothing to
+    train); ``body`` is the YAML after ``task:`` (success, candidates, ...)."""
+    path.write_text(f"goal: {name}\ndata:\n  path: {data}\n  split: {ALL_TEST_SPLIT}\n{data_extra}"
+                    f"task: classification\n{body}")
+    return path
+
+
 def write_goal(tmp_path: Path, data: Path, extra: str = "", name: str = "t", split: str | None = None) -> Path:
     split = split or "{train: 0.8, validation: 0.1, test: 0.1, seed: 13}"
     text = f"""goal: {name}

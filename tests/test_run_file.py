@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, write_jsonl
+from tests.conftest import ROOT, write_eval_goal, write_jsonl
 
 LABELS = ["billing", "shipping", "technical", "account"]
 
@@ -19,13 +19,7 @@ def make_case(tmp_path, threshold, n=1000, correct=900):
         wrong = LABELS[(i + 1) % 4]
         outs.append({"input": r["text"], "output": r["label"] if i < correct else f"I think {wrong}"})
     write_jsonl(tmp_path / "outputs.jsonl", outs)
-    goal = tmp_path / "g.yaml"
-    goal.write_text(f"""goal: filegoal
-data:
-  path: {data}
-  split: {{train: 0.0, validation: 0.0, test: 1.0, seed: 1}}
-task: classification
-success:
+    goal = write_eval_goal(tmp_path / "g.yaml", "filegoal", data, body=f"""success:
   - metric: accuracy
     at_least: {threshold}
 candidates:

@@ -38,6 +38,7 @@ def plan(goal: Goal, store: Any, prepared: Any, *, work_dir: str | Path = ".harn
     from harness.runner.candidates import api_requests, local_prediction_keys, planned_adapter
 
     run = Run(goal, store, prepared=prepared, progress=False, work_dir=work_dir, rubrics_dir=rubrics_dir)
+    judged = _JudgePlan(run)
     steps: list[Step] = []
     n = len(prepared.test)
     for cand in goal.candidates:
@@ -70,33 +71,49 @@ def plan(goal: Goal, store: Any, prepared: Any, *, work_dir: str | Path = ".harn
         steps.append(Step(cand.name, cand.kind, action, todo, n - todo, est_cost_usd=cost, note=gen_note))
         steps.append(Step(cand.name, cand.kind, "score", n, 0))
         if goal.judge:
-            steps.append(_judge_step(run, cand, stored if keys and not todo else None, keys))
+            steps.append(judged.step(cand, stored if keys and not todo else None, keys))
     return steps
 
 
-def _judge_step(run: Run, cand: Any, stored: dict | None, keys: list[str] | None) -> Step:
-    """Judgments still to make for a candidate. Counted exactly for a pointwise judge once all
-    the candidate's outputs are stored (they decide the keys); otherwise an upper bound."""
-    from harness.judge.judge import judgment_key
-    from harness.judge.rubric import load_rubric
-    from harness.runner.scoring import make_run_judge
+class _JudgePlan:
+    """Counts the judgments a candidate still needs. Exact for a pointwise judge once all the
+    candidate's outputs are stored (they decide the keys); otherwise an upper bound. The judge
+    and the stored judgment keys are looked up once per plan, not once per candidate."""
 
-    spec = run.goal.judge
-    rubrics = [load_rubric(r, run.rubrics_dir) for r in spec.rubrics]
-    per_example = sum(len(r.criterion_names) for r in rubrics) * (2 if spec.mode == "pairwise" else 1)
-    total = len(run.prepared.test) * per_example
-    if stored is None or keys is None or spec.mode == "pairwise":
-        return Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; up to")
-    judge, _ = make_run_judge(run)
-    done = 0
-    for rubric in rubrics:
-        have = {r["cache_key"] for r in run.store.query(
-            "SELECT cache_key FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge.spec, rubric.hash])}
-        for ex, key in zip(run.prepared.test, keys):
-            output = stored[key]["output"] or ""
-            done += sum(judgment_key(judge.spec, rubric.hash, c, ex.input_text, output, None,
-                                     reference=ex.reference) in have for c in rubric.criterion_names)
-    return Step(cand.name, cand.kind, "judge", total - done, done, note=spec.model)
+    def __init__(self, run: Run):
+        from harness.judge.rubric import load_rubric
+
+        self.run = run
+        self.rubrics = [load_rubric(r, run.rubrics_dir) for r in run.goal.judge.rubrics] if run.goal.judge else []
+        self._stored: tuple[str, dict[str, set[str]]] | None = None
+
+    def _stored_keys(self) -> tuple[str, dict[str, set[str]]]:
+        if self._stored is None:
+            from harness.runner.scoring import make_run_judge
+
+            judge, _ = make_run_judge(self.run)
+            self._stored = (judge.spec, {r.hash: {row["cache_key"] for row in self.run.store.query(
+                "SELECT cache_key FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge.spec, r.hash])}
+                for r in self.rubrics})
+        return self._stored
+
+    def step(self, cand: Any, stored: dict | None, keys: list[str] | None) -> Step:
+        from harness.judge.judge import judgment_key
+
+        spec, run, rubrics = self.run.goal.judge, self.run, self.rubrics
+        per_example = sum(len(r.criterion_names) for r in rubrics) * (2 if spec.mode == "pairwise" else 1)
+        total = len(run.prepared.test) * per_example
+        if stored is None or keys is None or spec.mode == "pairwise":
+            return Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; up to")
+        judge_spec, have = self._stored_keys()
+        done = 0
+        for rubric in rubrics:
+            for ex, key in zip(run.prepared.test, keys):
+                output = stored[key]["output"] or ""
+                done += sum(judgment_key(judge_spec, rubric.hash, c, ex.input_text, output, None,
+                                         reference=ex.reference) in have[rubric.hash]
+                            for c in rubric.criterion_names)
+        return Step(cand.name, cand.kind, "judge", total - done, done, note=spec.model)
 
 
 def run_goal(goal: Goal, store: Any, *, only: Sequence[str] | None = None, reseal: bool = False,

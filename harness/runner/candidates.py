@@ -121,12 +121,12 @@ def adapter_dir(run: Run, cand: Candidate, params: Any, base_hash: str) -> Path:
     return run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}"
 
 
-def planned_adapter(run: Run, cand: Candidate) -> tuple[Any, Any, Path]:
+def planned_adapter(run: Run, cand: Candidate, params: Any = None) -> tuple[Any, Any, Path]:
     """(training parameters, resolved base model, the adapter's folder) of a training
     candidate; the folder holds a finished adapter when ``harness_adapter.json`` is there."""
     from harness.backends.modelhub import model_hash, resolve_model
 
-    params = train_params(cand)
+    params = params or train_params(cand)
     base = resolve_model(cand.model or run.goal.model)
     return params, base, adapter_dir(run, cand, params, model_hash(base.path))
 
@@ -135,8 +135,9 @@ def train_candidate(run: Run, cand: Candidate) -> dict[str, Any]:
     """Train (or reuse) the candidate's adapter; returns what the store keeps about it."""
     from harness.train.methods import peft_config_for
 
-    peft_config_for(train_params(cand))  # qlora without CUDA stops here, before anything is loaded
-    params, base, out = planned_adapter(run, cand)
+    params = train_params(cand)
+    peft_config_for(params)  # qlora without CUDA stops here, before anything is loaded
+    _, base, out = planned_adapter(run, cand, params)
     meta_file = out / "harness_adapter.json"
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
