@@ -13,7 +13,6 @@ per-example values, once at least ``min_ratings`` ratings exist for the candidat
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import itertools
 import math
@@ -22,7 +21,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from harness.cache import digest
 from harness.errors import HarnessError
+from harness.metric_names import is_human_metric, parse_metric_name
 
 POINTWISE, PAIRWISE = "pointwise", "pairwise"
 PAIR_CHOICES = ("A", "B", "tie")
@@ -56,7 +57,7 @@ def item_id_for(goal: str, run_id: str, example_id: str, candidate: str, other: 
                 mode: str, rubric: str) -> str:
     """An opaque, stable id: the same draw gives the same ids, and ids name no candidate."""
     text = "\x1f".join([goal, run_id, example_id, candidate, other or "", mode, rubric])
-    return "it-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return "it-" + digest(text, 12)
 
 
 def draw_items(goal: str, run_id: str, outputs: Iterable[Mapping[str, Any]], candidates: Sequence[str] | None,
@@ -152,16 +153,11 @@ def blind_labels(item: PanelItem) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- human metrics
 
-def parse_human_metric(metric: str) -> tuple[str, str | None]:
-    """``human.tone`` → ("tone", None); ``human.tone.formal`` → ("tone", "formal")."""
-    parts = metric.split(".")
-    if len(parts) not in (2, 3) or parts[0] != "human" or not all(parts[1:]):
+def _rubric_and_criterion(metric: str) -> tuple[str, str | None]:
+    name = parse_metric_name(metric)
+    if name.source != "human":
         raise HarnessError(f"{metric!r} is not a human metric: write human.<rubric> or human.<rubric>.<criterion>")
-    return parts[1], (parts[2] if len(parts) == 3 else None)
-
-
-def is_human_metric(metric: str) -> bool:
-    return metric.startswith("human.")
+    return str(name.rubric), name.criterion
 
 
 def _rating_value(item: PanelItem, rating: Mapping[str, Any], candidate: str) -> float | None:
@@ -217,7 +213,7 @@ def rating_counts(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelIte
 def human_metric_values(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem],
                         metric: str) -> dict[str, dict[str, float]]:
     """Per-example values of ``human.<rubric>[.<criterion>]`` for every rated candidate."""
-    rubric, criterion = parse_human_metric(metric)
+    rubric, criterion = _rubric_and_criterion(metric)
     return human_scores(list(ratings), list(items), rubric, criterion)
 
 
@@ -226,7 +222,7 @@ def human_aggregates(ratings: Sequence[Mapping[str, Any]], items: Sequence[Panel
     """Rows for the ``aggregates`` table: mean over rated examples with a bootstrap CI."""
     from harness.stats import bootstrap_ci
 
-    rubric, criterion = parse_human_metric(metric)
+    rubric, criterion = _rubric_and_criterion(metric)
     values = human_scores(ratings, items, rubric, criterion)
     counts = rating_counts(ratings, items, rubric, criterion)
     rows = []
@@ -254,7 +250,7 @@ def human_verdicts(criteria: Iterable[Any], ratings: Sequence[Mapping[str, Any]]
     for crit in criteria:
         if not is_human_metric(crit.metric):
             continue
-        rubric, criterion = parse_human_metric(crit.metric)
+        rubric, criterion = _rubric_and_criterion(crit.metric)
         values = human_scores(ratings, items, rubric, criterion)
         counts = rating_counts(ratings, items, rubric, criterion)
         op, amount = crit.op, getattr(crit, crit.op)

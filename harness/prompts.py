@@ -1,19 +1,72 @@
-"""Prompting baselines: how each candidate turns a test example into messages.
+"""Prompts: how a candidate turns a test example into messages, and messages into model text.
+
+Styles (every kind that prompts a model takes the options of :class:`PromptOptions`):
 
 * ``zero-shot``: the example's own conversation (its system turn, if any, included).
 * ``system``: the goal's system instruction replaces (or is added as) the system turn.
 * ``few-shot``: k solved examples from the TRAIN split, as prior user/assistant turns after
   the system turn. They are chosen deterministically (hash order with the seed, one label at
   a time round-robin for classification) and never from validation or test.
+
+:func:`render_prompt` is the one rule that turns messages into the text a local model reads:
+training, generation and the local judge all call it, so their prompts cannot drift apart.
 """
 from __future__ import annotations
 
-import hashlib
-from typing import Sequence
+from typing import Any, Literal, Sequence
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.cache import digest
 from harness.data.formats import Example
 
 Messages = list[dict[str, str]]
+STYLES = ("zero-shot", "system", "few-shot")
+DEFAULT_SHOTS = 5
+
+
+class PromptOptions(BaseModel):
+    """How a candidate prompts its model (prompt baselines, API models, trained adapters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    style: Literal["zero-shot", "system", "few-shot"] | None = Field(
+        None, description="zero-shot, system or few-shot; default: few-shot when shots > 0, system when system is set.")
+    shots: int | None = Field(None, ge=0, description="Solved train examples placed before each test input.")
+    system: str | bool | None = Field(
+        None, description="A system instruction, or true for the goal's system_prompt.")
+
+    def resolved_style(self, name: str | None = None) -> str:
+        """The style; ``name`` (a prompt baseline's) counts too: ``few-shot``/``system`` prefixes."""
+        if self.style:
+            return self.style
+        if (self.shots or 0) > 0 or (name or "").startswith("few-shot"):
+            return "few-shot"
+        if self.system or (name or "").startswith("system"):
+            return "system"
+        return "zero-shot"
+
+    def system_text(self, goal_system: str | None) -> str | None:
+        return self.system if isinstance(self.system, str) else goal_system
+
+
+def prompts_for(options: PromptOptions, style: str, test: Sequence[Example], train: Sequence[Example], *,
+                goal_system: str | None, seed: int) -> list[Messages]:
+    """One prompt (messages) per test example, in test order; shots come from ``train`` only."""
+    k = options.shots if options.shots is not None else (DEFAULT_SHOTS if style == "few-shot" else 0)
+    shots = choose_shots(train, k, seed=seed) if style == "few-shot" else []
+    system = options.system_text(goal_system)
+    return [build_prompt(ex, style, system=system, shots=shots) for ex in test]
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The messages as the model reads them, ending where the assistant's reply begins.
+
+    The tokenizer's chat template when it has one; plain ``role: content`` lines otherwise.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
 
 def with_system(prompt: Sequence[dict[str, str]], system: str | None) -> Messages:
@@ -27,7 +80,7 @@ def choose_shots(train: Sequence[Example], k: int, seed: int = 0) -> list[Exampl
     """k train examples, deterministic; round-robin over labels when there are labels."""
     if k <= 0 or not train:
         return []
-    ordered = sorted(train, key=lambda e: hashlib.sha256(f"shots:{seed}:{e.id}".encode()).hexdigest())
+    ordered = sorted(train, key=lambda e: digest(f"shots:{seed}:{e.id}"))
     labels = [e.label or e.reference for e in ordered]
     distinct = list(dict.fromkeys(labels))
     if len(distinct) <= max(k, 1) and len(distinct) < len(ordered) // 2:

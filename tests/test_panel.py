@@ -123,14 +123,6 @@ def test_pairwise_human_scores_are_win_rates():
     assert scores == {"a": {"e1": 0.75, "e2": 0.0}, "b": {"e1": 0.25, "e2": 1.0}}
 
 
-def test_parse_human_metric():
-    assert panel.parse_human_metric("human.tone") == ("tone", None)
-    assert panel.parse_human_metric("human.tone.formal") == ("tone", "formal")
-    for bad in ("judge.tone", "human", "human.", "human.a.b.c"):
-        with pytest.raises(HarnessError):
-            panel.parse_human_metric(bad)
-
-
 def _crit(metric, op, amount, baseline=None):
     return SimpleNamespace(metric=metric, op=op, baseline=baseline, **{op: amount})
 

@@ -13,7 +13,8 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from harness.errors import HarnessError, InputError
-from harness.judge.rubric import SCALE, list_rubrics, load_rubric, parse_judge_metric, parse_rubric
+from harness.judge.rubric import SCALE, list_rubrics, load_rubric, parse_rubric
+from harness.metric_names import parse_metric_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RUBRICS = ROOT / "rubrics"
@@ -52,7 +53,8 @@ def test_every_shipped_rubric_loads(name):
         assert sorted(c.scale) == list(SCALE)
         assert all(c.scale[k].strip() for k in SCALE)
         # the same criterion must be addressable by its metric name
-        assert parse_judge_metric(f"judge.{name}.{c.name}") == (name, c.name)
+        parsed = parse_metric_name(f"judge.{name}.{c.name}")
+        assert (parsed.source, parsed.rubric, parsed.criterion) == ("judge", name, c.name)
         assert r.criterion(c.name) is c
 
 
@@ -161,13 +163,21 @@ def test_load_by_path_and_list(tmp_path):
         load_rubric(str(tmp_path / "missing.yaml"))
 
 
-def test_parse_judge_metric():
-    assert parse_judge_metric("judge.tone") == ("tone", None)
-    assert parse_judge_metric("judge.tone.formal") == ("tone", "formal")
-    assert parse_judge_metric("judge.instruction_following") == ("instruction_following", None)
-    for bad in ("tone", "judge", "judge.", "judge.tone.", "judge.a.b.c", "rougeL"):
+def test_parse_metric_name():
+    def parts(name):
+        m = parse_metric_name(name)
+        return m.source, m.rubric, m.criterion
+
+    assert parts("judge.tone") == ("judge", "tone", None)
+    assert parts("judge.tone.formal") == ("judge", "tone", "formal")
+    assert parts("judge.instruction_following") == ("judge", "instruction_following", None)
+    assert parts("human.tone.formal") == ("human", "tone", "formal")
+    assert parse_metric_name("judge.tone.formal").with_source("human").text == "human.tone.formal"
+    for plain in ("tone", "judge", "rougeL", "mypkg.scores:politeness", "tone.formal"):
+        assert parts(plain) == ("metric", None, None)
+    for bad in ("judge.", "judge.tone.", "judge.a.b.c", "human.", "human.a.b.c", "human..x"):
         with pytest.raises(HarnessError):
-            parse_judge_metric(bad)
+            parse_metric_name(bad)
 
 
 def test_pure_core_imports_no_heavy_modules():

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from harness.backends.modelhub import ResolvedModel, adapter_hash, model_hash, resolve_model
 from harness.errors import HarnessError, InputError, ModelNotAvailableError, Problem
+from harness.prompts import render_prompt
 
 MAX_NEW_TOKENS_LIMIT = 2048
 # Below this many shared tokens a prefix cache is not worth its copy per batch.
@@ -126,12 +127,8 @@ class LocalModel:
 
     # --- prompts -------------------------------------------------------------------------
     def render(self, messages: list[dict]) -> str:
-        """The chat template applied to ``messages``, ending with the assistant's turn opening."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            # Base models without a template: plain "role: content" lines.
-            body = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
-            return body + "assistant:"
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        """The messages as this model reads them (:func:`harness.prompts.render_prompt`)."""
+        return render_prompt(self.tokenizer, messages)
 
     def encode(self, prompts: list[list[dict]]) -> list[list[int]]:
         ids = [self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]

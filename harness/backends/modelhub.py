@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cache import canonical_json, digest
 from harness.errors import ModelNotAvailableError
 from harness.fsutil import atomic_dir
 
@@ -213,21 +214,21 @@ def model_hash(path: str | Path) -> str:
     if not files:
         raise ModelNotAvailableError(f"{folder} holds no model or adapter files to hash.")
     stamp = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    sidecar = harness_home() / "hashes" / (hashlib.sha256(str(folder).encode()).hexdigest()[:24] + ".json")
+    sidecar = harness_home() / "hashes" / (digest(str(folder), 24) + ".json")
     try:
         cached = json.loads(sidecar.read_text())
         if cached.get("stamp") == stamp:
             return cached["hash"]
     except (OSError, ValueError, KeyError):
         pass
-    digest = hashlib.sha256()
+    hasher = hashlib.sha256()
     for f in files:
-        digest.update(f.name.encode() + b"\0")
+        hasher.update(f.name.encode() + b"\0")
         with f.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    value = digest.hexdigest()[:16]
+                hasher.update(block)
+        hasher.update(b"\0")
+    value = hasher.hexdigest()[:16]
     try:
         sidecar.parent.mkdir(parents=True, exist_ok=True)
         tmp = sidecar.with_suffix(f".{os.getpid()}.tmp")
@@ -255,7 +256,7 @@ def _canonical_config(config: dict) -> str:
     for key in UNORDERED_CONFIG_KEYS & cfg.keys():
         if isinstance(cfg[key], list):
             cfg[key] = sorted(cfg[key], key=str)
-    return json.dumps(cfg, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(cfg)
 
 
 def adapter_hash(folder: str | Path) -> str:
@@ -272,11 +273,11 @@ def adapter_hash(folder: str | Path) -> str:
     weights = _weight_files(folder) if folder.is_dir() else []
     if not weights or not config.is_file():
         raise ModelNotAvailableError(f"{folder} holds no saved adapter or model (weights and config.json expected)")
-    digest = hashlib.sha256()
-    digest.update(_canonical_config(json.loads(config.read_text())).encode())
+    hasher = hashlib.sha256()
+    hasher.update(_canonical_config(json.loads(config.read_text())).encode())
     for f in weights:
-        digest.update(b"\0" + f.name.encode() + b"\0")
+        hasher.update(b"\0" + f.name.encode() + b"\0")
         with f.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+                hasher.update(block)
+    return hasher.hexdigest()[:16]

@@ -9,12 +9,12 @@ Every problem is collected with file:line and field so ``harness check`` can lis
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
+from harness.cache import canonical_json, digest
 from harness.errors import InputError, Problem
 
 Format = Literal["chat", "completion", "label"]
@@ -71,14 +71,6 @@ class Example:
         return {"messages": self.messages(), **self.extra}
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def content_hash(text: str, n: int = 16) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
-
-
 def make_example(
     fmt: str,
     prompt: list[dict[str, str]],
@@ -91,7 +83,7 @@ def make_example(
     prompt_t = tuple({"role": m["role"], "content": m["content"]} for m in prompt)
     key = canonical_json({"prompt": list(prompt_t), "reference": reference})
     return Example(
-        id=content_hash(key),
+        id=digest(key, 16),
         format=fmt,
         prompt=prompt_t,
         reference=reference,

@@ -13,7 +13,6 @@ first time. A later split or run that finds a different test set stops with
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.cache import digest
 from harness.data.formats import Example, load_examples, write_jsonl
 from harness.errors import SealedTestSetError
 
@@ -28,7 +28,7 @@ SPLITS = ("train", "validation", "test")
 
 
 def hash_unit(seed: int, example_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{example_id}".encode()).hexdigest()
+    return digest(f"{seed}:{example_id}")
 
 
 def _deal(order: list[Example], ratios: dict[str, float], counts: dict[str, int],
@@ -66,11 +66,11 @@ def assign_splits(examples: list[Example], ratios: dict[str, float], seed: int,
 
 
 def test_set_hash(test: list[Example]) -> str:
-    return hashlib.sha256("\n".join(sorted(ex.id for ex in test)).encode()).hexdigest()
+    return digest("\n".join(sorted(ex.id for ex in test)))
 
 
 def data_hash(examples: list[Example]) -> str:
-    return hashlib.sha256("\n".join(sorted(ex.id for ex in examples)).encode()).hexdigest()
+    return digest("\n".join(sorted(ex.id for ex in examples)))
 
 
 @dataclass
@@ -152,8 +152,7 @@ def prepare(goal: Any, store: Any, *, reseal: bool = False, record: bool = True)
     seal = store.current_seal(goal.goal)
     previous: dict[str, str] = {}
     if seal is not None and _seal_params(seal) == params:
-        previous = {r["example_id"]: r["split"] for r in
-                    store.query("SELECT example_id, split FROM examples WHERE goal = ?", [goal.goal])}
+        previous = store.example_splits(goal.goal)
     assignment = assign_splits(examples, ratios, goal.data.split.seed, previous)
     unique: dict[str, Example] = {}
     for ex in examples:
@@ -168,8 +167,7 @@ def prepare(goal: Any, store: Any, *, reseal: bool = False, record: bool = True)
         elif reseal:
             state = "resealed"
         else:
-            old_ids = {r["example_id"] for r in store.query(
-                "SELECT example_id FROM examples WHERE goal = ? AND split = 'test'", [goal.goal])}
+            old_ids = {i for i, split in store.example_splits(goal.goal).items() if split == "test"}
             new_ids = {ex.id for ex in splits["test"]}
             raise SealedTestSetError(
                 f"the test set of goal {goal.goal!r} changed since it was sealed "

@@ -36,19 +36,17 @@ from harness.judge.prompt import (
 from harness.judge.rubric import (
     Criterion,
     Rubric,
-    is_judge_metric,
     list_rubrics,
     load_rubric,
-    parse_judge_metric,
     parse_rubric,
 )
 
 __all__ = [
     "APIJudge", "Criterion", "INSTRUCTION_CLOSE", "INSTRUCTION_OPEN", "JudgeItem", "Judgment", "LocalJudge",
     "PROMPT_VERSION", "PairResult", "ReplyFormatError", "Rubric", "ScriptedJudge", "combine_orders",
-    "count_instruction_sections", "escape_data", "example_scores", "is_external", "is_judge_metric", "judges",
+    "count_instruction_sections", "escape_data", "example_scores", "is_external", "judges",
     "judgment_key", "list_rubrics", "load_rubric", "make_judge", "metric_scores", "pair_values",
-    "pairwise_messages", "parse_judge_metric", "parse_pairwise_reply", "parse_pointwise_reply", "parse_prompt",
+    "pairwise_messages", "parse_pairwise_reply", "parse_pointwise_reply", "parse_prompt",
     "parse_rubric", "pointwise_messages", "position_bias_rate", "run_pairwise", "run_pointwise",
     "unescape_data", "win_rate",
 ]

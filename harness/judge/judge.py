@@ -17,12 +17,12 @@ passes earlier judgments as ``cached`` and only new keys are sent to the judge.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable
 
+from harness.cache import json_digest
 from harness.errors import HarnessError
 from harness.judge.prompt import (
     PROMPT_VERSION,
@@ -34,7 +34,8 @@ from harness.judge.prompt import (
     parse_pointwise_reply,
     pointwise_messages,
 )
-from harness.judge.rubric import SCALE, Rubric, parse_judge_metric
+from harness.judge.rubric import SCALE, Rubric
+from harness.metric_names import parse_metric_name
 from harness.registry import Registry
 
 SCORE_TOKENS = [str(k) for k in SCALE]
@@ -115,13 +116,7 @@ def judgment_key(judge_spec: str, rubric_hash: str, criterion: str, input: str, 
     payload = {"v": PROMPT_VERSION, "judge": judge_spec, "rubric": rubric_hash, "criterion": criterion,
                "input": input, "output": output, "order": order, "other": other_output,
                "reference": reference}
-    canon = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
-
-
-def _prompt_hash(messages: list[dict]) -> str:
-    canon = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+    return json_digest(payload)
 
 
 # --- judges --------------------------------------------------------------------------------
@@ -371,7 +366,7 @@ def _run(judge: Any, rubric: Rubric, mode: str, slots: list[tuple[str, JudgeItem
     def finish(task: _Task, **fields: Any) -> None:
         j = Judgment(key=task.key, judge=judge.spec, rubric=rubric.name, rubric_hash=rubric.hash,
                      criterion=task.criterion, mode=mode, order=task.order, example_id=task.item.example_id,
-                     prompt_hash=_prompt_hash(task.messages), **fields)
+                     prompt_hash=json_digest(task.messages, 16), **fields)
         with lock:
             for i in task.followers:
                 results[i] = replace(j, example_id=slots[i][1].example_id)
@@ -506,7 +501,8 @@ def example_scores(judgments: Iterable[Judgment], criterion: str | None = None) 
 
 def metric_scores(metric: str, judgments: Iterable[Judgment]) -> dict[str, float]:
     """Per-example values of ``judge.<rubric>`` or ``judge.<rubric>.<criterion>``."""
-    rubric, criterion = parse_judge_metric(metric)
+    name = parse_metric_name(metric)
+    rubric, criterion = name.rubric, name.criterion
     return example_scores([j for j in judgments if j.rubric == rubric], criterion)
 
 

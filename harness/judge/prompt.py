@@ -21,12 +21,12 @@ their instruction asks for a single digit (pointwise) or letter (pairwise).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.cache import digest
 from harness.errors import HarnessError
 from harness.judge.rubric import SCALE, Criterion, Rubric
 
@@ -78,8 +78,7 @@ def unescape_data(text: str) -> str:
 
 def nonce(*parts: str | None) -> str:
     """A block id derived from the data (deterministic, so prompts are reproducible)."""
-    h = hashlib.sha256("\x00".join(p or "" for p in parts).encode("utf-8"))
-    return h.hexdigest()[:10]
+    return digest("\x00".join(p or "" for p in parts), 10)
 
 
 def data_block(label: str, text: str, block_id: str) -> str:

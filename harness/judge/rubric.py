@@ -5,18 +5,17 @@ A rubric names one or more criteria; each criterion describes every level of a 1
 layout do not matter), so a judgment can be tied to the exact rubric version that made it.
 
 Metric names in goal files refer to rubrics: ``judge.tone`` is the mean over the rubric's
-criteria, ``judge.tone.formal`` one criterion (see :func:`parse_judge_metric`).
+criteria, ``judge.tone.formal`` one criterion (see :mod:`harness.metric_names`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from harness.cache import json_digest
 from harness.errors import HarnessError, InputError, Problem
 from harness.registry import did_you_mean
 from harness.yamlfile import line_for, parse_model, parse_yaml
@@ -99,8 +98,7 @@ class Rubric(BaseModel):
     @property
     def hash(self) -> str:
         """Content hash of the canonical rubric (16 hex chars)."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+        return json_digest(self.model_dump(mode="json"), 16)
 
     @property
     def criterion_names(self) -> list[str]:
@@ -162,14 +160,3 @@ def parse_rubric(text: str, file: str = "<rubric>", expected_name: str | None = 
     rubric._source = file
     return rubric
 
-
-def parse_judge_metric(metric: str) -> tuple[str, str | None]:
-    """``judge.tone`` → ``("tone", None)``; ``judge.tone.formal`` → ``("tone", "formal")``."""
-    parts = metric.split(".")
-    if len(parts) not in (2, 3) or parts[0] != "judge" or not all(parts[1:]):
-        raise HarnessError(f"{metric!r} is not a judge metric; use judge.<rubric> or judge.<rubric>.<criterion>")
-    return parts[1], (parts[2] if len(parts) == 3 else None)
-
-
-def is_judge_metric(metric: str) -> bool:
-    return metric.startswith("judge.")
