@@ -5,7 +5,7 @@ on all linear layers of SmolLM2-135M-Instruct (fp32), batch 8, max_length 512, l
 2e-4 with linear decay, one epoch over the same training examples (so every trainer sees
 exactly the same tokens), loss on the answer tokens only.
 
-* ``harness``: ``train_candidate`` (length-grouped batches, answer-only LM head, no
+* ``harness``: ``train_adapter`` (length-grouped batches, answer-only LM head, no
   gradient checkpointing).
 * ``trl``: ``SFTTrainer`` with its default ``SFTConfig``; set only what it needs to run here:
   output_dir, batch size, max_length, report_to none, completion-only loss (its default for
@@ -205,7 +205,7 @@ def _val_loss(model: Any, tokenizer: Any, val: list) -> float:
 
 
 def run_harness(base: Path, train: list, val: list, out: Path, meter: Meter) -> dict:
-    from harness.train import TrainParams, sft, train_candidate
+    from harness.train import TrainParams, sft, train_adapter
 
     original = sft.load_for_training
 
@@ -217,7 +217,7 @@ def run_harness(base: Path, train: list, val: list, out: Path, meter: Meter) -> 
     sft.load_for_training = hooked
     params = TrainParams(method="lora", epochs=1, batch_size=BATCH, max_length=MAX_LENGTH, learning_rate=LR,
                          eval_every=10**6, seed=SEED)
-    res = train_candidate(str(base), train, val, params, out / "harness",
+    res = train_adapter(str(base), train, val, params, out / "harness",
                           on_curve=lambda s, split, loss: meter.step_end() if split == "train" else None,
                           progress=False)
     return {"val_loss": res.final_val_loss, "steps": res.steps, "tokens_seen": res.tokens_seen}

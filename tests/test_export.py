@@ -7,7 +7,7 @@ import pytest
 
 from harness.data.formats import make_example
 from harness.errors import HarnessError
-from harness.train import TrainParams, adapter_hash, export_adapter, read_metadata, train_candidate
+from harness.train import TrainParams, adapter_hash, export_adapter, read_metadata, train_adapter
 
 PROMPT = [{"role": "user", "content": "What is 3 plus 3?"}]
 
@@ -24,7 +24,7 @@ def _train(tiny, root, method, lr, **kw):
              for i in range(8)]
     params = TrainParams(method=method, learning_rate=lr, max_steps=6, batch_size=4, num_virtual_tokens=4, **kw)
     out = root / method
-    train_candidate(str(tiny), train, train[:2], params, out, progress=False, threads=1)
+    train_adapter(str(tiny), train, train[:2], params, out, progress=False, threads=1)
     return out
 
 

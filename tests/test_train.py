@@ -9,8 +9,9 @@ import pytest
 
 from harness.data.formats import make_example
 from harness.errors import GPURequiredError, HarnessError, InputError
-from harness.train import METHODS, TrainParams, adapter_hash, is_overfitting, read_metadata, train_candidate
+from harness.train import METHODS, TrainParams, adapter_hash, is_overfitting, read_metadata, train_adapter
 from harness.train import sft
+from harness.prompts import render_prompt
 
 WORDS = "order refund password tracking address subscription delivery label summary question answer help".split()
 
@@ -91,7 +92,7 @@ def test_qlora_without_cuda_fails_fast_before_loading(monkeypatch, tmp_path, dat
     monkeypatch.setattr(sft, "load_for_training", must_not_run)
     start = time.perf_counter()
     with pytest.raises(GPURequiredError) as err:
-        train_candidate("default", data[0], data[1], TrainParams(method="qlora"), tmp_path / "out", progress=False)
+        train_adapter("default", data[0], data[1], TrainParams(method="qlora"), tmp_path / "out", progress=False)
     assert time.perf_counter() - start < 2
     message = str(err.value)
     assert "CUDA" in message and "pip install bitsandbytes" in message
@@ -102,7 +103,7 @@ def test_qlora_without_cuda_fails_fast_before_loading(monkeypatch, tmp_path, dat
 def test_labels_mask_every_prompt_token(tokenizer):
     ex = chat_example("Where is my order?", "It ships today.", system="Be brief.")
     enc = sft.encode_example(tokenizer, ex, max_length=512)
-    prompt_ids = tokenizer(sft.render_prompt(tokenizer, ex.prompt), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(render_prompt(tokenizer, ex.prompt), add_special_tokens=False)["input_ids"]
     n = len(prompt_ids)
     assert enc.input_ids[:n] == prompt_ids
     assert enc.labels[:n] == [-100] * n
@@ -198,7 +199,7 @@ def test_each_method_trains_saves_and_loads(method, lr, tiny, data, tmp_path):
                          num_virtual_tokens=4)
     seen: list[tuple[int, str, float]] = []
     out = tmp_path / method
-    res = train_candidate(str(tiny), data[0], data[1], params, out, progress=False, threads=1,
+    res = train_adapter(str(tiny), data[0], data[1], params, out, progress=False, threads=1,
                           on_curve=lambda *c: seen.append(c), meta={"test_hash": "t123", "goal": "g"})
     train_losses = [loss for _, split, loss in res.curves if split == "train"]
     assert len(train_losses) == res.steps == 8
@@ -244,9 +245,9 @@ def test_each_method_trains_saves_and_loads(method, lr, tiny, data, tmp_path):
 
 def test_same_seed_same_adapter(tiny, data, tmp_path):
     params = TrainParams(max_steps=3, batch_size=4, learning_rate=1e-2, seed=5)
-    a = train_candidate(str(tiny), data[0], data[1], params, tmp_path / "a", progress=False, threads=1)
-    b = train_candidate(str(tiny), data[0], data[1], params, tmp_path / "b", progress=False, threads=1)
-    c = train_candidate(str(tiny), data[0], data[1], params.model_copy(update={"seed": 6}), tmp_path / "c",
+    a = train_adapter(str(tiny), data[0], data[1], params, tmp_path / "a", progress=False, threads=1)
+    b = train_adapter(str(tiny), data[0], data[1], params, tmp_path / "b", progress=False, threads=1)
+    c = train_adapter(str(tiny), data[0], data[1], params.model_copy(update={"seed": 6}), tmp_path / "c",
                         progress=False, threads=1)
     assert a.adapter_hash == b.adapter_hash != c.adapter_hash
     assert a.curves == b.curves
@@ -260,7 +261,7 @@ def test_adapter_hash_ignores_set_order_and_paths_but_not_settings(tiny, data, t
 
     from harness.backends.local import local_model_id
 
-    res = train_candidate(str(tiny), data[0], data[1], TrainParams(max_steps=1, batch_size=4), tmp_path / "a",
+    res = train_adapter(str(tiny), data[0], data[1], TrainParams(max_steps=1, batch_size=4), tmp_path / "a",
                           progress=False, threads=1)
     moved = tmp_path / "elsewhere" / "adapter"
     shutil.copytree(res.adapter_path, moved)
@@ -280,7 +281,7 @@ def test_adapter_hash_ignores_set_order_and_paths_but_not_settings(tiny, data, t
 
 def test_grad_accum_counts_steps_and_tokens(tiny, data, tokenizer, tmp_path):
     params = TrainParams(epochs=1, batch_size=2, grad_accum=3, learning_rate=1e-2)
-    res = train_candidate(str(tiny), data[0], data[1], params, tmp_path / "ga", progress=False, threads=1)
+    res = train_adapter(str(tiny), data[0], data[1], params, tmp_path / "ga", progress=False, threads=1)
     assert res.steps == 2  # 12 examples / (2 x 3)
     assert res.tokens_seen == sum(len(sft.encode_example(tokenizer, ex, 1024).input_ids) for ex in data[0])
 
@@ -296,7 +297,7 @@ def test_early_stopping_keeps_the_best_and_flags_overfitting(tiny, tmp_path):
     train = [ex(i, i) for i in range(4)]
     val = [ex(i, i + 4) for i in range(4)]  # same questions, other answers: memorising hurts
     params = TrainParams(learning_rate=3e-2, epochs=60, batch_size=4, eval_every=1, patience=3)
-    res = train_candidate(str(tiny), train, val, params, tmp_path / "es", progress=False, threads=1)
+    res = train_adapter(str(tiny), train, val, params, tmp_path / "es", progress=False, threads=1)
     assert res.stopped_early and res.steps < 60
     vals = {s: loss for s, split, loss in res.curves if split == "validation" and s > 0}
     assert res.best_step == min(vals, key=vals.get) < res.steps
@@ -329,11 +330,11 @@ def test_is_overfitting_on_curves():
 
 def test_bad_inputs_are_clear_errors(tiny, data, tmp_path):
     with pytest.raises(InputError, match="no training examples"):
-        train_candidate(str(tiny), [], data[1], TrainParams(), tmp_path / "x", progress=False)
+        train_adapter(str(tiny), [], data[1], TrainParams(), tmp_path / "x", progress=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(HarnessError, match="refusing to overwrite"):
-        train_candidate(str(tiny), data[0], data[1], TrainParams(), tmp_path / "busy", progress=False)
+        train_adapter(str(tiny), data[0], data[1], TrainParams(), tmp_path / "busy", progress=False)
     with pytest.raises(HarnessError, match="not a harness adapter"):
         read_metadata(tmp_path / "busy")
 
@@ -358,7 +359,7 @@ def test_lora_on_the_default_model(tmp_path):
         pytest.skip(str(exc))
     train = [chat_example(f"Say the word number {i}.", f"Word {i}.") for i in range(8)]
     params = TrainParams(max_steps=3, batch_size=2, eval_every=3, learning_rate=1e-3)
-    res = train_candidate("default", train, train[:1], params, tmp_path / "lora", progress=False)
+    res = train_adapter("default", train, train[:1], params, tmp_path / "lora", progress=False)
     losses = [loss for _, split, loss in res.curves if split == "train"]
     assert res.steps == 3 and losses[-1] < losses[0]
     assert read_metadata(tmp_path / "lora")["base_model"]["name"] == "SmolLM2-135M-Instruct"

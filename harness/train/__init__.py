@@ -10,7 +10,7 @@ from harness.train.sft import (
     adapter_hash,
     is_overfitting,
     read_metadata,
-    train_candidate,
+    train_adapter,
 )
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "is_overfitting",
     "peft_config_for",
     "read_metadata",
-    "train_candidate",
+    "train_adapter",
 ]

@@ -37,6 +37,7 @@ from harness.data.formats import Example
 from harness.data.split import data_hash
 from harness.errors import HarnessError, InputError, Problem
 from harness.fsutil import atomic_dir
+from harness.prompts import render_prompt
 from harness.provenance import TRAIN_PACKAGES, package_versions
 from harness.train.methods import METHODS, TrainParams, model_load_kwargs, peft_config_for
 
@@ -84,13 +85,6 @@ class Encoded:
 
 
 # --- tokenisation --------------------------------------------------------------------------
-def render_prompt(tokenizer: Any, prompt: Sequence[dict[str, str]]) -> str:
-    """The prompt as the model sees it at generation time (same rule as LocalModel.render)."""
-    if not getattr(tokenizer, "chat_template", None):
-        return "".join(f"{m['role']}: {m['content']}\n" for m in prompt) + "assistant:"
-    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-
-
 def render_answer(tokenizer: Any, example: Example) -> str:
     """The text after the prompt: the answer plus whatever closes the turn in the template."""
     prompt_text = render_prompt(tokenizer, example.prompt)
@@ -416,7 +410,130 @@ def load_for_training(base_path: str | Path, params: TrainParams) -> tuple[Any, 
 
 
 # --- the loop ------------------------------------------------------------------------------
-def train_candidate(
+def linear_schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
+    """Linear warmup, then linear decay to 0 (transformers' default schedule)."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return factor
+
+
+class EarlyStopping:
+    """Tracks the best validation loss; keeps the best trainable weights when ``patience`` is set."""
+
+    def __init__(self, patience: int | None):
+        self.patience = patience
+        self.best_loss, self.best_step, self.best_state = math.inf, 0, None
+        self.bad_evals = 0
+
+    def update(self, model: Any, step: int, loss: float) -> bool:
+        """Record one evaluation; True when patience has run out."""
+        scale = abs(self.best_loss) if math.isfinite(self.best_loss) else 1.0
+        if loss < self.best_loss - 1e-6 * scale:
+            self.best_loss, self.best_step, self.bad_evals = loss, step, 0
+            if self.patience is not None:
+                self.best_state = _trainable_state(model)
+            return False
+        self.bad_evals += 1
+        return self.patience is not None and self.bad_evals >= self.patience
+
+
+class _Loop:
+    """One training run's state: optimizer, schedule, curves, early stopping."""
+
+    def __init__(self, model: Any, train_rows: list[Encoded], val_rows: list[Encoded], pad_id: int,
+                 params: TrainParams, on_curve: CurveCallback | None):
+        import torch
+
+        self.model, self.train_rows, self.pad_id, self.params = model, train_rows, pad_id, params
+        self.on_curve = on_curve
+        self.device = next(model.parameters()).device
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=params.lr, weight_decay=params.weight_decay)
+        n_batches = math.ceil(len(train_rows) / params.batch_size)
+        steps_per_epoch = max(1, math.ceil(n_batches / params.grad_accum))
+        self.total_steps = params.max_steps or max(1, math.ceil(params.epochs * steps_per_epoch))
+        warmup = int(params.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.total_steps, warmup))
+        self.val_batches = [collate([val_rows[i] for i in b], pad_id)
+                            for b in _sorted_batches([len(r.input_ids) for r in val_rows], params.batch_size)]
+        self.curves: list[tuple[int, str, float]] = []
+        self.stopper = EarlyStopping(params.patience)
+        self.step = self.tokens_seen = self.evaluated_at = 0
+        self.stopped_early = False
+        self.last_val: float | None = None
+
+    def record(self, step: int, split: str, loss: float) -> None:
+        self.curves.append((step, split, loss))
+        if self.on_curve is not None:
+            self.on_curve(step, split, loss)
+
+    def validate(self) -> bool:
+        """Evaluate on the validation set at the current step; True when patience has run out.
+
+        Step 0's evaluation is the untrained baseline: it is recorded, not a candidate for best.
+        """
+        self.last_val, self.evaluated_at = evaluate(self.model, self.val_batches, self.device), self.step
+        self.record(self.step, "validation", self.last_val)
+        return self.step > 0 and self.stopper.update(self.model, self.step, self.last_val)
+
+    def optimizer_step(self, group: Sequence[dict[str, Any]]) -> float:
+        """One optimizer step over ``group`` (gradient accumulation); returns the mean target loss."""
+        import torch
+
+        n_targets = max(sum(count_targets(b) for b in group), 1)
+        total = 0.0
+        for batch in group:
+            s, _ = batch_loss(self.model, batch, self.device)
+            (s / n_targets).backward()
+            total += float(s.detach())
+            self.tokens_seen += int(batch["attention_mask"].sum())
+        if self.params.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.params.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total / n_targets
+
+    def epoch(self, rng: random.Random, advance: Callable[[float], None]) -> None:
+        """One pass over the length-grouped, shuffled batches (or until done)."""
+        order = length_grouped_batches([len(r.input_ids) for r in self.train_rows], self.params.batch_size, rng)
+        batches = [collate([self.train_rows[i] for i in b], self.pad_id) for b in order]
+        for start in range(0, len(batches), self.params.grad_accum):
+            loss = self.optimizer_step(batches[start:start + self.params.grad_accum])
+            self.record(self.step, "train", loss)
+            advance(loss)
+            if self.val_batches and self.step % self.params.eval_every == 0:
+                self.stopped_early = self.validate()
+            if self.stopped_early or self.step >= self.total_steps:
+                return
+
+    def run(self, rng: random.Random, progress: bool) -> float:
+        """Train to the end (or early stop); returns seconds spent."""
+        if self.val_batches:
+            self.validate()
+        started = time.perf_counter()
+        with _progress_bar(progress, self.total_steps, self.params.method) as advance:
+            while self.step < self.total_steps and not self.stopped_early:
+                self.epoch(rng, advance)
+        if self.val_batches and self.evaluated_at != self.step:
+            self.validate()
+        return time.perf_counter() - started
+
+    def finish(self) -> tuple[float | None, int, int]:
+        """Restore the best weights if kept; returns (final validation loss, best step, saved step)."""
+        stop, final_val = self.stopper, self.last_val
+        if stop.best_state is not None and stop.best_step != self.step:
+            _load_trainable_state(self.model, stop.best_state)
+            final_val = stop.best_loss
+        saved_step = stop.best_step if stop.best_state is not None else self.step
+        best_step = stop.best_step if math.isfinite(stop.best_loss) else self.step
+        return final_val, best_step, saved_step
+
+
+def train_adapter(
     base_spec_or_path: str | Path | None,
     train: list[Example],
     val: list[Example],
@@ -447,129 +564,36 @@ def train_candidate(
     import torch
     from transformers import AutoTokenizer
 
-    base_name, base_path, base_hash = _resolve_base(base_spec_or_path)
+    base = _resolve_base(base_spec_or_path)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or _cores())
     restore_head: Callable[[], None] | None = None
     try:
-        rng = random.Random(params.seed)
-        tokenizer = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(base[1], local_files_only=True)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         train_rows = encode_all(tokenizer, train, params.max_length, "train")
         val_rows = encode_all(tokenizer, val, params.max_length, "validation")
-        model, restore_head = load_for_training(base_path, params)
-        device = next(model.parameters()).device
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-        n_batches = math.ceil(len(train_rows) / params.batch_size)
-        steps_per_epoch = max(1, math.ceil(n_batches / params.grad_accum))
-        total_steps = params.max_steps or max(1, math.ceil(params.epochs * steps_per_epoch))
-        warmup = int(params.warmup_ratio * total_steps)
-
-        def lr_factor(step: int) -> float:  # linear warmup, then linear decay to 0 (HF's default)
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-        val_batches = [collate([val_rows[i] for i in b], pad_id)
-                       for b in _sorted_batches([len(r.input_ids) for r in val_rows], params.batch_size)]
-
-        curves: list[tuple[int, str, float]] = []
-
-        def record(step: int, split: str, loss: float) -> None:
-            curves.append((step, split, loss))
-            if on_curve is not None:
-                on_curve(step, split, loss)
-
-        best_loss, best_step, best_state = math.inf, 0, None
-        bad_evals, stopped_early, last_val = 0, False, None
-        if val_batches:
-            last_val = evaluate(model, val_batches, device)
-            record(0, "validation", last_val)
-
-        def after_eval(step: int, loss: float) -> bool:
-            """Track the best; True when patience has run out."""
-            nonlocal best_loss, best_step, best_state, bad_evals
-            if loss < best_loss - 1e-6 * abs(best_loss if math.isfinite(best_loss) else 1.0):
-                best_loss, best_step, bad_evals = loss, step, 0
-                if params.patience is not None:
-                    best_state = _trainable_state(model)
-                return False
-            bad_evals += 1
-            return params.patience is not None and bad_evals >= params.patience
-
-        step, tokens_seen, evaluated_at = 0, 0, 0
-        bar = _progress_bar(progress, total_steps, params.method)
-        started = time.perf_counter()
-        with bar as advance:
-            while step < total_steps and not stopped_early:
-                order = length_grouped_batches([len(r.input_ids) for r in train_rows], params.batch_size, rng)
-                batches = [collate([train_rows[i] for i in b], pad_id) for b in order]
-                for group_start in range(0, len(batches), params.grad_accum):
-                    group = batches[group_start:group_start + params.grad_accum]
-                    n_targets = sum(count_targets(b) for b in group)
-                    step_sum = 0.0
-                    for batch in group:
-                        s, _ = batch_loss(model, batch, device)
-                        (s / max(n_targets, 1)).backward()
-                        step_sum += float(s.detach())
-                        tokens_seen += int(batch["attention_mask"].sum())
-                    if params.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                    train_loss = step_sum / max(n_targets, 1)
-                    record(step, "train", train_loss)
-                    advance(train_loss)
-                    if val_batches and step % params.eval_every == 0:
-                        last_val, evaluated_at = evaluate(model, val_batches, device), step
-                        record(step, "validation", last_val)
-                        stopped_early = after_eval(step, last_val)
-                    if stopped_early or step >= total_steps:
-                        break
-        if val_batches and evaluated_at != step:
-            last_val = evaluate(model, val_batches, device)
-            record(step, "validation", last_val)
-            after_eval(step, last_val)
-        final_val = last_val
-        if best_state is not None and best_step != step:
-            _load_trainable_state(model, best_state)
-            final_val = best_loss
-        train_seconds = time.perf_counter() - started
-
+        model, restore_head = load_for_training(base[1], params)
+        loop = _Loop(model, train_rows, val_rows, pad_id, params, on_curve)
+        train_seconds = loop.run(random.Random(params.seed), progress)
+        final_val, best_step, saved_step = loop.finish()
         restore_head()
         restore_head = None
-        saved_step = best_step if best_state is not None else step
-        best_step = best_step if math.isfinite(best_loss) else step
-        metadata = _save(
-            model, tokenizer, out_dir, params=params, base=(base_name, base_path, base_hash),
-            train=train, val=val, meta=meta or {},
-            stats={"train_seconds": round(train_seconds, 3), "tokens_seen": tokens_seen, "steps": step,
-                   "best_step": best_step, "saved_step": saved_step,
-                   "stopped_early": stopped_early,
-                   "overfitting": is_overfitting(curves), "final_val_loss": final_val,
-                   "tokens_per_second": round(tokens_seen / train_seconds, 2) if train_seconds else None},
-            curves=curves,
-        )
+        stats = {"train_seconds": round(train_seconds, 3), "tokens_seen": loop.tokens_seen, "steps": loop.step,
+                 "best_step": best_step, "saved_step": saved_step, "stopped_early": loop.stopped_early,
+                 "overfitting": is_overfitting(loop.curves), "final_val_loss": final_val,
+                 "tokens_per_second": round(loop.tokens_seen / train_seconds, 2) if train_seconds else None}
+        metadata = _save(model, tokenizer, out_dir, params=params, base=base, train=train, val=val,
+                         meta=meta or {}, stats=stats, curves=loop.curves)
     finally:
         if restore_head is not None:
             restore_head()
         torch.set_num_threads(previous_threads)
 
     return TrainResult(
-        adapter_path=out_dir,
-        adapter_hash=metadata["adapter_hash"],
-        curves=curves,
-        train_seconds=train_seconds,
-        tokens_seen=tokens_seen,
-        steps=step,
-        best_step=best_step,
-        stopped_early=stopped_early,
-        overfitting=metadata["overfitting"],
-        final_val_loss=final_val,
+        adapter_path=out_dir, adapter_hash=metadata["adapter_hash"], curves=loop.curves,
+        train_seconds=train_seconds, tokens_seen=loop.tokens_seen, steps=loop.step, best_step=best_step,
+        stopped_early=loop.stopped_early, overfitting=metadata["overfitting"], final_val_loss=final_val,
         metadata=metadata,
     )
 
@@ -641,5 +665,5 @@ class _progress_bar:
 __all__ = [
     "METADATA_FILE", "Encoded", "TrainResult", "adapter_hash", "collate", "data_hash", "encode_example",
     "evaluate", "fast_dropout_class", "install_answer_only_head", "is_overfitting", "length_grouped_batches", "load_for_training",
-    "read_metadata", "train_candidate", "use_fast_lora_dropout", "fuse_lora_forward",
+    "read_metadata", "train_adapter", "use_fast_lora_dropout", "fuse_lora_forward",
 ]
