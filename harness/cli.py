@@ -196,7 +196,7 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
 
             validate_goal(goal)
             prepared = prepare(goal, store, reseal=reseal, record=False)
-            _print_plan(goal, plan(goal, store, prepared), prepared)
+            _print_plan(goal, plan(goal, store, prepared, only=only), prepared)
             return
         result = run_goal(goal, store, only=only, reseal=reseal, progress=progress,
                           console=None if as_json else console)
@@ -358,15 +358,13 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
 
     goal = _load_goal(goal_path)
     store = _store(db)
-    rows = store.query("SELECT c.adapter_path FROM candidates c JOIN runs r USING (run_id) WHERE r.goal = ? "
-                       "AND c.name = ? AND c.adapter_path IS NOT NULL ORDER BY r.started_at DESC LIMIT 1",
-                       [goal.goal, candidate])
-    if not rows:
+    artifact = store.latest_artifact(goal.goal, candidate)
+    if artifact is None:
+        from harness.kinds import kind_of
         from harness.registry import did_you_mean
-        from harness.runner.context import TRAIN_METHOD
 
         names = [c.name for c in goal.candidates]
-        trainable = [c.name for c in goal.candidates if c.kind in TRAIN_METHOD]
+        trainable = [c.name for c in goal.candidates if kind_of(c).trains]
         if candidate not in names:
             err_console.print(f"{goal.source}: no candidate {candidate!r}{did_you_mean(candidate, names)}; "
                               f"trained candidates: {', '.join(trainable) or 'none'}")
@@ -377,7 +375,7 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
             err_console.print(f"no trained adapter for candidate {candidate!r} of goal {goal.goal!r}; run `harness run` first")
         raise typer.Exit(2)
     try:
-        res = export_adapter(rows[0]["adapter_path"], out or Path("export") / goal.goal / candidate, merged=merged)
+        res = export_adapter(artifact, out or Path("export") / goal.goal / candidate, merged=merged)
     except HarnessError as exc:
         _fail(exc)
     console.print(f"wrote {res.path}")

@@ -18,9 +18,6 @@ from harness.errors import InputError, Problem
 from harness.yamlfile import line_for, load_yaml, parse_model
 
 GOAL_VERSION = 1
-PROMPT_STYLES = ("zero-shot", "system", "few-shot")
-TRAIN_KINDS = ("lora", "qlora", "prefix", "prompt_tuning", "full")
-CANDIDATE_KINDS = ("prompt", *TRAIN_KINDS, "api", "file")
 # Hyperparameters whose list values expand into one candidate per combination.
 SWEEPABLE = ("r", "alpha", "dropout", "learning_rate", "epochs", "batch_size", "grad_accum",
              "max_length", "num_virtual_tokens", "seed", "shots")
@@ -135,13 +132,15 @@ class Decoding(Strict):
 
 
 class Candidate(BaseModel):
-    """A candidate; kind-specific options are validated by the backend that runs it."""
+    """A candidate. ``kind`` names a module of :mod:`harness.kinds`, which validates the rest of
+    the keys as its options (``harness.runner.validate``)."""
 
     model_config = ConfigDict(extra="allow")
 
     name: str
-    kind: Literal["prompt", "lora", "qlora", "prefix", "prompt_tuning", "full", "api", "file"]
+    kind: str = Field(description="prompt, lora, qlora, prefix, prompt_tuning, full, api, file, or a registered kind.")
     model: str | None = Field(None, description="Base model (local kinds) or API model id; default: the goal's model.")
+    sweep_of: str | None = Field(None, description="Set by a sweep: the name of the entry it expanded from.")
 
     @field_validator("name")
     @classmethod
@@ -150,21 +149,8 @@ class Candidate(BaseModel):
 
     @property
     def options(self) -> dict[str, Any]:
+        """The kind's options: every key besides name, kind, model and sweep_of."""
         return dict(self.model_extra or {})
-
-    @property
-    def style(self) -> str | None:
-        """For prompt baselines: zero-shot, system or few-shot."""
-        if self.kind != "prompt":
-            return None
-        opts = self.options
-        if opts.get("style"):
-            return str(opts["style"])
-        if int(opts.get("shots", 0) or 0) > 0 or self.name.startswith("few-shot"):
-            return "few-shot"
-        if opts.get("system") or self.name.startswith("system"):
-            return "system"
-        return "zero-shot"
 
 
 class JudgeSpec(BaseModel):

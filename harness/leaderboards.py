@@ -6,18 +6,8 @@ one widget per declared filter; every value reaches DuckDB as a bound parameter,
 as SQL text, and the query runs on a read-only connection. Adding a file adds a
 leaderboard; no app code changes.
 
-```yaml
-name: metrics
-title: All metrics
-layout: table            # table | criteria (pivoted success criteria) | history
-sql: |
-  SELECT candidate, metric, value, ci_low, ci_high, n FROM aggregates
-  WHERE run_id = $run_id AND metric ILIKE '%' || $metric || '%'
-filters:
-  - {param: metric, label: Metric contains, type: text, default: ""}
-columns:
-  value: {label: Value, format: "%.3f"}
-```
+``leaderboards/metrics.yaml`` is a short example: a ``sql`` query, its ``filters`` (one per
+``$parameter`` the user sets) and ``columns`` (labels, number formats).
 
 A ``.sql`` file is a query whose leading ``-- key: value`` comment lines give ``title``,
 ``description`` and ``layout``; it can use the context parameters only.
@@ -119,7 +109,9 @@ def _check(lb: Leaderboard, file: str, lines: Mapping[tuple, int]) -> list[Probl
         if f.type == "choice" and not f.options and not f.options_sql:
             problems.append(Problem(file, line_for(("filters", i), lines), f"filters[{i}]",
                                     "a choice filter needs options or options_sql"))
-    if not re.match(r"^\s*(WITH|SELECT|FROM|PIVOT|VALUES)\b", lb.sql, re.IGNORECASE):
+    from harness.store import is_read_query
+
+    if not is_read_query(lb.sql):
         problems.append(Problem(file, line_for(("sql",), lines), "sql", "must be a read query (SELECT/WITH ...)"))
     return problems
 
@@ -213,7 +205,7 @@ def bind(lb: Leaderboard, context: Mapping[str, Any], filters: Mapping[str, Any]
 def run_leaderboard(store: Any, lb: Leaderboard, context: Mapping[str, Any],
                     filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows of the leaderboard for this context and these filter values (bound, read-only)."""
-    return store.query(lb.sql, bind(lb, context, filters))
+    return store.view(lb.sql, bind(lb, context, filters))
 
 
 def filter_options(store: Any, spec: FilterSpec, context: Mapping[str, Any]) -> list[Any]:
@@ -222,4 +214,4 @@ def filter_options(store: Any, spec: FilterSpec, context: Mapping[str, Any]) -> 
     if not spec.options_sql:
         return []
     params = {p: context.get(p) for p in sql_params(spec.options_sql)}
-    return [next(iter(r.values())) for r in store.query(spec.options_sql, params)]
+    return [next(iter(r.values())) for r in store.view(spec.options_sql, params)]

@@ -101,7 +101,7 @@ def build_report(store: Any, goal: Any, run_id: str | None = None, fmt: str = "h
                 rows.append((cand["name"], m["value"], m["ci"][0], m["ci"][1], status))
         plots.append(svg_ci_bars(f"{crit.metric} per candidate ({goal.confidence:.0%} CI)", rows,
                                  None if crit.relative_op else crit.threshold))
-    curves = store.query("SELECT candidate, step, split, loss FROM curves WHERE run_id = ? ORDER BY step", [rid])
+    curves = store.curves(rid)
     by_cand: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for r in curves:
         by_cand.setdefault(r["candidate"], {}).setdefault(r["split"], []).append((r["step"], r["loss"]))

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 
 def _clean(v: Any) -> Any:
@@ -27,14 +30,13 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def results_dict(store: Any, goal: str, run_id: str | None = None) -> dict[str, Any] | None:
-    run = (store.query("SELECT * FROM runs WHERE run_id = ?", [run_id]) or [None])[0] if run_id \
-        else store.latest_run(goal)
+def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[str, Any] | None:
+    run = store.run(run_id) if run_id else store.latest_run(goal)
     if run is None:
         return None
     rid = run["run_id"]
-    aggs = store.query("SELECT * FROM aggregates WHERE run_id = ? ORDER BY candidate, metric", [rid])
-    verdicts = store.query("SELECT * FROM verdicts WHERE run_id = ? ORDER BY candidate, idx", [rid])
+    aggs = store.aggregates(rid)
+    verdicts = store.verdicts(rid)
     cands = []
     for c in store.candidates(rid):
         name = c["name"]

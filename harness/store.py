@@ -21,11 +21,14 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import duckdb
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.verdict import Verdict
 
 DEFAULT_DB = ".harness/harness.duckdb"
 ENV_DB = "HARNESS_DB"
@@ -172,6 +175,13 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
 
 # --------------------------------------------------------------------------- connections
 
+def is_read_query(sql: str) -> bool:
+    """Whether ``sql`` starts as a read query (it still runs on a read-only connection)."""
+    import re
+
+    return bool(re.match(r"^\s*(WITH|SELECT|FROM|PIVOT|VALUES)\b", sql, re.IGNORECASE))
+
+
 def _is_lock_error(exc: Exception) -> bool:
     msg = str(exc).lower()
     return "lock" in msg or "conflicting" in msg or "being used by another process" in msg
@@ -282,6 +292,12 @@ class Store:
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
+    def view(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of a leaderboard definition's read query (``leaderboards/``), parameters bound."""
+        if not is_read_query(sql):
+            raise HarnessError("a leaderboard query must be a read query (SELECT/WITH ...)")
+        return self.query(sql, dict(params or {}))
+
     def query_df(self, sql: str, params: Sequence[Any] | dict | None = None):
         with self.connect(read_only=True) as con:
             return con.execute(sql, params or []).df()
@@ -326,6 +342,20 @@ class Store:
             _insert(con, "examples", ["goal", "example_id", "split", "input", "reference", "label", "prompt",
                                       "source", "line"], data)
 
+    def example_splits(self, goal: str) -> dict[str, str]:
+        """{example id: split} as stored for the goal."""
+        return {r["example_id"]: r["split"] for r in
+                self.query("SELECT example_id, split FROM examples WHERE goal = ?", [goal])}
+
+    def example(self, goal: str, example_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM examples WHERE goal = ? AND example_id = ?", [goal, example_id])
+        return rows[0] if rows else None
+
+    def example_inputs(self, goal: str) -> dict[str, str]:
+        """{example id: input text} of the goal's examples."""
+        return {r["example_id"]: r["input"] for r in
+                self.query("SELECT example_id, input FROM examples WHERE goal = ?", [goal])}
+
     # ------------------------------------------------------------------ runs
 
     def start_run(self, run: dict[str, Any]) -> None:
@@ -354,6 +384,10 @@ class Store:
     def latest_run(self, goal: str, *, finished_only: bool = False) -> dict[str, Any] | None:
         cond = " AND status = 'finished'" if finished_only else ""
         rows = self.query(f"SELECT * FROM runs WHERE goal = ?{cond} ORDER BY started_at DESC LIMIT 1", [goal])
+        return rows[0] if rows else None
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
         return rows[0] if rows else None
 
     def runs(self, goal: str | None = None) -> list[dict[str, Any]]:
@@ -389,6 +423,20 @@ class Store:
     def candidates(self, run_id: str) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM candidates WHERE run_id = ? ORDER BY name", [run_id])
 
+    def candidate_names(self, run_id: str) -> list[str]:
+        return [r["name"] for r in self.query("SELECT name FROM candidates WHERE run_id = ? ORDER BY name", [run_id])]
+
+    def latest_artifact(self, goal: str, candidate: str) -> str | None:
+        """The adapter (or model) folder a candidate of the goal was last trained into."""
+        rows = self.query("SELECT c.adapter_path FROM candidates c JOIN runs r USING (run_id) WHERE r.goal = ? "
+                          "AND c.name = ? AND c.adapter_path IS NOT NULL ORDER BY r.started_at DESC LIMIT 1",
+                          [goal, candidate])
+        return rows[0]["adapter_path"] if rows else None
+
+    def curves(self, run_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT candidate, step, split, loss FROM curves WHERE run_id = ? "
+                          "ORDER BY candidate, split, step", [run_id])
+
     def put_curve(self, run_id: str, candidate: str, points: Iterable[tuple[int, str, float]]) -> None:
         data = [[run_id, candidate, int(s), sp, float(l)] for s, sp, l in points]
         if data:
@@ -397,14 +445,18 @@ class Store:
 
     # ------------------------------------------------------------------ predictions
 
-    def get_predictions(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Stored predictions for these cache keys (missing keys are simply absent)."""
+    def _by_keys(self, table: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Rows of a content-keyed table (``cache_key`` first) for these keys; missing keys are absent."""
         if not keys:
             return {}
         with self.connect(read_only=True) as con:
-            cur = con.execute("SELECT * FROM predictions WHERE cache_key IN (SELECT unnest(?))", [sorted(set(keys))])
+            cur = con.execute(f"SELECT * FROM {table} WHERE cache_key IN (SELECT unnest(?))", [sorted(set(keys))])
             cols = [d[0] for d in cur.description]
             return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
+
+    def get_predictions(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored predictions for these cache keys (missing keys are simply absent)."""
+        return self._by_keys("predictions", keys)
 
     def put_predictions(self, rows: Sequence[dict[str, Any]], links: Sequence[tuple[str, str, str, str]] = ()) -> None:
         """Store predictions (ignored when the key exists: content-keyed, so identical) and
@@ -416,6 +468,16 @@ class Store:
             _insert(con, "predictions", ["cache_key", "model_id", "output", "prompt_tokens", "output_tokens",
                                          "latency_s", "cost_usd", "attempts", "created_at"], data, "OR IGNORE")
             _insert(con, "outputs", ["run_id", "candidate", "example_id", "cache_key"], links)
+
+    def outputs_for_example(self, run_id: str, example_id: str) -> dict[str, str]:
+        """{candidate: output} of one run on one example."""
+        rows = self.query("SELECT o.candidate, p.output FROM outputs o JOIN predictions p USING (cache_key) "
+                          "WHERE o.run_id = ? AND o.example_id = ? ORDER BY o.candidate", [run_id, example_id])
+        return {r["candidate"]: r["output"] for r in rows}
+
+    def run_example_ids(self, run_id: str) -> list[str]:
+        return [r["example_id"] for r in self.query(
+            "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]
 
     def run_outputs(self, run_id: str, candidate: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT o.candidate, o.example_id, p.output, p.prompt_tokens, p.output_tokens, p.latency_s, "
@@ -441,6 +503,43 @@ class Store:
                         "CAST(value AS DOUBLE) FROM new_scores")
             con.unregister("new_scores")
 
+    def score_metrics(self, run_id: str) -> list[str]:
+        return [r["metric"] for r in self.query(
+            "SELECT DISTINCT metric FROM scores WHERE run_id = ? ORDER BY metric", [run_id])]
+
+    def example_scores(self, run_id: str, example_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT candidate, metric, value FROM scores WHERE run_id = ? AND example_id = ? "
+                          "ORDER BY metric, candidate", [run_id, example_id])
+
+    def disagreements(self, run_id: str, a: str, b: str, metric: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Examples where candidates ``a`` and ``b`` differ most on ``metric``."""
+        return self.query(
+            "SELECT sa.example_id, sa.value AS a, sb.value AS b, abs(sa.value - sb.value) AS gap "
+            "FROM scores sa JOIN scores sb ON sa.run_id = sb.run_id AND sa.example_id = sb.example_id "
+            "AND sa.metric = sb.metric WHERE sa.run_id = ? AND sa.metric = ? AND sa.candidate = ? "
+            "AND sb.candidate = ? AND sa.value IS NOT NULL AND sb.value IS NOT NULL "
+            "ORDER BY gap DESC, sa.example_id LIMIT ?", [run_id, metric, a, b, int(limit)])
+
+    def aggregates(self, run_id: str, metric: str | None = None) -> list[dict[str, Any]]:
+        """The run's aggregates (one metric's, when given), by candidate and metric."""
+        if metric is None:
+            return self.query("SELECT * FROM aggregates WHERE run_id = ? ORDER BY candidate, metric", [run_id])
+        return self.query("SELECT * FROM aggregates WHERE run_id = ? AND metric = ? ORDER BY candidate",
+                          [run_id, metric])
+
+    def aggregate_metrics(self, run_id: str) -> list[str]:
+        return [r["metric"] for r in self.query(
+            "SELECT DISTINCT metric FROM aggregates WHERE run_id = ? ORDER BY metric", [run_id])]
+
+    def goal_candidates(self, goal: str) -> list[str]:
+        """Every candidate name with aggregates in any run of the goal."""
+        return [r["candidate"] for r in self.query(
+            "SELECT DISTINCT a.candidate FROM aggregates a JOIN runs r USING (run_id) WHERE r.goal = ? "
+            "ORDER BY a.candidate", [goal])]
+
+    def verdicts(self, run_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM verdicts WHERE run_id = ? ORDER BY candidate, idx", [run_id])
+
     def put_aggregates(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
         data = [[run_id, r["candidate"], r["metric"], r.get("value"), r.get("ci_low"), r.get("ci_high"),
                  r.get("n"), json.dumps(r.get("extra") or {})] for r in rows]
@@ -449,11 +548,10 @@ class Store:
                 _insert(con, "aggregates", ["run_id", "candidate", "metric", "value", "ci_low", "ci_high", "n",
                                             "extra"], data)
 
-    def put_verdicts(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Rows carry ``idx``, the criterion's position in the goal's ``success`` list."""
-        data = [[run_id, r["candidate"], r["idx"], r["metric"], r["status"], r.get("value"), r.get("ci_low"),
-                 r.get("ci_high"), r.get("threshold"), r.get("op"), r.get("baseline"), r.get("needed_n"),
-                 r.get("detail")] for r in rows]
+    def put_verdicts(self, run_id: str, verdicts: Mapping[str, Sequence["Verdict"]]) -> None:
+        """Each candidate's verdicts, in the order of the goal's ``success`` list (``idx``)."""
+        data = [[run_id, cand, idx, v.metric, v.status, v.value, v.ci[0], v.ci[1], v.threshold, v.op, v.baseline,
+                 v.needed_n, v.detail] for cand, vs in verdicts.items() for idx, v in enumerate(vs)]
         if data:
             with self.transaction() as con:
                 _insert(con, "verdicts", ["run_id", "candidate", "idx", "metric", "status", "value", "ci_low",
@@ -462,12 +560,36 @@ class Store:
     # ------------------------------------------------------------------ judgments
 
     def get_judgments(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        if not keys:
+        """Stored judgments for these cache keys (missing keys are simply absent)."""
+        return self._by_keys("judgments", keys)
+
+    def judgments_by(self, judge: str, rubric_hash: str) -> dict[str, dict[str, Any]]:
+        """Every stored judgment of one judge on one rubric version, by cache key."""
+        rows = self.query("SELECT * FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge, rubric_hash])
+        return {r["cache_key"]: r for r in rows}
+
+    def judgment_keys(self, judge: str, rubric_hash: str) -> set[str]:
+        return {r["cache_key"] for r in self.query(
+            "SELECT cache_key FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge, rubric_hash])}
+
+    def example_judgments(self, run_id: str, example_id: str) -> list[dict[str, Any]]:
+        """Every judgment a run linked to one example (both orders of pairwise ones)."""
+        return self.query(
+            "SELECT l.candidate, l.rubric, l.criterion, l.\"order\" AS position_order, j.mode, j.score, j.winner, "
+            "j.rationale, j.judge, j.error FROM judgment_links l JOIN judgments j USING (cache_key) "
+            "WHERE l.run_id = ? AND l.example_id = ? ORDER BY l.candidate, l.rubric, l.criterion, l.\"order\"",
+            [run_id, example_id])
+
+    def judge_scores(self, run_ids: Sequence[str], rubric: str, criterion: str) -> dict[tuple[str, str], float]:
+        """{(candidate, example_id): mean pointwise judge score} over the given runs."""
+        if not run_ids:
             return {}
-        with self.connect(read_only=True) as con:
-            cur = con.execute("SELECT * FROM judgments WHERE cache_key IN (SELECT unnest(?))", [sorted(set(keys))])
-            cols = [d[0] for d in cur.description]
-            return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
+        rows = self.query(
+            "SELECT l.candidate, l.example_id, avg(j.score) AS score FROM judgment_links l "
+            "JOIN judgments j USING (cache_key) WHERE l.run_id IN (SELECT unnest(?)) AND l.rubric = ? "
+            "AND l.criterion = ? AND j.score IS NOT NULL AND coalesce(j.mode, 'pointwise') = 'pointwise' "
+            "GROUP BY l.candidate, l.example_id", [list(run_ids), rubric, criterion])
+        return {(r["candidate"], r["example_id"]): float(r["score"]) for r in rows}
 
     def put_judgments(self, rows: Sequence[dict[str, Any]],
                       links: Sequence[tuple[str, str, str, str, str, str, str]] = ()) -> None:

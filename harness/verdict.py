@@ -36,14 +36,14 @@ class Verdict:
     baseline: str | None = None
     needed_n: int | None = None
     detail: str = ""
-    criterion: str = "at_least"
+    op: str = "at_least"           # at_least | at_most | reduce_by | improve_by
     relative: bool = False
 
     @property
     def margin(self) -> float:
         """How far the estimate clears the threshold in the good direction, relative to
         the threshold when it is non-zero (so criteria on different scales compare)."""
-        raw = self.threshold - self.value if self.criterion == "at_most" else self.value - self.threshold
+        raw = self.threshold - self.value if self.op == "at_most" else self.value - self.threshold
         return raw / abs(self.threshold) if self.threshold else raw
 
 
@@ -92,55 +92,55 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def judge_absolute(metric: str, value: float, ci: tuple[float, float], criterion: str, threshold: float,
+def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, threshold: float,
                    n: int | None = None) -> Verdict:
     """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples."""
-    if criterion not in ("at_least", "at_most"):
-        raise InputError(Problem("<goal>", None, "criterion", f"{criterion!r} is not an absolute criterion"))
-    upper = criterion == "at_most"
+    if op not in ("at_least", "at_most"):
+        raise InputError(Problem("<goal>", None, "op", f"{op!r} is not an absolute criterion"))
+    upper = op == "at_most"
     status = _status(ci, threshold, upper)
     needed = _needed(status, n, value, ci, threshold)
-    op = "<=" if upper else ">="
-    detail = f"{metric} = {_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}], needs {op} {_fmt(threshold)}"
+    sign = "<=" if upper else ">="
+    detail = f"{metric} = {_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}], needs {sign} {_fmt(threshold)}"
     if needed:
         detail += f"; about {needed} test examples in total would settle it"
     elif status == INCONCLUSIVE and n:
         detail += "; the estimate sits on the threshold, more data alone will not settle it"
-    return Verdict(metric, status, value, ci, threshold, None, needed, detail, criterion, False)
+    return Verdict(metric, status, value, ci, threshold, None, needed, detail, op, False)
 
 
-def judge_relative(metric: str, paired, criterion: str, amount: float | str, baseline: str,
+def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: str,
                    n: int | None = None) -> Verdict:
     """``reduce_by`` / ``improve_by`` from a :class:`harness.stats.PairedResult`."""
-    if criterion not in ("reduce_by", "improve_by"):
-        raise InputError(Problem("<goal>", None, "criterion", f"{criterion!r} is not a relative criterion"))
-    target, relative = parse_amount(amount, criterion)
+    if op not in ("reduce_by", "improve_by"):
+        raise InputError(Problem("<goal>", None, "op", f"{op!r} is not a relative criterion"))
+    target, relative = parse_amount(amount, op)
     n = n if n is not None else paired.n
     if relative:
         if paired.base_value == 0:
             return Verdict(metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")), target, baseline,
                            None, f"baseline {baseline!r} scores 0 on {metric}; a relative change is undefined",
-                           criterion, True)
+                           op, True)
         lo, hi = paired.ratio_ci
-        if criterion == "reduce_by":
+        if op == "reduce_by":
             value, ci = 1 - paired.ratio, (1 - hi, 1 - lo)
         else:
             value, ci = paired.ratio - 1, (lo - 1, hi - 1)
     else:
         lo, hi = paired.diff_ci
-        if criterion == "reduce_by":
+        if op == "reduce_by":
             value, ci = -paired.diff, (-hi, -lo)
         else:
             value, ci = paired.diff, (lo, hi)
     status = _status(ci, target, upper=False)
     needed = _needed(status, n, value, ci, target)
     unit = (lambda x: f"{x * 100:.3g}%") if relative else _fmt
-    verb = "reduction" if criterion == "reduce_by" else "improvement"
+    verb = "reduction" if op == "reduce_by" else "improvement"
     detail = (f"{metric}: {_fmt(paired.cand_value)} vs {baseline} {_fmt(paired.base_value)}; "
               f"paired {verb} {unit(value)} [{unit(ci[0])}, {unit(ci[1])}], needs >= {unit(target)}")
     if needed:
         detail += f"; about {needed} test examples in total would settle it"
-    return Verdict(metric, status, value, ci, target, baseline, needed, detail, criterion, relative)
+    return Verdict(metric, status, value, ci, target, baseline, needed, detail, op, relative)
 
 
 def criterion_of(criterion: Mapping) -> tuple[str, float | str]:
@@ -152,7 +152,7 @@ def criterion_of(criterion: Mapping) -> tuple[str, float | str]:
     return given[0], criterion[given[0]]
 
 
-def judge_criterion(metric: str, criterion: str, amount: float | str, cand, base=None,
+def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
                     baseline: str | None = None, confidence: float = 0.95, n_resamples: int = 2000,
                     seed: int = 0) -> Verdict:
     """Judge one criterion from MetricResults (or per-example value arrays).
@@ -162,22 +162,22 @@ def judge_criterion(metric: str, criterion: str, amount: float | str, cand, base
     """
     from harness import stats
 
-    if criterion in ("at_least", "at_most"):
-        threshold, relative = parse_amount(amount, criterion)
+    if op in ("at_least", "at_most"):
+        threshold, relative = parse_amount(amount, op)
         if relative:
-            raise InputError(Problem("<goal>", None, criterion,
-                                     f"{criterion} takes a number, not a percentage ({amount!r})"))
+            raise InputError(Problem("<goal>", None, op,
+                                     f"{op} takes a number, not a percentage ({amount!r})"))
         res = stats._as_result(cand)
         value = res.recompute()
         ci = stats.bootstrap_ci(res, confidence, n_resamples, seed)
-        return judge_absolute(metric, value, ci, criterion, threshold, res.n)
-    if criterion in ("reduce_by", "improve_by"):
+        return judge_absolute(metric, value, ci, op, threshold, res.n)
+    if op in ("reduce_by", "improve_by"):
         if base is None or not baseline:
-            raise InputError(Problem("<goal>", None, "baseline", f"{criterion} needs a baseline candidate"))
+            raise InputError(Problem("<goal>", None, "baseline", f"{op} needs a baseline candidate"))
         paired = stats.paired_bootstrap(cand, base, confidence, n_resamples, seed)
-        return judge_relative(metric, paired, criterion, amount, baseline)
+        return judge_relative(metric, paired, op, amount, baseline)
     raise InputError(Problem("<goal>", None, "criterion",
-                             f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}"))
+                             f"unknown criterion {op!r}; use one of {', '.join(CRITERIA)}"))
 
 
 def meets_goal(verdicts: Sequence[Verdict]) -> bool:

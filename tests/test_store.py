@@ -104,6 +104,8 @@ def test_m002_keeps_existing_verdicts(tmp_path):
     assert rows == [(0, "accuracy", "pass"), (1, "rougeL", "fail")]
     # Two criteria on one metric now both fit.
     s = Store(path)
-    s.put_verdicts("r2", [{"candidate": "c", "idx": 0, "metric": "accuracy", "status": "pass"},
-                          {"candidate": "c", "idx": 1, "metric": "accuracy", "status": "fail"}])
+    from harness.verdict import Verdict
+
+    s.put_verdicts("r2", {"c": [Verdict("accuracy", "pass", 0.9, (0.8, 0.95), 0.7),
+                                Verdict("accuracy", "fail", 0.9, (0.8, 0.95), 0.99)]})
     assert [r["status"] for r in s.query("SELECT status FROM verdicts WHERE run_id = 'r2' ORDER BY idx")] == ["pass", "fail"]

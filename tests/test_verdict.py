@@ -109,7 +109,7 @@ def test_criterion_of_needs_exactly_one():
 
 
 def _v(status: str, value: float, threshold: float, criterion: str = "at_least") -> Verdict:
-    return Verdict("m", status, value, (value - 0.01, value + 0.01), threshold, criterion=criterion)
+    return Verdict("m", status, value, (value - 0.01, value + 0.01), threshold, op=criterion)
 
 
 def test_meets_goal_and_best_candidate():

@@ -58,7 +58,7 @@ def _distributions(store: Any, goal: Any, report: dict[str, Any]) -> None:
             and any(it.item_id == r["item_id"] and it.rubric == rubric for it in items)]
     run_ids = sorted({it.run_id for it in items if it.rubric == rubric})
     human_keys = {(c, e) for c, per in panel.human_scores(ratings, items, rubric, crit).items() for e in per}
-    judge = data.judge_scores(store, run_ids, rubric, crit)
+    judge = store.judge_scores(run_ids, rubric, crit)
     rows += [{"source": "judge", "level": agreement.to_level(v)} for k, v in judge.items()
              if k in human_keys and not math.isnan(v)]
     if rows:

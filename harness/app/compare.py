@@ -14,8 +14,8 @@ MAX_SIDE_BY_SIDE = 4
 
 def render(store: Any, goal_name: str, run_id: str) -> None:
     st.title(f"Compare · {run_id}")
-    candidates = data.run_candidates(store, run_id)
-    examples = data.run_examples(store, run_id)
+    candidates = store.candidate_names(run_id)
+    examples = store.run_example_ids(run_id)
     if not candidates or not examples:
         st.info("This run has no outputs yet.")
         return
@@ -24,13 +24,13 @@ def render(store: Any, goal_name: str, run_id: str) -> None:
     gaps: dict[str, float] = {}
     if st.toggle("Only examples where two candidates disagree most", key="cmp:disagree") and len(candidates) >= 2:
         c1, c2, c3, c4 = st.columns(4)
-        metrics = data.score_metrics(store, run_id)
+        metrics = store.score_metrics(run_id)
         a = c1.selectbox("Candidate A", candidates, index=0, key="cmp:a")
         b = c2.selectbox("Candidate B", candidates, index=1, key="cmp:b")
         metric = c3.selectbox("Metric", metrics, key="cmp:metric") if metrics else None
         top = int(c4.number_input("Top", min_value=1, max_value=500, value=10, key="cmp:top"))
         if metric:
-            rows = data.disagreements(store, run_id, a, b, metric, limit=top)
+            rows = store.disagreements(run_id, a, b, metric, limit=top)
             gaps = {r["example_id"]: r["gap"] for r in rows}
             examples = [r["example_id"] for r in rows]
         if not examples:
@@ -48,7 +48,7 @@ def render(store: Any, goal_name: str, run_id: str) -> None:
     st.code(ex.get("input") or "(not stored)", language=None, wrap_lines=True)
     st.markdown("**Reference**")
     st.code(ex.get("reference") or "(none)", language=None, wrap_lines=True)
-    outputs = data.outputs_for_example(store, run_id, example_id)
+    outputs = store.outputs_for_example(run_id, example_id)
     cols = st.columns(max(1, len(chosen)))
     for col, cand in zip(cols, chosen):
         with col:
@@ -57,11 +57,11 @@ def render(store: Any, goal_name: str, run_id: str) -> None:
             if ex.get("reference"):
                 st.caption("Diff against the reference (red: missing, green: added)")
                 st.markdown(tables.word_diff_html(ex.get("reference"), outputs.get(cand)), unsafe_allow_html=True)
-    scores = [s for s in data.example_scores(store, run_id, example_id) if s["candidate"] in chosen]
+    scores = [s for s in store.example_scores(run_id, example_id) if s["candidate"] in chosen]
     if scores:
         st.markdown("**Metrics on this example**")
         st.dataframe(pd.DataFrame(scores).pivot(index="metric", columns="candidate", values="value"), width="stretch")
-    judged = [j for j in data.example_judgments(store, run_id, example_id) if j["candidate"] in chosen]
+    judged = [j for j in store.example_judgments(run_id, example_id) if j["candidate"] in chosen]
     if judged:
         st.markdown("**Judge**")
         df = pd.DataFrame(judged)

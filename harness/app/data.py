@@ -1,7 +1,7 @@
 """What the app reads and writes, without Streamlit: goals, runs, panel items, agreement.
 
-Every query binds its values; the store opens a short-lived connection per call, so the
-app and ``harness run`` share the file (see :mod:`harness.store`).
+Every read is a named :class:`harness.store.Store` method; the store opens a short-lived
+connection per call, so the app and ``harness run`` share the file.
 """
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from harness import agreement, panel
 from harness.errors import HarnessError, InputError
+from harness.metric_names import is_human_metric
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 ENV_GOALS, ENV_RUBRICS, ENV_LEADERBOARDS = "HARNESS_GOALS", "HARNESS_RUBRICS", "HARNESS_LEADERBOARDS"
 
@@ -94,88 +98,39 @@ def goal_from_run(run: dict[str, Any] | None) -> Any | None:
         return None
 
 
-def resolve_goal(store: Any, name: str, goals: dict[str, GoalInfo]) -> Any | None:
+def resolve_goal(store: "Store", name: str, goals: dict[str, GoalInfo]) -> Any | None:
     info = goals.get(name)
     if info is not None and info.goal is not None:
         return info.goal
     return goal_from_run(store.latest_run(name))
 
 
-def goal_names(store: Any, goals: dict[str, GoalInfo]) -> list[str]:
+def goal_names(store: "Store", goals: dict[str, GoalInfo]) -> list[str]:
     return sorted(set(store.goals()) | set(goals))
 
 
 # --------------------------------------------------------------------------- runs
 
-def outputs_for_example(store: Any, run_id: str, example_id: str) -> dict[str, str]:
-    rows = store.query("SELECT o.candidate, p.output FROM outputs o JOIN predictions p USING (cache_key) "
-                       "WHERE o.run_id = ? AND o.example_id = ? ORDER BY o.candidate", [run_id, example_id])
-    return {r["candidate"]: r["output"] for r in rows}
+def example(store: "Store", goal: str, example_id: str) -> dict[str, Any]:
+    return store.example(goal, example_id) or {"example_id": example_id, "input": None, "reference": None}
 
 
-def example(store: Any, goal: str, example_id: str) -> dict[str, Any]:
-    rows = store.query("SELECT * FROM examples WHERE goal = ? AND example_id = ?", [goal, example_id])
-    return rows[0] if rows else {"example_id": example_id, "input": None, "reference": None}
-
-
-def example_previews(store: Any, goal: str, width: int = 70) -> dict[str, str]:
+def example_previews(store: "Store", goal: str, width: int = 70) -> dict[str, str]:
     """example id -> the start of its input on one line, for pickers."""
     out = {}
-    for r in store.query("SELECT example_id, input FROM examples WHERE goal = ?", [goal]):
-        text = " ".join(str(r["input"] or "").split())
-        out[r["example_id"]] = text if len(text) <= width else text[:width - 1] + "…"
+    for example_id, text in store.example_inputs(goal).items():
+        text = " ".join(str(text or "").split())
+        out[example_id] = text if len(text) <= width else text[:width - 1] + "…"
     return out
-
-
-def run_examples(store: Any, run_id: str) -> list[str]:
-    return [r["example_id"] for r in store.query(
-        "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]
-
-
-def run_candidates(store: Any, run_id: str) -> list[str]:
-    return [r["name"] for r in store.query("SELECT name FROM candidates WHERE run_id = ? ORDER BY name", [run_id])]
-
-
-def score_metrics(store: Any, run_id: str) -> list[str]:
-    return [r["metric"] for r in store.query(
-        "SELECT DISTINCT metric FROM scores WHERE run_id = ? ORDER BY metric", [run_id])]
-
-
-def disagreements(store: Any, run_id: str, a: str, b: str, metric: str, limit: int = 50) -> list[dict[str, Any]]:
-    """Examples where candidates ``a`` and ``b`` differ most on ``metric``."""
-    return store.query(
-        "SELECT sa.example_id, sa.value AS a, sb.value AS b, abs(sa.value - sb.value) AS gap "
-        "FROM scores sa JOIN scores sb ON sa.run_id = sb.run_id AND sa.example_id = sb.example_id "
-        "AND sa.metric = sb.metric WHERE sa.run_id = ? AND sa.metric = ? AND sa.candidate = ? AND sb.candidate = ? "
-        "AND sa.value IS NOT NULL AND sb.value IS NOT NULL ORDER BY gap DESC, sa.example_id LIMIT ?",
-        [run_id, metric, a, b, int(limit)])
-
-
-def example_scores(store: Any, run_id: str, example_id: str) -> list[dict[str, Any]]:
-    return store.query("SELECT candidate, metric, value FROM scores WHERE run_id = ? AND example_id = ? "
-                       "ORDER BY metric, candidate", [run_id, example_id])
-
-
-def example_judgments(store: Any, run_id: str, example_id: str) -> list[dict[str, Any]]:
-    return store.query(
-        "SELECT l.candidate, l.rubric, l.criterion, l.\"order\" AS position_order, j.mode, j.score, j.winner, "
-        "j.rationale, j.judge, j.error FROM judgment_links l JOIN judgments j USING (cache_key) "
-        "WHERE l.run_id = ? AND l.example_id = ? ORDER BY l.candidate, l.rubric, l.criterion, l.\"order\"",
-        [run_id, example_id])
-
-
-def curves(store: Any, run_id: str) -> list[dict[str, Any]]:
-    return store.query("SELECT candidate, step, split, loss FROM curves WHERE run_id = ? "
-                       "ORDER BY candidate, split, step", [run_id])
 
 
 # --------------------------------------------------------------------------- panel
 
-def panel_items(store: Any, goal: str) -> list[panel.PanelItem]:
+def panel_items(store: "Store", goal: str) -> list[panel.PanelItem]:
     return [panel.PanelItem.from_row(r) for r in store.panel_items(goal)]
 
 
-def ensure_items(store: Any, goal: Any, rubrics_dir: Path | None = None) -> list[panel.PanelItem]:
+def ensure_items(store: "Store", goal: Any, rubrics_dir: Path | None = None) -> list[panel.PanelItem]:
     """The goal's panel items; drawn (deterministically) from its latest finished run the
     first time. Two processes drawing at once insert the same rows (INSERT OR IGNORE)."""
     items = panel_items(store, goal.goal)
@@ -197,28 +152,15 @@ def ensure_items(store: Any, goal: Any, rubrics_dir: Path | None = None) -> list
     return panel_items(store, goal.goal)
 
 
-def item_content(store: Any, item: panel.PanelItem) -> dict[str, Any]:
+def item_content(store: "Store", item: panel.PanelItem) -> dict[str, Any]:
     """What a rater sees: input, reference and the outputs under blind labels."""
     ex = example(store, item.goal, item.example_id)
-    outs = outputs_for_example(store, item.run_id, item.example_id)
+    outs = store.outputs_for_example(item.run_id, item.example_id)
     return {"input": ex.get("input"), "reference": ex.get("reference"),
             "responses": [(label, outs.get(cand, "(output missing)")) for label, cand in panel.blind_labels(item)]}
 
 
 # --------------------------------------------------------------------------- agreement
-
-def judge_scores(store: Any, run_ids: Sequence[str], rubric: str, criterion: str) -> dict[tuple[str, str], float]:
-    """{(candidate, example_id): mean pointwise judge score} over the given runs."""
-    if not run_ids:
-        return {}
-    marks = ", ".join("?" * len(run_ids))
-    rows = store.query(
-        f"SELECT l.candidate, l.example_id, avg(j.score) AS score FROM judgment_links l "
-        f"JOIN judgments j USING (cache_key) WHERE l.run_id IN ({marks}) AND l.rubric = ? AND l.criterion = ? "
-        f"AND j.score IS NOT NULL AND coalesce(j.mode, 'pointwise') = 'pointwise' "
-        f"GROUP BY l.candidate, l.example_id", [*run_ids, rubric, criterion])
-    return {(r["candidate"], r["example_id"]): float(r["score"]) for r in rows}
-
 
 def criteria_of(rubric_name: str, rubrics_dir: Path, ratings: Sequence[dict[str, Any]]) -> list[str]:
     try:
@@ -229,7 +171,7 @@ def criteria_of(rubric_name: str, rubrics_dir: Path, ratings: Sequence[dict[str,
         return sorted({r["criterion"] for r in ratings})
 
 
-def agreement_report(store: Any, goal: Any, rubrics_dir: Path) -> dict[str, Any]:
+def agreement_report(store: "Store", goal: Any, rubrics_dir: Path) -> dict[str, Any]:
     """Inter-rater and judge-vs-human agreement for every rubric of the goal's panel."""
     items = panel_items(store, goal.goal)
     ratings = store.ratings(goal.goal)
@@ -246,7 +188,7 @@ def agreement_report(store: Any, goal: Any, rubrics_dir: Path) -> dict[str, Any]
             if any(it.mode == panel.PAIRWISE for it in items if it.rubric == rubric):
                 continue  # judge-vs-human is measured on pointwise scores
             human = {(c, e): v for c, per in panel.human_scores(rows, items, rubric, crit).items() for e, v in per.items()}
-            jh = agreement.judge_vs_human(judge_scores(store, run_ids, rubric, crit), human, crit, threshold=threshold)
+            jh = agreement.judge_vs_human(store.judge_scores(run_ids, rubric, crit), human, crit, threshold=threshold)
             versus.append({"rubric": rubric, **jh.as_dict()})
     return {"inter_rater": inter, "judge_vs_human": versus, "threshold": threshold,
             "n_ratings": len(ratings), "n_items": len(items)}
@@ -262,9 +204,9 @@ def untrusted_metrics(report: dict[str, Any]) -> set[str]:
     return out
 
 
-def live_human_verdicts(store: Any, goal: Any, candidates: Sequence[str]) -> list[dict[str, Any]]:
+def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str]) -> list[dict[str, Any]]:
     """Human criteria judged on the ratings as they are now."""
-    if goal is None or not any(panel.is_human_metric(c.metric) for c in goal.success):
+    if goal is None or not any(is_human_metric(c.metric) for c in goal.success):
         return []
     items = panel_items(store, goal.goal)
     ratings = store.ratings(goal.goal)

@@ -139,21 +139,17 @@ def human_panel_table(store: Any, goal: Any) -> None:
 
 
 def metric_chart(store: Any, run_id: str) -> None:
-    metrics = [r["metric"] for r in store.query(
-        "SELECT DISTINCT metric FROM aggregates WHERE run_id = ? ORDER BY metric", [run_id])]
+    metrics = store.aggregate_metrics(run_id)
     if not metrics:
         return
     metric = st.selectbox("Chart metric", metrics, key="lb:chart_metric")
-    rows = store.query("SELECT candidate, value, ci_low, ci_high FROM aggregates WHERE run_id = ? AND metric = ?",
-                       [run_id, metric])
+    rows = store.aggregates(run_id, metric)
     st.altair_chart(charts.metric_ci_chart(rows, metric), width="stretch", height=90 + 36 * len(rows))
 
 
 def history_view(store: Any, board: lbs.Leaderboard, goal_name: str, run_id: str) -> None:
     st.subheader("Candidate across runs")
-    names = [r["candidate"] for r in store.query(
-        "SELECT DISTINCT a.candidate FROM aggregates a JOIN runs r USING (run_id) WHERE r.goal = ? "
-        "ORDER BY a.candidate", [goal_name])]
+    names = store.goal_candidates(goal_name)
     if not names:
         return
     cand = st.selectbox("Candidate", names, key="lb:history_candidate")

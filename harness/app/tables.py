@@ -142,8 +142,14 @@ def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mappi
 
 
 def _rubric_of(metric: str) -> str:
-    parts = metric.split(".")
-    return ".".join(parts[:2]) if len(parts) == 3 and parts[0] == "judge" else metric
+    """``judge.tone.formal`` → ``judge.tone`` (an untrusted judge flags its whole rubric)."""
+    from harness.metric_names import parse_metric_name
+
+    try:
+        name = parse_metric_name(metric)
+    except Exception:  # noqa: BLE001 - a malformed name is shown as it is
+        return metric
+    return f"judge.{name.rubric}" if name.source == "judge" and name.criterion else metric
 
 
 def status_css(cell: Any) -> str:

@@ -12,7 +12,7 @@ from harness.app import charts, data
 
 def render(store: Any, run_id: str) -> None:
     st.title(f"Training · {run_id}")
-    points = data.curves(store, run_id)
+    points = store.curves(run_id)
     cands = {c["name"]: c for c in store.candidates(run_id)}
     trained = sorted({p["candidate"] for p in points})
     if not trained:

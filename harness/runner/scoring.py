@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from harness.metric_names import is_human_metric, parse_metric_name
 from harness.runner.context import FLUSH_EVERY, LABEL_METRICS, Outputs, Run
 
 
@@ -26,7 +27,7 @@ def score_candidate(run: Run, outputs: Outputs, names: list[str]) -> dict[str, A
 
     results = {}
     for name in names:
-        if name.startswith(("judge.", "human.")):
+        if parse_metric_name(name).rated:
             continue
         base, args = metric_args(run, name)
         res = compute_metric(base, outputs.texts, run.prepared.test, **args)
@@ -76,8 +77,8 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
     out: dict[str, dict[str, Any]] = {}
     for rubric_name in spec.rubrics:
         rubric = load_rubric(rubric_name, run.rubrics_dir)
-        cached = {r["cache_key"]: _judgment_from_row(Judgment, r) for r in run.store.query(
-            "SELECT * FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge.spec, rubric.hash])}
+        cached = {key: _judgment_from_row(Judgment, r) for key, r in run.store.judgments_by(judge.spec,
+                                                                                             rubric.hash).items()}
         names = [f"judge.{rubric.name}"] + [f"judge.{rubric.name}.{c}" for c in rubric.criterion_names]
         for cname, outs in outputs.items():
             if spec.mode == "pairwise" and cname == baseline:
@@ -109,7 +110,7 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
             ids = [ex.id for ex in test]
             for metric in names:
                 if spec.mode == "pairwise":
-                    crit = metric.split(".", 2)[2] if metric.count(".") >= 2 else None
+                    crit = parse_metric_name(metric).criterion
                     chosen = [p for p in pairs if crit is None or p.criterion == crit]
                     per = pair_values(chosen)
                     extra = {"ids": ids, "baseline": baseline, "position_bias_rate": position_bias_rate(chosen),
@@ -118,6 +119,45 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                     per, extra = metric_scores(metric, judgments), {"ids": ids}
                 out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
     return out
+
+
+class JudgePlan:
+    """Counts the judgments a candidate still needs, for the plan. Exact for a pointwise judge
+    once all the candidate's outputs are stored (they decide the keys); otherwise an upper
+    bound. The judge and the stored judgment keys are looked up once per plan."""
+
+    def __init__(self, run: Run):
+        from harness.judge.rubric import load_rubric
+
+        self.run = run
+        self.rubrics = [load_rubric(r, run.rubrics_dir) for r in run.goal.judge.rubrics] if run.goal.judge else []
+        self._stored: tuple[str, dict[str, set[str]]] | None = None
+
+    def _stored_keys(self) -> tuple[str, dict[str, set[str]]]:
+        if self._stored is None:
+            judge, _ = make_run_judge(self.run)
+            self._stored = (judge.spec, {r.hash: self.run.store.judgment_keys(judge.spec, r.hash)
+                                         for r in self.rubrics})
+        return self._stored
+
+    def step(self, cand: Any, part: Any) -> Any:
+        from harness.judge.judge import judgment_key
+        from harness.runner.context import Step
+
+        spec, run, rubrics = self.run.goal.judge, self.run, self.rubrics
+        per_example = sum(len(r.criterion_names) for r in rubrics) * (2 if spec.mode == "pairwise" else 1)
+        total = len(run.prepared.test) * per_example
+        if not part.outputs_known or spec.mode == "pairwise":
+            return Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; up to")
+        judge_spec, have = self._stored_keys()
+        done = 0
+        for rubric in rubrics:
+            for ex, key in zip(run.prepared.test, part.keys):
+                output = part.stored[key]["output"] or ""
+                done += sum(judgment_key(judge_spec, rubric.hash, c, ex.input_text, output, None,
+                                         reference=ex.reference) in have[rubric.hash]
+                            for c in rubric.criterion_names)
+        return Step(cand.name, cand.kind, "judge", total - done, done, note=spec.model)
 
 
 class _LazyModel:
@@ -144,11 +184,11 @@ def _store_judgments(run: Run, judgments: Sequence[Any]) -> None:
 
 def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """``human.<rubric>[.<criterion>]`` MetricResults from the panel's ratings, once enough exist."""
-    wanted = [n for n in names if n.startswith("human.")]
+    wanted = [n for n in names if is_human_metric(n)]
     if not wanted or run.goal.human is None:
         return {}, {}
     from harness.metrics import from_values
-    from harness.panel import PanelItem, human_scores, parse_human_metric, rating_counts
+    from harness.panel import PanelItem, human_scores, rating_counts
 
     ratings = run.store.ratings(run.goal.goal)
     items = [PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
@@ -156,7 +196,8 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
     out: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
     for name in wanted:
-        rubric, criterion = parse_human_metric(name)
+        parsed = parse_metric_name(name)
+        rubric, criterion = str(parsed.rubric), parsed.criterion
         scores = human_scores(ratings, items, rubric, criterion)
         counts = rating_counts(ratings, items, rubric, criterion)  # the app's rule too
         for cand in candidates:
@@ -172,8 +213,8 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
 # --------------------------------------------------------------------------- verdicts
 
 
-def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
-           costs: dict[str, float] | None = None):
+def decide_verdicts(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
+                    costs: dict[str, float] | None = None):
     """Verdicts per candidate (aligned with ``goal.success``), who meets the goal, and the best
     candidate (highest mean margin; ties go to the cheaper one)."""
     from harness.verdict import INCONCLUSIVE, Verdict, best_candidate, judge_criterion, meets_goal

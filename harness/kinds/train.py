@@ -1,0 +1,173 @@
+"""Training kinds (``lora``, ``qlora``, ``prefix``, ``prompt_tuning``, ``full`` and every
+training method a third party registers): train an artifact, then generate with it.
+
+The artifact is a peft adapter on the base model, or for methods that are not peft
+(``full``) a whole model folder, which is then loaded as the model itself. It is keyed by the
+trainer's version, the base model's content hash, the hyperparameters and the ids of the
+training and validation examples, and lives under ``.harness/adapters/GOAL/``; a folder with
+its ``harness_adapter.json`` is finished, so a rerun reuses it without importing peft.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.cache import content_key
+from harness.errors import InputError, Problem
+from harness.kinds import CandidateKind, CandidatePlan, parse_options
+from harness.prompts import PromptOptions
+
+if TYPE_CHECKING:
+    from harness.goals import Candidate
+    from harness.runner.context import Outputs, Run
+    from harness.train.methods import TrainParams
+
+PROMPT_KEYS = tuple(PromptOptions.model_fields)
+
+
+@dataclass
+class TrainOptions:
+    """A training candidate's options: how it is prompted, and how it is trained."""
+
+    prompt: PromptOptions
+    params: "TrainParams"
+
+
+@dataclass
+class Artifact:
+    """Where a training candidate's adapter (or model) lives and what trained it."""
+
+    params: "TrainParams"
+    base: Any               # harness.backends.modelhub.ResolvedModel
+    folder: Path
+
+    @property
+    def finished(self) -> bool:
+        from harness.train.sft import METADATA_FILE
+
+        return (self.folder / METADATA_FILE).is_file()
+
+
+class TrainKind(CandidateKind):
+    trains: ClassVar[bool] = True
+
+    def __init__(self, name: str, method: str):
+        self.name, self.method = name, method
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"Train with the {self.method} method, then generate."
+
+    def options(self, cand: "Candidate") -> TrainOptions:
+        from harness.train.methods import TrainParams
+
+        opts = cand.options
+        problems: list[Problem] = []
+        prompt = params = None
+        try:
+            prompt = parse_options(PromptOptions, {k: v for k, v in opts.items() if k in PROMPT_KEYS}, cand.name)
+        except InputError as exc:
+            problems += exc.problems
+        rest = {k: v for k, v in opts.items() if k not in PROMPT_KEYS}
+        if "method" in rest:
+            problems.append(Problem(f"candidate {cand.name}", None, "method",
+                                    f"the method is the kind ({self.name!r}); remove `method:`"))
+            rest.pop("method")
+        try:
+            params = parse_options(TrainParams, {"method": self.method, **rest}, cand.name)
+        except InputError as exc:
+            problems += exc.problems
+        if problems:
+            raise InputError(problems)
+        return TrainOptions(prompt, params)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ plan and produce
+
+    def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
+        from harness.runner.context import Step
+        from harness.runner.generation import generation_plan, local_prediction_keys
+
+        opts = self.options(cand)
+        art = artifact(run, cand, opts.params)
+        note = f"{len(run.prepared.train)} train examples" + (f"; stored as {art.folder.name}" if art.finished else "")
+        train = Step(cand.name, cand.kind, "train", 0 if art.finished else 1, int(art.finished), note=note)
+        if not art.finished:
+            n = len(run.prepared.test)
+            return CandidatePlan([train, Step(cand.name, cand.kind, "generate", n, 0, note="after training")])
+        model, adapter = self._model_and_adapter(run, cand, art)
+        _, keys = local_prediction_keys(run, cand, self._prompts(run, opts), adapter, model=model)
+        gen = generation_plan(run, cand, keys)
+        return CandidatePlan([train, *gen.steps], gen.keys, gen.stored)
+
+    def produce(self, run: "Run", cand: "Candidate") -> "Outputs":
+        from harness.runner.generation import generate_local
+
+        opts = self.options(cand)
+        art = artifact(run, cand, opts.params)
+        info = ensure_artifact(run, cand, art)
+        model, adapter = self._model_and_adapter(run, cand, art)
+        out = generate_local(run, cand, self._prompts(run, opts), adapter=adapter, model=model)
+        out.train = info
+        return out
+
+    def _prompts(self, run: "Run", opts: TrainOptions) -> list[list[dict[str, str]]]:
+        return run.prompts(opts.prompt, opts.prompt.resolved_style())
+
+    def _model_and_adapter(self, run: "Run", cand: "Candidate", art: Artifact) -> tuple[str | None, str | None]:
+        """A peft adapter runs on the base model; a method that saves a whole model is the model."""
+        from harness.train.methods import METHODS
+
+        if METHODS.meta(self.method).get("peft", True):
+            return cand.model or run.goal.model, str(art.folder)
+        return str(art.folder), None
+
+
+def artifact(run: "Run", cand: "Candidate", params: "TrainParams") -> Artifact:
+    """The candidate's artifact folder, keyed by everything that decides its weights."""
+    from harness.backends.modelhub import model_hash, resolve_model
+    from harness.train.sft import TRAINER_VERSION
+
+    base = resolve_model(cand.model or run.goal.model)
+    key = content_key("adapter/v1", TRAINER_VERSION, model_hash(base.path), params.model_dump(),
+                      sorted(e.id for e in run.prepared.train), sorted(e.id for e in run.prepared.validation))
+    return Artifact(params, base, run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}")
+
+
+def ensure_artifact(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, Any]:
+    """Train the artifact unless it is finished already; returns what the store keeps about it.
+
+    Reusing reads ``harness_adapter.json`` only (no peft, no torch); training checks the
+    method can run here (qlora without CUDA stops before anything loads).
+    """
+    from harness.train.sft import METADATA_FILE
+
+    if art.finished:
+        meta = json.loads((art.folder / METADATA_FILE).read_text())
+        run.counts["adapters_reused"] += 1
+        run.say(f"  {cand.name}: adapter already trained ({art.folder}), reusing it")
+    else:
+        from harness.train.methods import peft_config_for
+        from harness.train.sft import train_adapter
+
+        peft_config_for(art.params)
+        run.say(f"  {cand.name}: training {art.params.method} on {len(run.prepared.train)} examples")
+        result = train_adapter(str(art.base.path), run.prepared.train, run.prepared.validation, art.params,
+                               art.folder, progress=run.progress,
+                               meta={"test_hash": run.prepared.test_hash, "goal": run.goal.goal,
+                                     "candidate": cand.name})
+        run.counts["trained"] += 1
+        meta = result.metadata
+    run.store.put_curve(run.run_id, cand.name, [tuple(p) for p in meta.get("curves") or []])
+    return {"adapter_path": str(art.folder), "adapter_hash": meta.get("adapter_hash"),
+            "train_seconds": meta.get("train_seconds"), "tokens_seen": meta.get("tokens_seen"),
+            "overfitting": meta.get("overfitting"), "best_step": meta.get("best_step"),
+            "stopped_early": meta.get("stopped_early")}
+
+
+lora = TrainKind("lora", "lora")
+qlora = TrainKind("qlora", "qlora")
+prefix = TrainKind("prefix", "prefix")
+prompt_tuning = TrainKind("prompt_tuning", "prompt")
+full = TrainKind("full", "full")

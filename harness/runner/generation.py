@@ -1,0 +1,114 @@
+"""Generation shared by the kinds: cache keys, looking up what is stored, generating the rest.
+
+Predictions are keyed by (model + adapter content hash, the exact prompt, decoding), looked up
+before anything is loaded, and written in small batches as they arrive, so a killed run loses
+at most a batch and a rerun generates nothing already stored.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from harness.cache import prediction_key
+from harness.errors import HarnessError
+from harness.kinds import CandidatePlan
+from harness.runner.context import FLUSH_EVERY, Outputs, Run, Step
+
+if TYPE_CHECKING:
+    from harness.goals import Candidate
+
+Produce = Callable[[list[int], Callable[[int, dict], None]], Any]
+
+
+def local_prediction_keys(run: Run, cand: "Candidate", prompts: list[list[dict[str, str]]],
+                          adapter: str | Path | None = None, *, model: str | None = None) -> tuple[str, list[str]]:
+    """(model id, one cache key per prompt) of a local candidate, from file hashes only."""
+    from harness.backends.local import local_model_id
+
+    model_id = local_model_id(model or cand.model or run.goal.model, adapter)
+    decoding = run.decoding().to_dict()
+    return model_id, [prediction_key(model_id, p, decoding) for p in prompts]
+
+
+def generation_plan(run: Run, cand: "Candidate", keys: list[str]) -> CandidatePlan:
+    """The plan's generate step for these keys: how many are stored, how many are left."""
+    stored = run.store.get_predictions(keys)
+    todo = sum(k not in stored for k in keys)
+    return CandidatePlan([Step(cand.name, cand.kind, "generate", todo, len(keys) - todo)], keys, stored)
+
+
+def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str]]],
+                   adapter: str | None = None, *, model: str | None = None) -> Outputs:
+    """Outputs of a local model (``model``, default the candidate's or goal's, + ``adapter``)."""
+    spec = model or cand.model or run.goal.model
+    params = run.decoding()
+    model_id, keys = local_prediction_keys(run, cand, prompts, adapter, model=spec)
+
+    def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
+        local = run.local_model(spec, adapter)  # loads only when work is left
+        local.generate([prompts[i] for i in todo], params, progress=run.progress,
+                       on_result=lambda j, g: on_result(todo[j], {
+                           "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
+                           "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
+
+    return generate_cached(run, cand, keys, model_id, produce)
+
+
+def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce) -> Outputs:
+    """Reuse the stored predictions among ``keys``; ``produce`` the rest, storing as they come."""
+    test = run.prepared.test
+    stored = run.store.get_predictions(keys)
+    todo = [i for i, k in enumerate(keys) if k not in stored]
+    # Link the reused predictions to this run first (cheap, one transaction).
+    reused_links = [(run.run_id, cand.name, test[i].id, keys[i]) for i, k in enumerate(keys) if k in stored]
+    if reused_links:
+        run.store.put_predictions([], reused_links)
+    t0 = time.perf_counter()
+    results: dict[int, dict[str, Any]] = {}
+    if todo:
+        run.say(f"  {cand.name}: generating {len(todo)} of {len(keys)} ({len(keys) - len(todo)} stored)")
+        writer = _Writer(run, cand.name, model_id, keys, test)
+
+        def on_result(i: int, row: dict[str, Any]) -> None:
+            results[i] = row
+            writer.add(i, row)
+
+        try:
+            produce(todo, on_result)
+        finally:
+            writer.flush()
+    elif keys:
+        run.say(f"  {cand.name}: all {len(keys)} predictions stored, nothing to generate")
+    gen_seconds = time.perf_counter() - t0
+    texts, cost = [], 0.0
+    for i, k in enumerate(keys):
+        row = results.get(i) or stored.get(k)
+        if row is None:
+            raise HarnessError(f"candidate {cand.name!r}: no output for test example {test[i].id}")
+        texts.append(row["output"] or "")
+        cost += float(row.get("cost_usd") or 0.0)
+    run.counts["generated"] += len(todo)
+    run.counts["reused"] += len(keys) - len(todo)
+    return Outputs(cand.name, texts, len(todo), len(keys) - len(todo), cost, gen_seconds)
+
+
+class _Writer:
+    """Collects (index, row) results and writes them to the store every few results."""
+
+    def __init__(self, run: Run, cand: str, model_id: str, keys: list[str], examples: Sequence[Any]):
+        self.run, self.cand, self.model_id, self.keys, self.examples = run, cand, model_id, keys, examples
+        self.buf: list[tuple[int, dict[str, Any]]] = []
+
+    def add(self, i: int, row: dict[str, Any]) -> None:
+        self.buf.append((i, row))
+        if len(self.buf) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        rows = [dict(r, cache_key=self.keys[i], model_id=self.model_id) for i, r in self.buf]
+        links = [(self.run.run_id, self.cand, self.examples[i].id, self.keys[i]) for i, _ in self.buf]
+        self.run.store.put_predictions(rows, links)
+        self.buf.clear()

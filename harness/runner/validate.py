@@ -1,0 +1,130 @@
+"""Checks of a goal that need the registries and the rubric files, all before any work.
+
+:func:`harness.goals.load_goal` checks the file's shape; this checks what it names: candidate
+kinds and their options, metrics, rubrics of the judge and the panel, the judge itself. Every
+problem is collected (not just the first) with the goal file's line and field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import HarnessError, InputError, Problem
+from harness.goals import Goal
+from harness.metric_names import parse_metric_name
+from harness.runner.context import rubrics_dir_for
+
+
+def validate_goal(goal: Goal, rubrics_dir: str | Path = "rubrics") -> None:
+    """Raise InputError listing every problem of ``goal``'s names and options."""
+    rubrics = rubrics_dir_for(goal, rubrics_dir)
+    problems = (_metric_problems(goal, rubrics) + _candidate_problems(goal) + _judge_problems(goal, rubrics)
+                + _panel_problems(goal, rubrics))
+    if problems:
+        raise InputError(problems)
+
+
+def _problem(goal: Goal, loc: tuple, message: str) -> Problem:
+    from harness.yamlfile import field_name
+
+    return Problem(goal.source or "<goal>", goal.line_of(*loc), field_name(loc), message)
+
+
+def _metric_problems(goal: Goal, rubrics: Path) -> list[Problem]:
+    from harness.judge.rubric import load_rubric
+    from harness.metrics import METRICS, resolve_metric
+
+    problems = []
+    named = {m.name for m in goal.metrics}
+    for i, m in enumerate(goal.metrics):
+        try:
+            resolve_metric(m.metric)
+        except HarnessError as exc:
+            problems.append(_problem(goal, ("metrics", i, "metric"), str(exc)))
+    for i, c in enumerate(goal.success):
+        loc = ("success", i, "metric")
+        if c.metric in named:
+            continue
+        try:
+            name = parse_metric_name(c.metric)
+        except HarnessError as exc:
+            problems.append(_problem(goal, loc, str(exc)))
+            continue
+        if name.rated:
+            try:
+                rubric = load_rubric(str(name.rubric), rubrics)
+                if name.criterion:
+                    rubric.criterion(name.criterion)
+            except HarnessError as exc:
+                problems.append(_problem(goal, loc, str(exc)))
+            section = "judge" if name.source == "judge" else "human"
+            if getattr(goal, section) is None:
+                what = "naming the judge model" if section == "judge" else "for the panel"
+                problems.append(_problem(goal, loc, f"{c.metric} needs a `{section}:` section {what}"))
+        elif ":" not in c.metric and c.metric not in METRICS:
+            try:
+                METRICS.get(c.metric)
+            except HarnessError as exc:
+                problems.append(_problem(goal, loc, str(exc)))
+    return problems
+
+
+def _candidate_problems(goal: Goal) -> list[Problem]:
+    from harness.kinds import kind_of
+
+    problems = []
+    for i, cand in enumerate(goal.candidates):
+        try:
+            kind = kind_of(cand.kind)
+        except HarnessError as exc:
+            problems.append(_problem(goal, ("candidates", i, "kind"), str(exc)))
+            continue
+        try:
+            options = kind.options(cand)
+        except InputError as exc:
+            problems.extend(_option_problem(goal, i, p) for p in exc.problems)
+            continue
+        problems.extend(_option_problem(goal, i, p) for p in kind.check(cand, goal, options))
+    return problems
+
+
+def _option_problem(goal: Goal, i: int, p: Problem) -> Problem:
+    """A kind's problem about one option, located at that option's line in the goal file."""
+    key = (p.field or "").split(".")[0].split("[")[0]
+    loc = ("candidates", i, key) if key else ("candidates", i)
+    return _problem(goal, loc, p.message)
+
+
+def _judge_problems(goal: Goal, rubrics: Path) -> list[Problem]:
+    if goal.judge is None:
+        return []
+    from harness.judge.judge import make_judge
+    from harness.judge.rubric import load_rubric
+
+    problems = []
+    for j, name in enumerate(goal.judge.rubrics):
+        try:
+            load_rubric(name, rubrics)
+        except HarnessError as exc:
+            problems.append(_problem(goal, ("judge", "rubrics", j), str(exc)))
+    opts = {k: v for k, v in (goal.judge.model_extra or {}).items() if k != "baseline"}
+    try:
+        make_judge(goal.judge.model, **opts)
+    except HarnessError as exc:
+        problems.append(_problem(goal, ("judge", "model"), str(exc)))
+    except TypeError as exc:  # an option the judge's factory does not take
+        problems.append(_problem(goal, ("judge",), f"judge {goal.judge.model!r}: {exc}"))
+    return problems
+
+
+def _panel_problems(goal: Goal, rubrics: Path) -> list[Problem]:
+    if goal.human is None:
+        return []
+    from harness.judge.rubric import load_rubric
+
+    problems = []
+    for j, name in enumerate(goal.human.rubrics):
+        try:
+            load_rubric(name, rubrics)
+        except HarnessError as exc:
+            problems.append(_problem(goal, ("human", "rubrics", j), str(exc)))
+    return problems
