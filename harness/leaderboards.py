@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.errors import HarnessError, InputError, Problem
 from harness.yamlfile import line_for, load_yaml, parse_model
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 CONTEXT_PARAMS = ("goal", "run_id", "candidate")
 _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -202,13 +205,13 @@ def bind(lb: Leaderboard, context: Mapping[str, Any], filters: Mapping[str, Any]
     return out
 
 
-def run_leaderboard(store: Any, lb: Leaderboard, context: Mapping[str, Any],
+def run_leaderboard(store: Store, lb: Leaderboard, context: Mapping[str, Any],
                     filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows of the leaderboard for this context and these filter values (bound, read-only)."""
     return store.view(lb.sql, bind(lb, context, filters))
 
 
-def filter_options(store: Any, spec: FilterSpec, context: Mapping[str, Any]) -> list[Any]:
+def filter_options(store: Store, spec: FilterSpec, context: Mapping[str, Any]) -> list[Any]:
     if spec.options:
         return list(spec.options)
     if not spec.options_sql:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.results import results_dict
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 COLORS = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#f9a825", None: "#1565c0"}
 
@@ -67,7 +70,7 @@ def svg_curves(title: str, series: dict[str, list[tuple[int, float]]], width: in
     return "".join(parts)
 
 
-def build_report(store: Any, goal: Any, run_id: str | None = None, fmt: str = "html") -> str:
+def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = "html") -> str:
     res = results_dict(store, goal.goal, run_id)
     if res is None:
         raise HarnessError(f"no runs stored for goal {goal.goal!r}; run `harness run` first")
@@ -146,7 +149,7 @@ def _md_table_to_html(lines: list[str]) -> str:
     return "\n".join(out)
 
 
-def write_report(store: Any, goal: Any, out: str | Path, run_id: str | None = None) -> Path:
+def write_report(store: Store, goal: Any, out: str | Path, run_id: str | None = None) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(build_report(store, goal, run_id, "md" if out.suffix == ".md" else "html"), encoding="utf-8")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
@@ -10,12 +10,15 @@ import streamlit as st
 from harness import agreement, panel
 from harness.app import charts, data
 
+if TYPE_CHECKING:
+    from harness.store import Store
+
 
 def _trust(v: bool | None) -> str:
     return "✅ trusted" if v else ("⚠ untrusted" if v is False else "– too few pairs")
 
 
-def render(store: Any, cfg: data.AppConfig, goal_name: str, goal: Any) -> None:
+def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any) -> None:
     st.title(f"Agreement · {goal_name}")
     if goal is None or goal.human is None:
         st.info("This goal has no human panel, so there is nothing to agree on yet.")
@@ -44,7 +47,7 @@ def render(store: Any, cfg: data.AppConfig, goal_name: str, goal: Any) -> None:
     _distributions(store, goal, report)
 
 
-def _distributions(store: Any, goal: Any, report: dict[str, Any]) -> None:
+def _distributions(store: Store, goal: Any, report: dict[str, Any]) -> None:
     items = data.panel_items(store, goal.goal)
     ratings = store.ratings(goal.goal)
     crits = [(r["rubric"], r["criterion"]) for r in report["judge_vs_human"]]

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
 from harness.app import data, tables
 
+if TYPE_CHECKING:
+    from harness.store import Store
+
 MAX_SIDE_BY_SIDE = 4
 
 
-def render(store: Any, goal_name: str, run_id: str) -> None:
+def render(store: Store, goal_name: str, run_id: str) -> None:
     st.title(f"Compare · {run_id}")
     candidates = store.candidate_names(run_id)
     examples = store.run_example_ids(run_id)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
@@ -11,8 +11,11 @@ from harness import leaderboards as lbs
 from harness import panel
 from harness.app import charts, data, tables
 
+if TYPE_CHECKING:
+    from harness.store import Store
 
-def render(store: Any, cfg: data.AppConfig, goal_name: str, goal: Any, run_id: str, folder: Path) -> None:
+
+def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any, run_id: str, folder: Path) -> None:
     st.title(f"Leaderboard · {goal_name}")
     all_boards, problems = lbs.load_leaderboards(folder)
     for p in problems:
@@ -40,7 +43,7 @@ def render(store: Any, cfg: data.AppConfig, goal_name: str, goal: Any, run_id: s
         history_view(store, history, goal_name, run_id)
 
 
-def filter_widgets(store: Any, board: lbs.Leaderboard, context: dict[str, Any]) -> dict[str, Any]:
+def filter_widgets(store: Store, board: lbs.Leaderboard, context: dict[str, Any]) -> dict[str, Any]:
     """One widget per declared filter; the values go to the query as bound parameters."""
     values: dict[str, Any] = {}
     if not board.filters:
@@ -62,7 +65,7 @@ def filter_widgets(store: Any, board: lbs.Leaderboard, context: dict[str, Any]) 
     return values
 
 
-def criteria_view(store: Any, cfg: data.AppConfig, goal: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
+def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
     criteria = list(goal.success) if goal is not None else []
     candidates = sorted({r["candidate"] for r in rows})
     human = data.live_human_verdicts(store, goal, candidates)
@@ -117,7 +120,7 @@ def table_view(board: lbs.Leaderboard, rows: list[dict[str, Any]]) -> None:
     st.dataframe(df, hide_index=True, width="stretch", column_config=config)
 
 
-def human_panel_table(store: Any, goal: Any) -> None:
+def human_panel_table(store: Store, goal: Any) -> None:
     """Human-panel scores as they stand now (mean, CI, n), per rubric of the goal's panel."""
     if goal is None or goal.human is None:
         return
@@ -138,7 +141,7 @@ def human_panel_table(store: Any, goal: Any) -> None:
                                 "examples": r["n"], "ratings": r["extra"]["n_ratings"]} for r in rows]))
 
 
-def metric_chart(store: Any, run_id: str) -> None:
+def metric_chart(store: Store, run_id: str) -> None:
     metrics = store.aggregate_metrics(run_id)
     if not metrics:
         return
@@ -147,7 +150,7 @@ def metric_chart(store: Any, run_id: str) -> None:
     st.altair_chart(charts.metric_ci_chart(rows, metric), width="stretch", height=90 + 36 * len(rows))
 
 
-def history_view(store: Any, board: lbs.Leaderboard, goal_name: str, run_id: str) -> None:
+def history_view(store: Store, board: lbs.Leaderboard, goal_name: str, run_id: str) -> None:
     st.subheader("Candidate across runs")
     names = store.goal_candidates(goal_name)
     if not names:

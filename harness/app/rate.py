@@ -6,13 +6,16 @@ Each criterion's answer is written to the store the moment it is chosen (and aga
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from harness import panel
 from harness.app import data
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 CHOICE_TEXT = {"A": "Response A is better", "B": "Response B is better", "tie": "Tie"}
 
@@ -21,7 +24,7 @@ def _k(goal: str, what: str) -> str:
     return f"rate:{goal}:{what}"
 
 
-def render(store: Any, cfg: data.AppConfig, goal_name: str, goal: Any) -> None:
+def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any) -> None:
     st.title(f"Rate · {goal_name}")
     if goal is None or goal.human is None:
         st.info("This goal has no human panel: add a `human:` section (rubrics, items, raters_per_item) to its goal file.")
@@ -112,7 +115,7 @@ def _complete(item: panel.PanelItem, mine: dict[str, dict[str, Any]], rubrics: d
     return bool(names) and all(n in got for n in names)
 
 
-def _save(store: Any, goal: str, rater: str, item: panel.PanelItem, criterion: str, value: Any) -> None:
+def _save(store: Store, goal: str, rater: str, item: panel.PanelItem, criterion: str, value: Any) -> None:
     if value is None:
         return
     if item.mode == panel.PAIRWISE:
@@ -121,7 +124,7 @@ def _save(store: Any, goal: str, rater: str, item: panel.PanelItem, criterion: s
         store.put_rating(goal, rater, item.item_id, criterion, score=float(value))
 
 
-def _on_change(store: Any, goal: str, rater: str, item: panel.PanelItem, criterion: str, key: str) -> None:
+def _on_change(store: Store, goal: str, rater: str, item: panel.PanelItem, criterion: str, key: str) -> None:
     try:
         _save(store, goal, rater, item, criterion, st.session_state.get(key))
         st.session_state[_k(goal, "saved")] = criterion
@@ -129,7 +132,7 @@ def _on_change(store: Any, goal: str, rater: str, item: panel.PanelItem, criteri
         st.session_state[_k(goal, "error")] = str(exc)
 
 
-def _item(store: Any, goal: str, item: panel.PanelItem, pos: int, total: int, rater: str,
+def _item(store: Store, goal: str, item: panel.PanelItem, pos: int, total: int, rater: str,
           rubrics: dict[str, Any], mine: dict[str, dict[str, Any]], pkey: str) -> None:
     content = data.item_content(store, item)
     st.subheader(f"Item {pos + 1} of {total}")

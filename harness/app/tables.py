@@ -71,6 +71,24 @@ def _row_key(row: Mapping[str, Any], goal_keys: Sequence[tuple[str, str, str]]) 
     return next((k for k in goal_keys if k[0] == row["metric"]), key)
 
 
+def _headers(keys: Sequence[tuple[str, str, str]], by_key: Mapping[tuple[str, str, str], Any],
+             cells: Mapping[tuple[str, tuple[str, str, str]], Mapping[str, Any]], cands: Iterable[str],
+             ) -> dict[tuple[str, str, str], str]:
+    """One column header per criterion key: the goal's wording, or the stored row's."""
+    headers: dict[tuple[str, str, str], str] = {}
+    for k in keys:
+        if k in by_key:
+            c = by_key[k]
+            head = f"{c.metric} {OPS[c.op]} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
+        else:
+            head = criterion_header(k[0], (), next(cells[(c, k)] for c in cands if (c, k) in cells))
+        # Two criteria never share a column, even if their text would.
+        while head in headers.values():
+            head += " "
+        headers[k] = head
+    return headers
+
+
 def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mapping[str, Any]] = (), *,
                    goal_criteria: Sequence[Any] = (), untrusted: set[str] | frozenset = frozenset(),
                    ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -99,17 +117,7 @@ def criteria_table(rows: Iterable[Mapping[str, Any]], human_rows: Iterable[Mappi
             cells[(r["candidate"], _row_key(r, goal_keys))] = dict(r)
     keys = goal_keys + sorted({k for _, k in cells} - set(goal_keys))
     keys = [k for k in keys if k in by_key or any((c, k) in cells for c in cands)]
-    headers: dict[tuple[str, str, str], str] = {}
-    for k in keys:
-        if k in by_key:
-            c = by_key[k]
-            head = f"{c.metric} {OPS[c.op]} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
-        else:
-            head = criterion_header(k[0], (), next(cells[(c, k)] for c in cands if (c, k) in cells))
-        # Two criteria never share a column, even if their text would.
-        while head in headers.values():
-            head += " "
-        headers[k] = head
+    headers = _headers(keys, by_key, cells, cands)
     baselines = sorted({f"{c.metric} → {c.baseline}" for c in goal_criteria if c.baseline})
     out = []
     for name, info in cands.items():

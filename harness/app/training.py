@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
 from harness.app import charts, data
 
+if TYPE_CHECKING:
+    from harness.store import Store
 
-def render(store: Any, run_id: str) -> None:
+
+def render(store: Store, run_id: str) -> None:
     st.title(f"Training · {run_id}")
     points = store.curves(run_id)
     cands = {c["name"]: c for c in store.candidates(run_id)}

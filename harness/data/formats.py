@@ -122,69 +122,84 @@ def _str_field(rec: dict, name: str, where: tuple[str, int], problems: list[Prob
 
 def parse_record(rec: Any, fmt: str | None, file: str, line: int) -> tuple[Example | None, list[Problem]]:
     """Turn one decoded JSON value into an Example, or the problems that stop it."""
-    problems: list[Problem] = []
     if not isinstance(rec, dict):
         return None, [Problem(file, line, None, f"expected a JSON object, got {type(rec).__name__}")]
     fmt = fmt or detect_format(rec)
     if fmt is None:
         return None, [Problem(file, line, None,
                               "cannot tell the format: expected 'messages', 'prompt'/'completion' or 'text'/'label'")]
-    where = (file, line)
-    if fmt == "chat":
-        msgs = rec.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            return None, [Problem(file, line, "messages", "'messages' must be a non-empty list")]
-        clean: list[dict[str, str]] = []
-        for i, m in enumerate(msgs):
-            fld = f"messages[{i}]"
-            if not isinstance(m, dict):
-                problems.append(Problem(file, line, fld, "each message must be an object"))
-                continue
-            role = m.get("role")
-            if role not in ROLES:
-                problems.append(Problem(file, line, f"{fld}.role",
-                                        f"role must be one of {', '.join(ROLES)}, got {role!r}"))
-                continue
-            content = m.get("content")
-            if not isinstance(content, str):
-                problems.append(Problem(file, line, f"{fld}.content", "content must be a string"))
-                continue
-            if role == "assistant" and not content.strip():
-                problems.append(Problem(file, line, f"{fld}.content", "empty assistant turn"))
-                continue
-            clean.append({"role": role, "content": content})
-        if problems:
-            return None, problems
-        if clean[-1]["role"] != "assistant":
-            return None, [Problem(file, line, f"messages[{len(clean) - 1}].role",
-                                  "the last message must be the assistant's answer")]
-        if not any(m["role"] == "user" for m in clean[:-1]):
-            return None, [Problem(file, line, "messages", "no user message before the answer")]
-        extra = {k: v for k, v in rec.items() if k != "messages"}
-        return make_example("chat", clean[:-1], clean[-1]["content"], line=line, source=file, extra=extra), []
-    if fmt == "completion":
-        prompt = _str_field(rec, "prompt", where, problems)
-        completion = _str_field(rec, "completion", where, problems)
-        if problems:
-            return None, problems
-        extra = {k: v for k, v in rec.items() if k not in ("prompt", "completion")}
-        return make_example("completion", [{"role": "user", "content": prompt}], completion,
-                            line=line, source=file, extra=extra), []
-    if fmt == "label":
-        text = _str_field(rec, "text", where, problems)
-        label = rec.get("label")
-        if label is None:
-            problems.append(Problem(file, line, "label", "missing field 'label'"))
-        elif not isinstance(label, (str, int, bool)):
-            problems.append(Problem(file, line, "label", "label must be a string or integer"))
-        elif not str(label).strip():
-            problems.append(Problem(file, line, "label", "'label' is empty"))
-        if problems:
-            return None, problems
-        extra = {k: v for k, v in rec.items() if k not in ("text", "label")}
-        return make_example("label", [{"role": "user", "content": text}], str(label), label=str(label),
-                            line=line, source=file, extra=extra), []
-    return None, [Problem(file, line, None, f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")]
+    parser = _PARSERS.get(fmt)
+    if parser is None:
+        return None, [Problem(file, line, None, f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")]
+    return parser(rec, file, line)
+
+
+def _chat_message(m: Any, fld: str, file: str, line: int) -> tuple[dict[str, str] | None, Problem | None]:
+    if not isinstance(m, dict):
+        return None, Problem(file, line, fld, "each message must be an object")
+    role = m.get("role")
+    if role not in ROLES:
+        return None, Problem(file, line, f"{fld}.role", f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    content = m.get("content")
+    if not isinstance(content, str):
+        return None, Problem(file, line, f"{fld}.content", "content must be a string")
+    if role == "assistant" and not content.strip():
+        return None, Problem(file, line, f"{fld}.content", "empty assistant turn")
+    return {"role": role, "content": content}, None
+
+
+def _parse_chat(rec: dict, file: str, line: int) -> tuple[Example | None, list[Problem]]:
+    msgs = rec.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return None, [Problem(file, line, "messages", "'messages' must be a non-empty list")]
+    clean: list[dict[str, str]] = []
+    problems: list[Problem] = []
+    for i, m in enumerate(msgs):
+        msg, problem = _chat_message(m, f"messages[{i}]", file, line)
+        if problem is not None:
+            problems.append(problem)
+        elif msg is not None:
+            clean.append(msg)
+    if problems:
+        return None, problems
+    if clean[-1]["role"] != "assistant":
+        return None, [Problem(file, line, f"messages[{len(clean) - 1}].role",
+                              "the last message must be the assistant's answer")]
+    if not any(m["role"] == "user" for m in clean[:-1]):
+        return None, [Problem(file, line, "messages", "no user message before the answer")]
+    extra = {k: v for k, v in rec.items() if k != "messages"}
+    return make_example("chat", clean[:-1], clean[-1]["content"], line=line, source=file, extra=extra), []
+
+
+def _parse_completion(rec: dict, file: str, line: int) -> tuple[Example | None, list[Problem]]:
+    problems: list[Problem] = []
+    prompt = _str_field(rec, "prompt", (file, line), problems)
+    completion = _str_field(rec, "completion", (file, line), problems)
+    if problems:
+        return None, problems
+    extra = {k: v for k, v in rec.items() if k not in ("prompt", "completion")}
+    return make_example("completion", [{"role": "user", "content": prompt}], completion,
+                        line=line, source=file, extra=extra), []
+
+
+def _parse_label(rec: dict, file: str, line: int) -> tuple[Example | None, list[Problem]]:
+    problems: list[Problem] = []
+    text = _str_field(rec, "text", (file, line), problems)
+    label = rec.get("label")
+    if label is None:
+        problems.append(Problem(file, line, "label", "missing field 'label'"))
+    elif not isinstance(label, (str, int, bool)):
+        problems.append(Problem(file, line, "label", "label must be a string or integer"))
+    elif not str(label).strip():
+        problems.append(Problem(file, line, "label", "'label' is empty"))
+    if problems:
+        return None, problems
+    extra = {k: v for k, v in rec.items() if k not in ("text", "label")}
+    return make_example("label", [{"role": "user", "content": text}], str(label), label=str(label),
+                        line=line, source=file, extra=extra), []
+
+
+_PARSERS = {"chat": _parse_chat, "completion": _parse_completion, "label": _parse_label}
 
 
 def read_jsonl(path: str | Path, fmt: str | None = None) -> tuple[list[Example], list[Problem]]:

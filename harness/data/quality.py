@@ -329,6 +329,14 @@ def _ends_open(text: str) -> bool:
 
 def _lint(examples: list[Example]) -> tuple[dict, list[Finding]]:
     outputs = [ex for ex in examples if ex.format != "label"]
+    section, findings = _lint_list_styles(outputs)
+    findings += _lint_empty_and_short(examples, outputs)
+    truncated = _lint_truncated(outputs)
+    section["truncated"] = truncated[0].count if truncated else 0
+    return section, findings + truncated
+
+
+def _lint_list_styles(outputs: list[Example]) -> tuple[dict, list[Finding]]:
     findings: list[Finding] = []
     styles: dict[str, list[Example]] = {s: [] for s in LIST_STYLES}
     for ex in outputs:
@@ -346,7 +354,11 @@ def _lint(examples: list[Example]) -> tuple[dict, list[Finding]]:
                 "lint-list-style", "warning",
                 f"{family} lists use {len(used)} styles across examples: {desc}; pick one "
                 f"(the less common ones are at {_lines_text(minority)})", minority, sample=desc))
+    return section, findings
 
+
+def _lint_empty_and_short(examples: list[Example], outputs: list[Example]) -> list[Finding]:
+    findings: list[Finding] = []
     trailing = [ex for ex in outputs if ex.reference != ex.reference.rstrip()]
     if trailing:
         findings.append(_finding("lint-trailing-whitespace", "warning",
@@ -372,7 +384,10 @@ def _lint(examples: list[Example]) -> tuple[dict, list[Finding]]:
                 "lint-short-reference", "warning",
                 f"{len(short)} reference(s) have 1-2 words while the median is {median:g} "
                 f"({_lines_text(short)}): check they are complete", short, sample=_excerpt(short[0].reference)))
+    return findings
 
+
+def _lint_truncated(outputs: list[Example]) -> list[Finding]:
     strong: list[tuple[Example, str]] = []
     for ex in outputs:
         reason = truncation_reason(ex.reference)
@@ -384,16 +399,15 @@ def _lint(examples: list[Example]) -> tuple[dict, list[Finding]]:
     if long and len(open_end) <= 0.2 * len(long):
         flagged = {ex.id for ex, _ in strong}
         strong += [(ex, "no final punctuation") for ex in open_end if ex.id not in flagged]
-    section["truncated"] = len(strong)
-    if strong:
-        strong.sort(key=lambda p: p[0].line)
-        reasons = Counter(r for _, r in strong)
-        exs = [ex for ex, _ in strong]
-        findings.append(_finding(
-            "lint-truncated", "warning",
-            f"{len(strong)} reference(s) look cut off ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())}; "
-            f"{_lines_text(exs)})", exs, sample=_excerpt(exs[0].reference, tail=True)))
-    return section, findings
+    if not strong:
+        return []
+    strong.sort(key=lambda p: p[0].line)
+    reasons = Counter(r for _, r in strong)
+    exs = [ex for ex, _ in strong]
+    return [_finding(
+        "lint-truncated", "warning",
+        f"{len(strong)} reference(s) look cut off ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())}; "
+        f"{_lines_text(exs)})", exs, sample=_excerpt(exs[0].reference, tail=True))]
 
 
 def _duplicates(examples: list[Example], threshold: float) -> tuple[dict, list[Finding]]:

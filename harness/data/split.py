@@ -18,11 +18,14 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cache import digest
 from harness.data.formats import Example, load_examples, write_jsonl
 from harness.errors import SealedTestSetError
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 SPLITS = ("train", "validation", "test")
 
@@ -127,7 +130,40 @@ def find_leakage(train: list[Example], test: list[Example], threshold: float) ->
             for i, j, jac, exact in pairs]
 
 
-def prepare(goal: Any, store: Any, *, reseal: bool = False, record: bool = True) -> Prepared:
+def _scrub(examples: list[Example]) -> tuple[list[Example], dict[str, int]]:
+    """Examples with PII replaced, and how many of each kind were found."""
+    from harness.data.pii import scrub_example, scrub_text
+
+    counts: dict[str, int] = {}
+    clean = []
+    for ex in examples:
+        texts = [m["content"] for m in ex.prompt] + ([] if ex.format == "label" else [ex.reference])
+        for text in texts:
+            for kind, n in scrub_text(text)[1].items():
+                counts[kind] = counts.get(kind, 0) + n
+        clean.append(scrub_example(ex))
+    return clean, counts
+
+
+def _seal_state(goal_name: str, store: Store, seal: dict | None, t_hash: str, test: list[Example],
+                reseal: bool) -> str:
+    """new | unchanged | resealed; a changed test set without ``reseal`` is refused."""
+    if seal is None:
+        return "new"
+    if seal["test_hash"] == t_hash:
+        return "unchanged"
+    if reseal:
+        return "resealed"
+    old_ids = {i for i, split in store.example_splits(goal_name).items() if split == "test"}
+    new_ids = {ex.id for ex in test}
+    raise SealedTestSetError(
+        f"the test set of goal {goal_name!r} changed since it was sealed "
+        f"({len(old_ids - new_ids)} sealed test example(s) missing or edited, "
+        f"{len(new_ids - old_ids)} new); results would no longer be comparable. "
+        f"If this is intended, rerun with --reseal (it is recorded).")
+
+
+def prepare(goal: Any, store: Store, *, reseal: bool = False, record: bool = True) -> Prepared:
     """Load, (scrub,) split, check leakage and check/record the seal for a goal.
 
     Nothing is written to the store unless the seal check passes, so a refused split
@@ -136,16 +172,7 @@ def prepare(goal: Any, store: Any, *, reseal: bool = False, record: bool = True)
     examples = load_examples(goal.data_path(), None if goal.data.format == "auto" else goal.data.format)
     scrubbed: dict[str, int] = {}
     if goal.data.scrub_pii:
-        from harness.data.pii import scrub_example, scrub_text
-
-        clean = []
-        for ex in examples:
-            texts = [m["content"] for m in ex.prompt] + ([] if ex.format == "label" else [ex.reference])
-            for text in texts:
-                for kind, n in scrub_text(text)[1].items():
-                    scrubbed[kind] = scrubbed.get(kind, 0) + n
-            clean.append(scrub_example(ex))
-        examples = clean
+        examples, scrubbed = _scrub(examples)
     ratios = {"train": goal.data.split.train, "validation": goal.data.split.validation,
               "test": goal.data.split.test}
     params = {"seed": goal.data.split.seed, "ratios": ratios, "scrub_pii": goal.data.scrub_pii}
@@ -160,20 +187,7 @@ def prepare(goal: Any, store: Any, *, reseal: bool = False, record: bool = True)
     splits = {s: [ex for ex in unique.values() if assignment[ex.id] == s] for s in SPLITS}
     t_hash = test_set_hash(splits["test"])
 
-    state = "new"
-    if seal is not None:
-        if seal["test_hash"] == t_hash:
-            state = "unchanged"
-        elif reseal:
-            state = "resealed"
-        else:
-            old_ids = {i for i, split in store.example_splits(goal.goal).items() if split == "test"}
-            new_ids = {ex.id for ex in splits["test"]}
-            raise SealedTestSetError(
-                f"the test set of goal {goal.goal!r} changed since it was sealed "
-                f"({len(old_ids - new_ids)} sealed test example(s) missing or edited, "
-                f"{len(new_ids - old_ids)} new); results would no longer be comparable. "
-                f"If this is intended, rerun with --reseal (it is recorded).")
+    state = _seal_state(goal.goal, store, seal, t_hash, splits["test"], reseal)
 
     leakage = find_leakage(splits["train"] + splits["validation"], splits["test"], goal.data.near_duplicate_threshold)
     dropped: list[str] = []

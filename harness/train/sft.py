@@ -547,12 +547,10 @@ def train_adapter(
 ) -> TrainResult:
     """Train ``params.method`` on ``train``, evaluate on ``val``, save to ``out_dir``.
 
-    Train loss is reported every optimizer step, validation loss at step 0, every
-    ``eval_every`` steps and at the end, each through ``on_curve(step, split, loss)``. With
-    ``patience`` set, training stops after that many evaluations without a new best and the
-    best weights are saved; otherwise the last weights are. Same inputs and seed, same adapter.
-    ``threads`` defaults to the cores this process may use; tiny models train faster on one
-    thread when other processes compete for the cores.
+    Losses go to ``on_curve(step, split, loss)``: train every optimizer step, validation at
+    step 0, every ``eval_every`` steps and at the end. With ``patience``, training stops after
+    that many evaluations without a new best and the best weights are saved. Same inputs and
+    seed, same adapter. ``threads`` defaults to the cores this process may use.
     """
     # Methods that cannot run here (qlora without CUDA) fail now, before anything loads.
     peft_config_for(params)
@@ -560,7 +558,6 @@ def train_adapter(
         raise InputError(Problem("<train>", None, None, "no training examples"))
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
-
     import torch
     from transformers import AutoTokenizer
 
