@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -17,13 +17,17 @@ from harness.errors import HarnessError, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Evaluation-first harness: declare success goals, then check data, train, score and decide.")
+if TYPE_CHECKING:
+    from harness.goals import Goal
+    from harness.store import Store
+
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # file:line messages stay on one line
 
 DbOpt = typer.Option(None, "--db", help="DuckDB store path (default $HARNESS_DB or .harness/harness.duckdb).")
 
 
-def _store(db: Optional[Path]):
+def _store(db: Optional[Path]) -> Store:
     from harness.store import Store
 
     return Store(db)
@@ -240,7 +244,7 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def _print_verdicts(goal, store, run_id) -> None:
+def _print_verdicts(goal: Goal, store: Store, run_id: str) -> None:
     from rich.table import Table
 
     from harness.results import results_dict
@@ -304,7 +308,7 @@ def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal 
     _print_verdicts(_load_goal(goal_path), store, res["run"]["id"])
 
 
-def _human_summary(store, goal, res) -> dict:
+def _human_summary(store: Store, goal: Goal, res: Any) -> dict:
     """Live human-panel scores (per candidate and metric) and agreement statistics."""
     from harness.app.data import agreement_report, panel_items
     from harness.panel import human_aggregates

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from harness import agreement, panel  # noqa: E402
 from harness.store import Store  # noqa: E402
-from tests.conftest import app_goal, copy_project  # noqa: E402
+from tests.helpers import app_goal, copy_project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -432,7 +432,7 @@ def test_rate_order_is_per_rater_and_reproducible(project):
 @pytest.mark.slow
 def test_rate_requires_a_known_token(project):
     goal = project["goal"]
-    _rewrite_goal(project, human_extra="tokens: [s3cret-token]")
+    _rewrite_goal(project, human_extra={"tokens": ["s3cret-token"]})
     at = _sign_in(_app("Rate"), goal, "Mallory", token="guess")
     assert any("Unknown access token" in e.value for e in at.error)
     assert not _radios(at, goal)
@@ -447,7 +447,7 @@ def test_rate_requires_a_known_token(project):
 @pytest.mark.slow
 def test_rate_pairwise_mode_stores_choices(project):
     goal, store = project["goal"], project["store"]
-    _rewrite_goal(project, human_extra="mode: pairwise")
+    _rewrite_goal(project, human_extra={"mode": "pairwise"})
     at = _sign_in(_app("Rate"), goal, "Carol")
     text = _texts(at)
     assert "Response A" in text and "Response B" in text

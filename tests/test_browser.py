@@ -17,7 +17,7 @@ import pytest
 from harness import panel
 from harness.judge.rubric import load_rubric
 from harness.store import Store
-from tests.conftest import copy_project
+from tests.helpers import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -88,15 +88,16 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         page.get_by_label("Your name").fill("Dana")
         page.get_by_text("Start rating").click()
         for k in range(3):
-            expect(page.get_by_text(f"Item {k + 1} of 12")).to_be_visible()
-            # The previous item's radios (answered, so checked) stay on screen until the rerun
-            # replaces them: click only once this item's fresh, unchecked radios are there.
-            expect(page.get_by_role("radio", name=f"4 · {formal4}")).not_to_be_checked()
-            page.get_by_text(f"4 · {formal4}", exact=True).click()
-            expect(page.get_by_text("Saved ✓ (formal)")).to_be_visible()
-            page.get_by_text(f"3 · {empathetic3}", exact=True).click()
-            expect(page.get_by_text("Saved ✓ (empathetic)")).to_be_visible()
-            page.get_by_role("button", name="Submit & next").click()
+            # Scoped to this item's container: the previous item's radios (answered, so
+            # checked) can stay on the page until the rerun replaces them.
+            item = page.locator(f".st-key-rate-item-{k}")
+            expect(item.get_by_text(f"Item {k + 1} of 12")).to_be_visible()
+            expect(item.get_by_role("radio", name=f"4 · {formal4}")).not_to_be_checked()
+            item.get_by_text(f"4 · {formal4}", exact=True).click()
+            expect(item.get_by_text("Saved ✓ (formal)")).to_be_visible()
+            item.get_by_text(f"3 · {empathetic3}", exact=True).click()
+            expect(item.get_by_text("Saved ✓ (empathetic)")).to_be_visible()
+            item.get_by_role("button", name="Submit & next").click()
         expect(page.get_by_text("Item 4 of 12")).to_be_visible()
         expect(page.get_by_text("3 of 12 items rated")).to_be_visible()
 

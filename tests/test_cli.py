@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, chat, write_goal, write_jsonl
+from tests.helpers import ROOT, chat, write_goal, write_jsonl
 
 
 def harness(*args, cwd=None, env_db=None):
@@ -112,7 +112,7 @@ def test_init_writes_starter_files(tmp_path):
 
 def test_unknown_candidates_get_did_you_mean_in_export_and_only(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", good_rows(40))
-    goal = write_goal(tmp_path, data, extra="  - {name: lora, kind: lora}\n")
+    goal = write_goal(tmp_path, data, extra_candidates=[{"name": "lora", "kind": "lora"}])
     db = tmp_path / "s.duckdb"
     r = harness("export", goal, "lorra", "--db", db)
     assert r.returncode == 2 and "no candidate 'lorra' (did you mean 'lora'?)" in r.stderr

@@ -13,7 +13,7 @@ import traceback
 import pytest
 
 from harness.store import Store
-from tests.conftest import ROOT, tiny_goal
+from tests.helpers import ROOT, tiny_goal
 
 GOAL = "busy"
 RATERS = 20

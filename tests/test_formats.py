@@ -1,7 +1,7 @@
 import json
 
 from harness.data.formats import load_examples, read_jsonl
-from tests.conftest import chat, write_jsonl
+from tests.helpers import chat, write_jsonl
 
 
 def test_three_formats_are_detected(tmp_path):

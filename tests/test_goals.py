@@ -2,7 +2,7 @@ import pytest
 
 from harness.errors import InputError
 from harness.goals import expand_sweeps, load_goal
-from tests.conftest import chat, write_jsonl
+from tests.helpers import chat, write_jsonl
 
 
 @pytest.fixture

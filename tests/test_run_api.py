@@ -7,7 +7,7 @@ import pytest
 from harness.goals import load_goal
 from harness.runner import run_goal
 from harness.store import Store
-from tests.conftest import ROOT, ROUTE_SYSTEM, chat, write_eval_goal, write_jsonl
+from tests.helpers import ROOT, ROUTE_SYSTEM, chat, write_eval_goal, write_jsonl
 from tests.fakeapi import FakeAPI, by_prompt
 
 KEY = "sk-test-SECRET-4f9a2b"
@@ -38,15 +38,15 @@ def test_api_candidates_survive_faults_and_store_each_prediction_once(tmp_path, 
               "problem number 5 ": ["sleep=3", "ok"], "problem number 7 ": ["malformed", "missing", "ok"],
               "problem number 9 ": ["drop", "ok"]}
     with FakeAPI(responder=lambda msgs: "billing", policy=by_prompt(faults)) as srv:
-        opts = ("max_retries: 3, timeout_s: 1.5, backoff_base_s: 0.01, concurrency: 4")
-        goal_file = write_eval_goal(tmp_path / "g.yaml", "apigoal", data, data_extra="  scrub_pii: true\n",
-                                    body=f"""success:
-  - {{metric: accuracy, at_least: 0.4}}
-candidates:
-  - {{name: gpt, kind: api, provider: openai, model: gpt-4o-mini, base_url: "{srv.openai_url}", api_key_env: TEST_OPENAI_KEY, {opts}}}
-  - {{name: claude, kind: api, provider: anthropic, model: claude-3-5-haiku-latest, base_url: "{srv.anthropic_url}", api_key_env: TEST_ANTHROPIC_KEY, {opts}}}
-  - {{name: local-vllm, kind: api, provider: openai-compatible, model: my-finetune, base_url: "{srv.openai_url}", {opts}}}
-""")
+        opts = {"max_retries": 3, "timeout_s": 1.5, "backoff_base_s": 0.01, "concurrency": 4}
+        goal_file = write_eval_goal(tmp_path / "g.yaml", "apigoal", data, data_extra={"scrub_pii": True},
+                                    success=[{"metric": "accuracy", "at_least": 0.4}], candidates=[
+            {"name": "gpt", "kind": "api", "provider": "openai", "model": "gpt-4o-mini", "base_url": srv.openai_url,
+             "api_key_env": "TEST_OPENAI_KEY", **opts},
+            {"name": "claude", "kind": "api", "provider": "anthropic", "model": "claude-3-5-haiku-latest",
+             "base_url": srv.anthropic_url, "api_key_env": "TEST_ANTHROPIC_KEY", **opts},
+            {"name": "local-vllm", "kind": "api", "provider": "openai-compatible", "model": "my-finetune",
+             "base_url": srv.openai_url, **opts}])
         goal = load_goal(goal_file)
         store = Store(tmp_path / "s.duckdb")
 

@@ -5,9 +5,17 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, write_eval_goal, write_jsonl
+import yaml
+
+from tests.helpers import ROOT, write_eval_goal, write_jsonl, write_yaml
 
 LABELS = ["billing", "shipping", "technical", "account"]
+
+
+def _edit(goal, change) -> None:
+    doc = yaml.safe_load(goal.read_text())
+    change(doc)
+    write_yaml(goal, doc)
 
 
 def make_case(tmp_path, threshold, n=1000, correct=900):
@@ -19,12 +27,8 @@ def make_case(tmp_path, threshold, n=1000, correct=900):
         wrong = LABELS[(i + 1) % 4]
         outs.append({"input": r["text"], "output": r["label"] if i < correct else f"I think {wrong}"})
     write_jsonl(tmp_path / "outputs.jsonl", outs)
-    goal = write_eval_goal(tmp_path / "g.yaml", "filegoal", data, body=f"""success:
-  - metric: accuracy
-    at_least: {threshold}
-candidates:
-  - {{name: logs, kind: file, path: {tmp_path / 'outputs.jsonl'}}}
-""")
+    goal = write_eval_goal(tmp_path / "g.yaml", "filegoal", data, success=[{"metric": "accuracy", "at_least": threshold}],
+                           candidates=[{"name": "logs", "kind": "file", "path": tmp_path / "outputs.jsonl"}])
     return goal
 
 
@@ -75,9 +79,8 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
 
 def test_candidate_option_typos_are_refused_before_any_work(tmp_path):
     goal = make_case(tmp_path, 0.5, n=40, correct=40)
-    text = goal.read_text().replace("candidates:\n", "candidates:\n  - {name: few, kind: prompt, shot: 5}\n"
-                                    "  - {name: tuned, kind: lora, rank: 8}\n")
-    goal.write_text(text)
+    _edit(goal, lambda doc: doc["candidates"].insert(0, {"name": "few", "kind": "prompt", "shot": 5})
+          or doc["candidates"].insert(1, {"name": "tuned", "kind": "lora", "rank": 8}))
     db = tmp_path / "s.duckdb"
     r = subprocess.run([sys.executable, "-m", "harness", "run", str(goal), "--db", str(db), "--dry-run"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -92,9 +95,8 @@ def test_human_criterion_waits_for_ratings_then_gets_a_verdict(tmp_path):
     from harness.store import Store
 
     goal_file = make_case(tmp_path, 0.5, n=20, correct=20)
-    goal_file.write_text(goal_file.read_text().replace(
-        "success:\n", "success:\n  - {metric: human.correctness, at_least: 3}\n")
-        + "human: {rubrics: [correctness], items: 6, raters_per_item: 1, min_ratings: 4}\n")
+    _edit(goal_file, lambda doc: doc["success"].insert(0, {"metric": "human.correctness", "at_least": 3})
+          or doc.update(human={"rubrics": ["correctness"], "items": 6, "raters_per_item": 1, "min_ratings": 4}))
     goal = load_goal(goal_file)
     store = Store(tmp_path / "s.duckdb")
     first = run_goal(goal, store, progress=False, work_dir=tmp_path / "w", rubrics_dir=ROOT / "rubrics")

@@ -10,7 +10,7 @@ import time
 from harness.goals import load_goal
 from harness.runner import run_goal
 from harness.store import Store
-from tests.conftest import ROOT, tiny_goal
+from tests.helpers import ROOT, tiny_goal
 
 
 def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):

@@ -7,7 +7,7 @@ from harness.data.formats import load_examples
 from harness.data.split import assign_splits, prepare, write_splits
 from harness.errors import SealedTestSetError
 from harness.goals import load_goal
-from tests.conftest import write_goal, write_jsonl
+from tests.helpers import write_goal, write_jsonl
 
 LABELS = ["billing", "shipping", "technical", "account"]
 
@@ -27,7 +27,7 @@ def sha(p: Path) -> str:
 @pytest.fixture
 def goal(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", rows(200))
-    return load_goal(write_goal(tmp_path, data, split="{train: 0.7, validation: 0.1, test: 0.2, seed: 5}"))
+    return load_goal(write_goal(tmp_path, data, split={"train": 0.7, "validation": 0.1, "test": 0.2, "seed": 5}))
 
 
 def test_sizes_within_one_and_stratified(goal, store):
@@ -100,7 +100,7 @@ def test_leakage_flagged_or_dropped(tmp_path, store):
     data = write_jsonl(tmp_path / "d.jsonl", rows(100) + [{"text": long, "label": "shipping"},
                                                          {"text": long + " please", "label": "shipping"}])
     for seed in range(20):  # find a seed that puts the two copies on opposite sides
-        g = load_goal(write_goal(tmp_path, data, split=f"{{train: 0.5, validation: 0.0, test: 0.5, seed: {seed}}}"))
+        g = load_goal(write_goal(tmp_path, data, split={"train": 0.5, "validation": 0.0, "test": 0.5, "seed": seed}))
         p = prepare(g, store, record=False)
         side = {e.id: s for s, exs in p.splits.items() for e in exs}
         a, b = [e for e in p.examples if long in e.input_text]

@@ -70,7 +70,10 @@ def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any) -> None
             st.session_state[pkey] = len(queue) - 1
             st.rerun()
         return
-    _item(store, goal_name, queue[pos], pos, len(queue), rater, rubrics, mine, pkey)
+    # One keyed container per position: a browser (or test) can tell this item's widgets from
+    # the previous item's while a rerun replaces them.
+    with st.container(key=f"rate-item-{pos}"):
+        _item(store, goal_name, queue[pos], pos, len(queue), rater, rubrics, mine, pkey)
 
 
 def _rubrics(goal: Any, cfg: data.AppConfig) -> dict[str, Any]:
