@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 # Cheap ones first so a partial run still says something.
-BENCHES = ["stats", "dedup", "judge", "leaderboard", "rerun", "generate", "train"]
+BENCHES = ["validity", "stats", "dedup", "judge", "leaderboard", "rerun", "generate", "train"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -250,7 +250,9 @@ def _print_verdicts(goal: Goal, store: Store, run_id: str) -> None:
     from harness.results import results_dict
 
     res = results_dict(store, goal.goal, run_id)
-    t = Table(title=f"{goal.goal}: verdicts at {goal.confidence:.0%} confidence (run {run_id})")
+    rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
+    t = Table(title=f"{goal.goal}: verdicts at {goal.confidence:.0%} confidence"
+                    + (f", {'; '.join(rules)}" if rules else "") + f" (run {run_id})")
     t.add_column("candidate")
     for c in goal.success:
         op = {"at_least": ">=", "at_most": "<=", "reduce_by": "reduce by", "improve_by": "improve by"}[c.op]
@@ -266,7 +268,8 @@ def _print_verdicts(goal: Goal, store: Store, run_id: str) -> None:
                 cells.append("-")
                 continue
             lo, hi = v["ci"]
-            cells.append(f"{_fmt(v['value'])} [{_fmt(lo)}, {_fmt(hi)}] {_BADGE.get(v['status'], v['status'])}")
+            how = f"\n[dim]{v['interval'].split(' ')[0]} {v['confidence'] * 100:.4g}%[/]" if v.get("interval") and v.get("confidence") else ""
+            cells.append(f"{_fmt(v['value'])} [{_fmt(lo)}, {_fmt(hi)}] {_BADGE.get(v['status'], v['status'])}{how}")
         cost = []
         if cand.get("cost_usd"):
             cost.append(f"${cand['cost_usd']:.4f}")

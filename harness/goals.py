@@ -181,6 +181,9 @@ class Goal(Strict):
     task: Literal["generation", "classification", "auto"] = "auto"
     success: list[Criterion] = Field(min_length=1, description="Success criteria, declared before training.")
     confidence: float = Field(0.95, gt=0.5, lt=1)
+    multiplicity: Literal["holm", "bonferroni", "none"] = Field(
+        "holm", description="How the error of 'some candidate meets the goal' is kept at 1 - confidence "
+                            "across candidates: holm (default), bonferroni or none.")
     metrics: list[MetricSpec] = Field(default_factory=list, description="Named metrics with arguments, and extra metrics to report.")
     decoding: Decoding = Field(default_factory=Decoding)
     candidates: list[Candidate] = Field(default_factory=list)

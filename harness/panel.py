@@ -283,7 +283,7 @@ def human_verdicts(criteria: Iterable[Any], ratings: Sequence[Mapping[str, Any]]
             else:
                 v = judge_criterion(crit.metric, op, amount, list(per.values()), confidence=confidence, seed=seed)
             row.update(status=v.status, value=v.value, ci_low=v.ci[0], ci_high=v.ci[1], threshold=v.threshold,
-                       needed_n=v.needed_n, detail=v.detail)
+                       needed_n=v.needed_n, detail=v.detail, interval=v.interval, confidence=v.confidence)
             rows.append(row)
     return rows
 

@@ -88,8 +88,12 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
         cells = []
         for v in cand["criteria"]:
             lo, hi = v["ci"]
-            cells.append(f"{_f(v['value'])} [{_f(lo)}, {_f(hi)}] **{v['status']}**")
+            how = f" ({v['interval']}, {v['confidence'] * 100:.4g}%)" if v.get("interval") and v.get("confidence") else ""
+            cells.append(f"{_f(v['value'])} [{_f(lo)}, {_f(hi)}] **{v['status']}**{how}")
         lines.append(f"| {cand['name']} | " + " | ".join(cells) + f" | {'yes' if cand['meets_goal'] else 'no'} |")
+    rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
+    if rules:
+        lines += ["", "Across candidates: " + "; ".join(rules) + " (each cell names its interval and two-sided level)."]
     plots = []
     plotted: set[str] = set()
     for i, crit in enumerate(goal.success):

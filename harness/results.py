@@ -7,10 +7,14 @@
                  "overfitting",
                  "metrics": {METRIC: {"value", "ci": [low, high], "n"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
-                               "ci": [low, high], "needed_n", "detail"}]}]}
+                               "ci": [low, high], "needed_n", "detail",
+                               "interval", "confidence", "multiplicity"}]}]}
 ```
 Metric names are as the goal writes them (``accuracy``, ``rougeL``, ``judge.tone``,
-``human.tone``...). NaN becomes null.
+``human.tone``...). NaN becomes null. ``interval`` names the method behind ``ci``
+(``harness.intervals``), ``confidence`` its two-sided level after the multiplicity rule
+``multiplicity`` (``harness.multiplicity``); all three are null for runs stored before they
+were recorded.
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
         criteria = [{"metric": v["metric"], "status": v["status"], "op": v["op"], "threshold": _clean(v["threshold"]),
                      "baseline": v["baseline"], "value": _clean(v["value"]),
                      "ci": [_clean(v["ci_low"]), _clean(v["ci_high"])], "needed_n": v["needed_n"],
-                     "detail": v["detail"]} for v in verdicts if v["candidate"] == name]
+                     "detail": v["detail"], "interval": v.get("interval"), "confidence": _clean(v.get("confidence")),
+                     "multiplicity": v.get("multiplicity")} for v in verdicts if v["candidate"] == name]
         cands.append({"name": name, "kind": c["kind"], "meets_goal": bool(c["meets_goal"]),
                       "cost_usd": _clean(c["cost_usd"]), "train_seconds": _clean(c["train_seconds"]),
                       "adapter_path": c["adapter_path"], "overfitting": c["overfitting"],

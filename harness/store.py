@@ -151,7 +151,16 @@ def m002_verdict_per_criterion(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE verdicts_v2 RENAME TO verdicts")
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion]
+def m003_verdict_interval(con: duckdb.DuckDBPyConnection) -> None:
+    """Each verdict names the interval it rests on, its two-sided confidence and the
+    multiplicity rule that set it; older verdicts keep NULL (they were percentile bootstraps)."""
+    con.execute("ALTER TABLE verdicts ADD COLUMN interval VARCHAR")
+    con.execute("ALTER TABLE verdicts ADD COLUMN confidence DOUBLE")
+    con.execute("ALTER TABLE verdicts ADD COLUMN multiplicity VARCHAR")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
+                                                                   m003_verdict_interval]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -553,11 +562,13 @@ class Store:
     def put_verdicts(self, run_id: str, verdicts: Mapping[str, Sequence["Verdict"]]) -> None:
         """Each candidate's verdicts, in the order of the goal's ``success`` list (``idx``)."""
         data = [[run_id, cand, idx, v.metric, v.status, v.value, v.ci[0], v.ci[1], v.threshold, v.op, v.baseline,
-                 v.needed_n, v.detail] for cand, vs in verdicts.items() for idx, v in enumerate(vs)]
+                 v.needed_n, v.detail, v.interval or None, v.confidence, v.multiplicity or None]
+                for cand, vs in verdicts.items() for idx, v in enumerate(vs)]
         if data:
             with self.transaction() as con:
                 _insert(con, "verdicts", ["run_id", "candidate", "idx", "metric", "status", "value", "ci_low",
-                                          "ci_high", "threshold", "op", "baseline", "needed_n", "detail"], data)
+                                          "ci_high", "threshold", "op", "baseline", "needed_n", "detail",
+                                          "interval", "confidence", "multiplicity"], data)
 
     # ------------------------------------------------------------------ judgments
 

@@ -8,7 +8,11 @@
   base - cand >= 0.1; ``improve_by: 20%`` means cand/base - 1 >= 0.2; ``improve_by: 0.1``
   means cand - base >= 0.1. The direction comes from the criterion, not the metric.
 
-An inconclusive verdict says how many test examples in total would likely settle it.
+Each verdict names the interval it rests on (``harness.intervals``: Clopper–Pearson for
+proportions, Newcombe / MOVER-R for paired ones, BCa bootstrap from ``MIN_N`` examples for the
+rest), the two-sided confidence it used, and the multiplicity rule that set that confidence
+(``harness.multiplicity``). An inconclusive verdict says how many test examples in total would
+likely settle it.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ class Verdict:
     detail: str = ""
     op: str = "at_least"           # at_least | at_most | reduce_by | improve_by
     relative: bool = False
+    interval: str = ""             # the method behind ``ci`` (harness.intervals)
+    confidence: float | None = None  # the two-sided level of ``ci`` after any multiplicity adjustment
+    multiplicity: str = ""         # the rule that set ``confidence`` ("holm over 4 candidates", "none")
 
     @property
     def margin(self) -> float:
@@ -93,7 +100,7 @@ def _fmt(x: float) -> str:
 
 
 def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, threshold: float,
-                   n: int | None = None) -> Verdict:
+                   n: int | None = None, interval: str = "", note: str = "") -> Verdict:
     """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples."""
     if op not in ("at_least", "at_most"):
         raise InputError(Problem("<goal>", None, "op", f"{op!r} is not an absolute criterion"))
@@ -102,11 +109,13 @@ def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, 
     needed = _needed(status, n, value, ci, threshold)
     sign = "<=" if upper else ">="
     detail = f"{metric} = {_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}], needs {sign} {_fmt(threshold)}"
-    if needed:
+    if note:
+        detail += f"; no interval: {note}"
+    elif needed:
         detail += f"; about {needed} test examples in total would settle it"
     elif status == INCONCLUSIVE and n:
         detail += "; the estimate sits on the threshold, more data alone will not settle it"
-    return Verdict(metric, status, value, ci, threshold, None, needed, detail, op, False)
+    return Verdict(metric, status, value, ci, threshold, None, needed, detail, op, False, interval)
 
 
 def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: str,
@@ -122,12 +131,14 @@ def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: 
                            None, f"baseline {baseline!r} scores 0 on {metric}; a relative change is undefined",
                            op, True)
         lo, hi = paired.ratio_ci
+        method = getattr(paired, "ratio_method", "")
         if op == "reduce_by":
             value, ci = 1 - paired.ratio, (1 - hi, 1 - lo)
         else:
             value, ci = paired.ratio - 1, (lo - 1, hi - 1)
     else:
         lo, hi = paired.diff_ci
+        method = getattr(paired, "method", "")
         if op == "reduce_by":
             value, ci = -paired.diff, (-hi, -lo)
         else:
@@ -138,9 +149,12 @@ def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: 
     verb = "reduction" if op == "reduce_by" else "improvement"
     detail = (f"{metric}: {_fmt(paired.cand_value)} vs {baseline} {_fmt(paired.base_value)}; "
               f"paired {verb} {unit(value)} [{unit(ci[0])}, {unit(ci[1])}], needs >= {unit(target)}")
-    if needed:
+    note = getattr(paired, "note", "")
+    if note or any(math.isnan(x) for x in ci):
+        detail += f"; no interval: {note or 'the ratio is unbounded'}"
+    elif needed:
         detail += f"; about {needed} test examples in total would settle it"
-    return Verdict(metric, status, value, ci, target, baseline, needed, detail, op, relative)
+    return Verdict(metric, status, value, ci, target, baseline, needed, detail, op, relative, method)
 
 
 def criterion_of(criterion: Mapping) -> tuple[str, float | str]:
@@ -154,13 +168,13 @@ def criterion_of(criterion: Mapping) -> tuple[str, float | str]:
 
 def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
                     baseline: str | None = None, confidence: float = 0.95, n_resamples: int = 2000,
-                    seed: int = 0) -> Verdict:
+                    seed: int = 0, multiplicity: str = "") -> Verdict:
     """Judge one criterion from MetricResults (or per-example value arrays).
 
     Absolute criteria need ``cand``; relative ones also ``base`` (the baseline's result
     on the same examples) and its ``baseline`` name.
     """
-    from harness import stats
+    from harness import intervals, stats
 
     if op in ("at_least", "at_most"):
         threshold, relative = parse_amount(amount, op)
@@ -168,16 +182,24 @@ def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
             raise InputError(Problem("<goal>", None, op,
                                      f"{op} takes a number, not a percentage ({amount!r})"))
         res = stats._as_result(cand)
-        value = res.recompute()
-        ci = stats.bootstrap_ci(res, confidence, n_resamples, seed)
-        return judge_absolute(metric, value, ci, op, threshold, res.n)
-    if op in ("reduce_by", "improve_by"):
+        found = intervals.interval(res, confidence, n_resamples, seed)
+        verdict = judge_absolute(metric, res.recompute(), found.ci, op, threshold, res.n, found.method, found.note)
+    elif op in ("reduce_by", "improve_by"):
         if base is None or not baseline:
             raise InputError(Problem("<goal>", None, "baseline", f"{op} needs a baseline candidate"))
-        paired = stats.paired_bootstrap(cand, base, confidence, n_resamples, seed)
-        return judge_relative(metric, paired, op, amount, baseline)
-    raise InputError(Problem("<goal>", None, "criterion",
-                             f"unknown criterion {op!r}; use one of {', '.join(CRITERIA)}"))
+        verdict = judge_relative(metric, intervals.paired(cand, base, confidence, n_resamples, seed), op, amount,
+                                 baseline)
+    else:
+        raise InputError(Problem("<goal>", None, "criterion",
+                                 f"unknown criterion {op!r}; use one of {', '.join(CRITERIA)}"))
+    verdict.confidence, verdict.multiplicity = confidence, multiplicity
+    verdict.detail += f" ({verdict.interval}, {_pct(confidence)} two-sided" + (f"; {multiplicity})" if multiplicity
+                                                                                else ")")
+    return verdict
+
+
+def _pct(confidence: float) -> str:
+    return f"{confidence * 100:.4g}%"
 
 
 def meets_goal(verdicts: Sequence[Verdict]) -> bool:

@@ -90,13 +90,16 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         for k in range(3):
             # Scoped to this item's container: the previous item's radios (answered, so
             # checked) can stay on the page until the rerun replaces them.
+            # A long option label can also show in a hover tooltip: click inside the radio group,
+            # once it holds exactly this item's one fresh (unchecked) option.
             item = page.locator(f".st-key-rate-item-{k}")
             expect(item.get_by_text(f"Item {k + 1} of 12")).to_be_visible()
-            expect(item.get_by_role("radio", name=f"4 · {formal4}")).not_to_be_checked()
-            item.get_by_text(f"4 · {formal4}", exact=True).click()
-            expect(item.get_by_text("Saved ✓ (formal)")).to_be_visible()
-            item.get_by_text(f"3 · {empathetic3}", exact=True).click()
-            expect(item.get_by_text("Saved ✓ (empathetic)")).to_be_visible()
+            for crit, label in (("formal", f"4 · {formal4}"), ("empathetic", f"3 · {empathetic3}")):
+                group = item.get_by_role("radiogroup", name=crit)
+                expect(group.get_by_role("radio", name=label)).to_have_count(1)
+                expect(group.get_by_role("radio", name=label)).not_to_be_checked()
+                group.get_by_text(label, exact=True).click()
+                expect(item.get_by_text(f"Saved ✓ ({crit})")).to_be_visible()
             item.get_by_role("button", name="Submit & next").click()
         expect(page.get_by_text("Item 4 of 12")).to_be_visible()
         expect(page.get_by_text("3 of 12 items rated")).to_be_visible()

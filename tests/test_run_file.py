@@ -94,9 +94,9 @@ def test_human_criterion_waits_for_ratings_then_gets_a_verdict(tmp_path):
     from harness.runner import run_goal
     from harness.store import Store
 
-    goal_file = make_case(tmp_path, 0.5, n=20, correct=20)
+    goal_file = make_case(tmp_path, 0.5, n=40, correct=40)
     _edit(goal_file, lambda doc: doc["success"].insert(0, {"metric": "human.correctness", "at_least": 3})
-          or doc.update(human={"rubrics": ["correctness"], "items": 6, "raters_per_item": 1, "min_ratings": 4}))
+          or doc.update(human={"rubrics": ["correctness"], "items": 30, "raters_per_item": 1, "min_ratings": 4}))
     goal = load_goal(goal_file)
     store = Store(tmp_path / "s.duckdb")
     first = run_goal(goal, store, progress=False, work_dir=tmp_path / "w", rubrics_dir=ROOT / "rubrics")
@@ -105,9 +105,15 @@ def test_human_criterion_waits_for_ratings_then_gets_a_verdict(tmp_path):
     ids = [r["example_id"] for r in store.query("SELECT example_id FROM outputs WHERE run_id = ?", [first.run_id])]
     store.put_panel_items(goal.goal, [{"item_id": f"it{i}", "run_id": first.run_id, "example_id": e,
                                        "candidate": "logs", "mode": "pointwise", "rubric": "correctness"}
-                                      for i, e in enumerate(ids[:5])])
+                                      for i, e in enumerate(ids[:24])])
     for i in range(5):  # the rubric's one criterion is also named "correctness"
         store.put_rating(goal.goal, "ann", f"it{i}", "correctness", score=5.0)
     second = run_goal(goal, store, progress=False, work_dir=tmp_path / "w", rubrics_dir=ROOT / "rubrics")
     (v,) = [v for v in second.verdicts["logs"] if v.metric == "human.correctness"]
-    assert v.value == 5.0 and v.status == "pass", v.detail
+    # Five perfect ratings are not evidence: below MIN_N rated examples there is no interval.
+    assert v.value == 5.0 and v.status == "inconclusive" and "too few" in v.detail, v.detail
+    for i in range(5, 24):
+        store.put_rating(goal.goal, "ann", f"it{i}", "correctness", score=4.0 + i % 2)
+    third = run_goal(goal, store, progress=False, work_dir=tmp_path / "w", rubrics_dir=ROOT / "rubrics")
+    (v,) = [v for v in third.verdicts["logs"] if v.metric == "human.correctness"]
+    assert v.status == "pass" and v.interval == "BCa bootstrap" and v.ci[0] > 4.0, v.detail

@@ -109,3 +109,33 @@ def test_m002_keeps_existing_verdicts(tmp_path):
     s.put_verdicts("r2", {"c": [Verdict("accuracy", "pass", 0.9, (0.8, 0.95), 0.7),
                                 Verdict("accuracy", "fail", 0.9, (0.8, 0.95), 0.99)]})
     assert [r["status"] for r in s.query("SELECT status FROM verdicts WHERE run_id = 'r2' ORDER BY idx")] == ["pass", "fail"]
+
+
+def test_a_store_written_before_verdict_intervals_migrates_and_still_loads(tmp_path):
+    """A version-2 store (verdicts without interval/confidence/multiplicity) opens, migrates
+    to the current schema, keeps its rows and reads them back with nulls."""
+    import duckdb
+
+    from harness.results import results_dict
+    from harness.store import m001_initial, m002_verdict_per_criterion
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for version, fn in ((1, m001_initial), (2, m002_verdict_per_criterion)):
+        fn(con)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con.execute("INSERT INTO runs (run_id, goal, status, started_at) VALUES ('r1', 'g', 'finished', now())")
+    con.execute("INSERT INTO candidates (run_id, name, kind, meets_goal) VALUES ('r1', 'c', 'prompt', true)")
+    con.execute("INSERT INTO verdicts VALUES ('r1', 'c', 0, 'accuracy', 'pass', 0.9, 0.8, 0.95, 0.7, 'at_least', "
+                "NULL, NULL, 'old detail')")
+    con.close()
+
+    s = Store(path)
+    assert s.schema_version() == SCHEMA_VERSION
+    (v,) = s.verdicts("r1")
+    assert (v["status"], v["detail"], v["interval"], v["confidence"], v["multiplicity"]) == \
+        ("pass", "old detail", None, None, None)
+    res = results_dict(s, "g", "r1")
+    crit = res["candidates"][0]["criteria"][0]
+    assert crit["status"] == "pass" and crit["interval"] is None and crit["ci"] == [0.8, 0.95]

@@ -211,8 +211,18 @@ def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str]) ->
     items = panel_items(store, goal.goal)
     ratings = store.ratings(goal.goal)
     min_ratings = goal.human.min_ratings if goal.human else 10
-    return panel.human_verdicts(goal.success, ratings, items, candidates, min_ratings=min_ratings,
-                                confidence=goal.confidence)
+    from harness import multiplicity
+
+    # Live, per criterion: the Bonferroni level over the goal's candidates (never looser than
+    # the stored verdicts' Holm levels).
+    family = multiplicity.family_size(goal.candidates, dict.fromkeys(candidates))
+    rule = "none" if goal.multiplicity == "none" else "bonferroni"
+    confidence = goal.confidence if rule == "none" else multiplicity.level(goal.confidence, family)
+    rows = panel.human_verdicts(goal.success, ratings, items, candidates, min_ratings=min_ratings,
+                                confidence=confidence)
+    for r in rows:
+        r["multiplicity"] = multiplicity.label(rule, family)
+    return rows
 
 
 def fmt(x: Any, digits: int = 3) -> str:

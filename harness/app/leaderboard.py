@@ -94,6 +94,9 @@ def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, row
     if untrusted:
         st.warning("Judge criteria marked ⚠ disagree with the human panel (below the goal's agreement "
                    "threshold); see the Agreement page.")
+    rules = sorted({str(r["multiplicity"]) for r in rows if r.get("multiplicity")})
+    if rules:
+        st.caption("Across candidates: " + "; ".join(rules) + ". Each verdict's interval and level are in the details.")
     with st.expander("Verdict details"):
         for r in rows + human:
             if r.get("metric") and r.get("detail"):

@@ -35,6 +35,8 @@ def cell_text(row: Mapping[str, Any], untrusted: bool = False, percent: bool = F
     if lo is not None and hi is not None:
         parts.append(f"[{_f(lo, percent)}, {_f(hi, percent)}]")
     parts.append(BADGES.get(str(row.get("status")), str(row.get("status") or "")))
+    if value is not None and (lo is None or hi is None) and not row.get("missing"):
+        parts.append("(no interval: too few examples or no spread)")
     if row.get("missing"):
         parts.append(f"(needs {row['missing']} more ratings)")
     elif row.get("status") == "inconclusive" and row.get("needed_n"):

@@ -216,46 +216,51 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
 def decide_verdicts(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
                     costs: dict[str, float] | None = None):
     """Verdicts per candidate (aligned with ``goal.success``), who meets the goal, and the best
-    candidate (highest mean margin; ties go to the cheaper one)."""
-    from harness.verdict import INCONCLUSIVE, Verdict, best_candidate, judge_criterion, meets_goal
+    candidate (highest mean margin; ties go to the cheaper one). The confidence of each
+    candidate's intervals comes from the goal's multiplicity rule (``harness.multiplicity``)."""
+    from harness.multiplicity import decide_family, family_size
+    from harness.verdict import best_candidate, meets_goal
 
     goal = run.goal
-    verdicts: dict[str, list[Verdict]] = {}
-    for cand in results:
-        vs = []
-        for c in goal.success:
-            res = results[cand].get(c.metric)
-            if res is None:
-                why = missing.get(f"{cand}/{c.metric}", "no value")
-                vs.append(Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")),
-                                  float(c.threshold), c.baseline, None, why, c.op, c.relative_op))
-                continue
-            base = None
-            if c.relative_op:
-                base = results.get(c.baseline, {}).get(c.metric)
-                if base is None:
-                    vs.append(Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")),
-                                      float(c.threshold), c.baseline, None,
-                                      f"baseline {c.baseline!r} has no {c.metric} in this run", c.op, True))
-                    continue
-                if base.n != res.n or base.extra.get("ids") != res.extra.get("ids"):
-                    vs.append(Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")),
-                                      float(c.threshold), c.baseline, None,
-                                      "candidate and baseline were scored on different examples", c.op, True))
-                    continue
-            amount = getattr(c, c.op)
-            verdict = judge_criterion(c.metric, c.op, amount, res, base, c.baseline, goal.confidence, seed=0)
-            if base is not None and _binary(res) and _binary(base):
-                from harness.stats import mcnemar
 
-                m = mcnemar([v == 1.0 for v in res.per_example], [v == 1.0 for v in base.per_example])
-                verdict.detail += (f"; McNemar ({m.method}) p = {m.p_value:.3g} "
-                                   f"({m.only_a} right only here, {m.only_b} only in {c.baseline})")
-            vs.append(verdict)
-        verdicts[cand] = vs
+    def decide(cand: str, confidence: float, rule: str) -> list:
+        return [_criterion_verdict(c, cand, results, missing, confidence, rule) for c in goal.success]
+
+    verdicts = decide_family(list(results), decide, goal.confidence, goal.multiplicity,
+                             family_size(goal.candidates, results))
     meets = {cand: meets_goal(vs) for cand, vs in verdicts.items()}
     best = best_candidate(verdicts, costs or {})
     return verdicts, meets, best
+
+
+def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], missing: dict[str, str],
+                       confidence: float, rule: str) -> Any:
+    """One criterion of one candidate at ``confidence`` (``rule`` names how it was set)."""
+    from harness.verdict import INCONCLUSIVE, Verdict, judge_criterion
+
+    def undecided(why: str) -> Verdict:
+        return Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")), float(c.threshold),
+                       c.baseline, None, why, c.op, c.relative_op, "", confidence, rule)
+
+    res = results[cand].get(c.metric)
+    if res is None:
+        return undecided(missing.get(f"{cand}/{c.metric}", "no value"))
+    base = None
+    if c.relative_op:
+        base = results.get(c.baseline, {}).get(c.metric)
+        if base is None:
+            return undecided(f"baseline {c.baseline!r} has no {c.metric} in this run")
+        if base.n != res.n or base.extra.get("ids") != res.extra.get("ids"):
+            return undecided("candidate and baseline were scored on different examples")
+    verdict = judge_criterion(c.metric, c.op, getattr(c, c.op), res, base, c.baseline, confidence, seed=0,
+                              multiplicity=rule)
+    if base is not None and _binary(res) and _binary(base):
+        from harness.stats import mcnemar
+
+        m = mcnemar([v == 1.0 for v in res.per_example], [v == 1.0 for v in base.per_example])
+        verdict.detail += (f"; McNemar ({m.method}) p = {m.p_value:.3g} "
+                           f"({m.only_a} right only here, {m.only_b} only in {c.baseline})")
+    return verdict
 
 
 def _binary(res: Any) -> bool:

@@ -1,0 +1,125 @@
+"""The intervals verdicts rest on: exact error rates by enumeration, references as oracles,
+and the multiplicity rule across candidates."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from harness import intervals, multiplicity
+from harness.metrics import from_values
+from harness.verdict import PASS, judge_criterion, meets_goal
+
+NS = (30, 100, 300, 1000)
+THRESHOLDS = (0.01, 0.05, 0.5, 0.9, 0.97, 0.99)
+
+
+def _passes(op: str, k: int, n: int, t: float) -> bool:
+    res = from_values("accuracy", [1.0] * k + [0.0] * (n - k))
+    return judge_criterion("accuracy", op, t, res).status == PASS
+
+
+@pytest.mark.parametrize("n", NS)
+def test_proportion_false_pass_at_the_threshold_is_at_most_2_5_percent_and_monotone(n):
+    # Exact: sum over every success count of P(count | truth = threshold) for counts that pass.
+    # The verdict is monotone in k, so one boundary per (op, t) decides; check it is monotone.
+    for t in THRESHOLDS:
+        for op in ("at_least", "at_most"):
+            ks = range(n + 1) if n <= 100 else [k for k in range(n + 1) if abs(k - n * t) <= 6 * math.sqrt(n) + 3]
+            passing = [k for k in ks if _passes(op, k, n, t)]
+            if op == "at_least":
+                assert passing == [k for k in ks if k >= (passing[0] if passing else n + 1)], (n, t, op)
+                rate = binom.sf(passing[0] - 1, n, t) if passing else 0.0
+            else:
+                assert passing == [k for k in ks if k <= (passing[-1] if passing else -1)], (n, t, op)
+                rate = binom.cdf(passing[-1], n, t) if passing else 0.0
+            assert rate <= 0.025, (n, t, op, rate)
+
+
+def test_clopper_pearson_equals_statsmodels():
+    sm = pytest.importorskip("statsmodels.stats.proportion")
+    for k, n in [(0, 30), (1, 30), (29, 30), (30, 30), (47, 100), (297, 300)]:
+        for conf in (0.9, 0.95, 0.99):
+            lo, hi = sm.proportion_confint(k, n, alpha=1 - conf, method="beta")
+            got = intervals.clopper_pearson(k, n, conf)
+            assert got == pytest.approx((lo, hi), abs=1e-12)
+
+
+def test_newcombe_paired_covers_by_exact_enumeration():
+    # Every 2x2 paired table at n = 30 weighted by its multinomial probability.
+    n = 30
+    cells = [(a, b, c, n - a - b - c) for a in range(n + 1) for b in range(n + 1 - a) for c in range(n + 1 - a - b)]
+    from scipy.stats import multinomial
+
+    cis = {t: intervals.newcombe_paired(*t) for t in cells}
+    for probs in [(0.5, 0.2, 0.1, 0.2), (0.7, 0.05, 0.05, 0.2), (0.1, 0.3, 0.05, 0.55), (0.85, 0.1, 0.0, 0.05)]:
+        truth = probs[1] - probs[2]
+        pmf = multinomial(n, probs)
+        miss_low = sum(pmf.pmf(t) for t in cells if cis[t][0] > truth + 1e-12)
+        miss_high = sum(pmf.pmf(t) for t in cells if cis[t][1] < truth - 1e-12)
+        assert miss_low <= 0.035 and miss_high <= 0.035, (probs, miss_low, miss_high)
+
+
+def test_zero_counts_do_not_claim_certainty():
+    # 0/30 off-topic against a baseline's 9/30: a reduction, but not a certain 100% one.
+    cand, base = from_values("off", [0.0] * 30), from_values("off", [1.0] * 9 + [0.0] * 21)
+    v = judge_criterion("off", "reduce_by", "100%", cand, base, baseline="zero-shot")
+    assert v.status != PASS and v.ci[0] < 0.7 and v.interval == intervals.MOVER_R
+    assert judge_criterion("off", "reduce_by", "40%", cand, base, baseline="zero-shot").status == PASS
+
+
+def test_small_or_spreadless_means_are_not_decided():
+    assert judge_criterion("judge.tone", "at_least", 4.0, [5.0] * 6).status == "inconclusive"
+    assert judge_criterion("human.tone", "at_least", 4.0, [5.0, 5.0, 4.0]).status == "inconclusive"
+    v = judge_criterion("judge.tone", "at_least", 4.0, [5.0] * 40)
+    assert v.status == "inconclusive" and "no interval" in v.detail
+    scaled = from_values("judge.tone", [5.0] * 40, extra={"scale": [1, 5]})
+    v = judge_criterion("judge.tone", "at_least", 4.0, scaled)
+    assert v.status == PASS and v.interval == intervals.SCALED_WILSON and v.ci[0] < 5.0
+
+
+def test_every_verdict_names_its_interval_and_level():
+    v = judge_criterion("accuracy", "at_least", 0.5, from_values("accuracy", [1.0] * 30 + [0.0] * 10),
+                        confidence=0.99, multiplicity="Holm over 4 candidates")
+    assert v.interval == intervals.CLOPPER_PEARSON and v.confidence == 0.99
+    assert "Clopper-Pearson exact, 99% two-sided; Holm over 4 candidates" in v.detail
+
+
+def _family_decide(values: dict[str, list[float]], t: float):
+    def decide(cand, conf, rule):
+        return [judge_criterion("accuracy", "at_least", t, from_values("accuracy", values[cand]), confidence=conf,
+                                multiplicity=rule)]
+    return decide
+
+
+def test_holm_steps_down_and_is_never_stricter_than_bonferroni():
+    rng = np.random.default_rng(0)
+    values = {f"c{i}": list((rng.random(300) < p).astype(float)) for i, p in enumerate([0.97, 0.93, 0.915, 0.9])}
+    decide = _family_decide(values, 0.9)
+    holm = multiplicity.decide_family(list(values), decide, 0.95, "holm", 4)
+    bonf = multiplicity.decide_family(list(values), decide, 0.95, "bonferroni", 4)
+    none = multiplicity.decide_family(list(values), decide, 0.95, "none", 4)
+    passed = {r: {c for c, vs in d.items() if meets_goal(vs)} for r, d in
+              (("holm", holm), ("bonferroni", bonf), ("none", none))}
+    assert passed["bonferroni"] <= passed["holm"] <= passed["none"]
+    assert all(v.confidence == pytest.approx(1 - 0.05 / 4) for vs in bonf.values() for v in vs)
+    assert "c0" in passed["holm"]  # 0.97 vs 0.9 at n = 300 clears even the strictest level
+    # Holm's second step runs at a looser level than its first.
+    levels = sorted({v.confidence for vs in holm.values() for v in vs})
+    assert len(levels) >= 2 and levels[-1] == pytest.approx(1 - 0.05 / 4)
+
+
+def test_family_wise_false_meets_goal_is_controlled():
+    # Eight candidates, each exactly at the threshold on three criteria: P(any meets) stays small.
+    rng = np.random.default_rng(1)
+    reps, hits = 150, 0
+    for _ in range(reps):
+        vals = {f"c{i}": [list((rng.random(80) < 0.8).astype(float)) for _ in range(3)] for i in range(8)}
+
+        def decide(cand, conf, rule, vals=vals):
+            return [judge_criterion("accuracy", "at_least", 0.8, from_values("a", v), confidence=conf) for v in vals[cand]]
+        out = multiplicity.decide_family(list(vals), decide, 0.95, "holm", 8)
+        hits += any(meets_goal(vs) for vs in out.values())
+    assert hits / reps <= 0.05
