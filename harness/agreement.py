@@ -14,9 +14,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 SCALE = (1, 2, 3, 4, 5)
 
@@ -280,3 +286,49 @@ def judge_vs_human(judge: Mapping[Any, float], human: Mapping[Any, float], crite
     if n >= min_n:
         trusted = not (math.isnan(kappa) or kappa < threshold)
     return JudgeHuman(criterion, n, rho, kappa, exact_agreement(jl, hl), within_one(jl, hl), trusted)
+
+
+# --------------------------------------------------------------------------- the panel's report
+
+def criteria_of(rubric_name: str, rubrics_dir: Path, ratings: Sequence[dict[str, Any]]) -> list[str]:
+    try:
+        from harness.judge.rubric import load_rubric
+
+        return load_rubric(rubric_name, rubrics_dir).criterion_names
+    except HarnessError:
+        return sorted({r["criterion"] for r in ratings})
+
+
+def panel_report(store: Store, goal: Any, rubrics_dir: Path) -> dict[str, Any]:
+    """Inter-rater and judge-vs-human agreement for every rubric of the goal's panel."""
+    from harness import panel
+
+    items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal.goal)]
+    ratings = store.ratings(goal.goal)
+    threshold = goal.human.agreement_threshold if goal.human else 0.4
+    inter, versus = [], []
+    for rubric in sorted({it.rubric for it in items}):
+        ids = {it.item_id for it in items if it.rubric == rubric}
+        rub_ratings = [r for r in ratings if r["item_id"] in ids]
+        run_ids = sorted({it.run_id for it in items if it.rubric == rubric})
+        for crit in criteria_of(rubric, rubrics_dir, rub_ratings):
+            rows = [r for r in rub_ratings if r["criterion"] == crit]
+            ir = inter_rater(rows, crit)
+            inter.append({"rubric": rubric, **ir.as_dict()})
+            if any(it.mode == panel.PAIRWISE for it in items if it.rubric == rubric):
+                continue  # judge-vs-human is measured on pointwise scores
+            human = {(c, e): v for c, per in panel.human_scores(rows, items, rubric, crit).items() for e, v in per.items()}
+            jh = judge_vs_human(store.judge_scores(run_ids, rubric, crit), human, crit, threshold=threshold)
+            versus.append({"rubric": rubric, **jh.as_dict()})
+    return {"inter_rater": inter, "judge_vs_human": versus, "threshold": threshold,
+            "n_ratings": len(ratings), "n_items": len(items)}
+
+
+def untrusted_metrics(report: dict[str, Any]) -> set[str]:
+    """``judge.<rubric>.<criterion>`` (and ``judge.<rubric>``) whose judge the humans disagree with."""
+    out: set[str] = set()
+    for row in report.get("judge_vs_human", []):
+        if row["trusted"] is False:
+            out.add(f"judge.{row['rubric']}.{row['criterion']}")
+            out.add(f"judge.{row['rubric']}")
+    return out

@@ -123,3 +123,21 @@ def test_family_wise_false_meets_goal_is_controlled():
         out = multiplicity.decide_family(list(vals), decide, 0.95, "holm", 8)
         hits += any(meets_goal(vs) for vs in out.values())
     assert hits / reps <= 0.05
+
+
+def test_a_judge_the_humans_disagree_with_cannot_pass_and_an_unchecked_one_says_so():
+    from harness.runner.scoring import _with_trust
+    from harness.verdict import Verdict
+
+    def passing():
+        return Verdict("judge.tone", PASS, 4.5, (4.2, 4.8), 4.0, detail="judge.tone = 4.5")
+
+    bad = {"judge.tone": {"criterion": "formal", "kappa": -0.05, "n": 12, "trusted": False}}
+    v = _with_trust(passing(), bad)
+    assert v.status == "inconclusive" and "cannot pass" in v.detail and "-0.05" in v.detail
+    v = _with_trust(passing(), {})
+    assert v.status == PASS and "judge not validated against humans" in v.detail
+    good = {"judge.tone": {"criterion": "formal", "kappa": 0.8, "n": 12, "trusted": True}}
+    assert _with_trust(passing(), good).detail == "judge.tone = 4.5"
+    other = Verdict("accuracy", PASS, 0.9, (0.8, 0.95), 0.5, detail="x")
+    assert _with_trust(other, bad).status == PASS

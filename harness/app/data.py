@@ -162,46 +162,10 @@ def item_content(store: "Store", item: panel.PanelItem) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- agreement
 
-def criteria_of(rubric_name: str, rubrics_dir: Path, ratings: Sequence[dict[str, Any]]) -> list[str]:
-    try:
-        from harness.judge.rubric import load_rubric
-
-        return load_rubric(rubric_name, rubrics_dir).criterion_names
-    except HarnessError:
-        return sorted({r["criterion"] for r in ratings})
-
-
-def agreement_report(store: "Store", goal: Any, rubrics_dir: Path) -> dict[str, Any]:
-    """Inter-rater and judge-vs-human agreement for every rubric of the goal's panel."""
-    items = panel_items(store, goal.goal)
-    ratings = store.ratings(goal.goal)
-    threshold = goal.human.agreement_threshold if goal.human else 0.4
-    inter, versus = [], []
-    for rubric in sorted({it.rubric for it in items}):
-        ids = {it.item_id for it in items if it.rubric == rubric}
-        rub_ratings = [r for r in ratings if r["item_id"] in ids]
-        run_ids = sorted({it.run_id for it in items if it.rubric == rubric})
-        for crit in criteria_of(rubric, rubrics_dir, rub_ratings):
-            rows = [r for r in rub_ratings if r["criterion"] == crit]
-            ir = agreement.inter_rater(rows, crit)
-            inter.append({"rubric": rubric, **ir.as_dict()})
-            if any(it.mode == panel.PAIRWISE for it in items if it.rubric == rubric):
-                continue  # judge-vs-human is measured on pointwise scores
-            human = {(c, e): v for c, per in panel.human_scores(rows, items, rubric, crit).items() for e, v in per.items()}
-            jh = agreement.judge_vs_human(store.judge_scores(run_ids, rubric, crit), human, crit, threshold=threshold)
-            versus.append({"rubric": rubric, **jh.as_dict()})
-    return {"inter_rater": inter, "judge_vs_human": versus, "threshold": threshold,
-            "n_ratings": len(ratings), "n_items": len(items)}
-
-
-def untrusted_metrics(report: dict[str, Any]) -> set[str]:
-    """``judge.<rubric>.<criterion>`` (and ``judge.<rubric>``) whose judge the humans disagree with."""
-    out: set[str] = set()
-    for row in report.get("judge_vs_human", []):
-        if row["trusted"] is False:
-            out.add(f"judge.{row['rubric']}.{row['criterion']}")
-            out.add(f"judge.{row['rubric']}")
-    return out
+# The panel's agreement report lives with the agreement statistics; the runner uses it too.
+criteria_of = agreement.criteria_of
+agreement_report = agreement.panel_report
+untrusted_metrics = agreement.untrusted_metrics
 
 
 def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str]) -> list[dict[str, Any]]:

@@ -222,15 +222,58 @@ def decide_verdicts(run: Run, results: dict[str, dict[str, Any]], missing: dict[
     from harness.verdict import best_candidate, meets_goal
 
     goal = run.goal
+    trust = judge_trust(run)
 
     def decide(cand: str, confidence: float, rule: str) -> list:
-        return [_criterion_verdict(c, cand, results, missing, confidence, rule) for c in goal.success]
+        return [_with_trust(_criterion_verdict(c, cand, results, missing, confidence, rule), trust)
+                for c in goal.success]
 
     verdicts = decide_family(list(results), decide, goal.confidence, goal.multiplicity,
                              family_size(goal.candidates, results))
     meets = {cand: meets_goal(vs) for cand, vs in verdicts.items()}
     best = best_candidate(verdicts, costs or {})
     return verdicts, meets, best
+
+
+def judge_trust(run: Run) -> dict[str, Any]:
+    """Per judge metric (``judge.<rubric>`` and ``judge.<rubric>.<criterion>``) the judge-vs-human
+    agreement row from the panel's ratings; empty when there is no panel or no judge criterion."""
+    from harness.metric_names import is_judge_metric
+
+    if run.goal.human is None or not any(is_judge_metric(c.metric) for c in run.goal.success):
+        return {}
+    from harness.agreement import panel_report
+
+    out: dict[str, Any] = {}
+    for row in panel_report(run.store, run.goal, run.rubrics_dir)["judge_vs_human"]:
+        out[f"judge.{row['rubric']}.{row['criterion']}"] = row
+        prev = out.get(f"judge.{row['rubric']}")
+        if prev is None or row["trusted"] is False:
+            out[f"judge.{row['rubric']}"] = row  # a rubric's mean is only as good as its worst criterion
+    return out
+
+
+def _with_trust(verdict: Any, trust: dict[str, Any]) -> Any:
+    """A judge criterion cannot pass on a judge the human panel disagrees with; one no human has
+    checked says so."""
+    from harness.metric_names import is_judge_metric
+    from harness.verdict import INCONCLUSIVE, PASS
+
+    if not is_judge_metric(verdict.metric):
+        return verdict
+    row = trust.get(verdict.metric)
+    if row is None or row.get("trusted") is None:
+        verdict.detail += "; judge not validated against humans"
+    elif row["trusted"] is False:
+        kappa = row.get("kappa")
+        why = (f"the judge disagrees with the human panel on {row['criterion']} (weighted kappa "
+               f"{kappa:.2f} over {row['n']} outputs, below the goal's agreement threshold)")
+        if verdict.status == PASS:
+            verdict.status = INCONCLUSIVE
+            verdict.detail += f"; cannot pass: {why}"
+        else:
+            verdict.detail += f"; {why}"
+    return verdict
 
 
 def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], missing: dict[str, str],
