@@ -141,3 +141,22 @@ def test_a_judge_the_humans_disagree_with_cannot_pass_and_an_unchecked_one_says_
     assert _with_trust(passing(), good).detail == "judge.tone = 4.5"
     other = Verdict("accuracy", PASS, 0.9, (0.8, 0.95), 0.5, detail="x")
     assert _with_trust(other, bad).status == PASS
+
+
+def test_failed_judgments_are_reported_and_above_five_percent_undecide():
+    from harness.runner.scoring import _count_failed
+    from harness.verdict import Verdict
+
+    def verdict():
+        return Verdict("judge.tone", PASS, 4.5, (4.2, 4.8), 4.0, detail="d")
+
+    few = from_values("judge.tone", [5.0, 4.0] * 50 + [None], extra={"failed": 1})
+    v = verdict()
+    _count_failed(v, few, None)
+    assert v.status == PASS and "1 of 101 judgments failed" in v.detail
+    many = from_values("judge.tone", [5.0, 4.0] * 45 + [None] * 10, extra={"failed": 10})
+    v = verdict()
+    _count_failed(v, many, None)
+    assert v.status == "inconclusive" and "not decided" in v.detail
+    # The interval itself counts only the judged examples.
+    assert intervals._used(many) == 90

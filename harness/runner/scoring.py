@@ -117,6 +117,7 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                              "win_rate": win_rate(chosen)}
                 else:
                     per, extra = metric_scores(metric, judgments), {"ids": ids}
+                extra["failed"] = sum(per.get(i) is None for i in ids)  # unparseable or errored judgments
                 out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
     return out
 
@@ -297,6 +298,7 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
             return undecided("candidate and baseline were scored on different examples")
     verdict = judge_criterion(c.metric, c.op, getattr(c, c.op), res, base, c.baseline, confidence, seed=0,
                               multiplicity=rule)
+    _count_failed(verdict, res, base)
     if base is not None and _binary(res) and _binary(base):
         from harness.stats import mcnemar
 
@@ -304,6 +306,25 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
         verdict.detail += (f"; McNemar ({m.method}) p = {m.p_value:.3g} "
                            f"({m.only_a} right only here, {m.only_b} only in {c.baseline})")
     return verdict
+
+
+# Above this share of failed (unparseable or errored) judgments a judge criterion is not decided:
+# the outputs a judge fails on are rarely a random sample of all outputs.
+MAX_FAILED_SHARE = 0.05
+
+
+def _count_failed(verdict: Any, res: Any, base: Any) -> None:
+    """Failed judgments count: reported in the detail, and above MAX_FAILED_SHARE undecided."""
+    from harness.verdict import INCONCLUSIVE
+
+    failed = max(int(r.extra.get("failed", 0)) for r in (res, base) if r is not None)
+    if not failed:
+        return
+    share = failed / max(res.n, 1)
+    verdict.detail += f"; {failed} of {res.n} judgments failed and are left out"
+    if share > MAX_FAILED_SHARE and verdict.status != INCONCLUSIVE:
+        verdict.status = INCONCLUSIVE
+        verdict.detail += f" (more than {MAX_FAILED_SHARE:.0%}: not decided)"
 
 
 def _binary(res: Any) -> bool:
