@@ -95,12 +95,21 @@ def _token_counter(goal):
 def check(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
           tokenizer: bool = typer.Option(True, help="Count tokens with the goal's model tokenizer.")) -> None:
-    """Check the goal's data: formats, counts, lengths, labels, PII, lint, duplicates, volume."""
+    """Check the goal (metrics, candidates and their options, judge, panel) and its data: formats,
+    counts, lengths, labels, PII, lint, duplicates, volume."""
     from harness.data.formats import read_jsonl
     from harness.data.quality import check_examples, render_report
 
+    from harness.runner.validate import validate_goal
+
     goal = _load_goal(goal_path)
-    examples, problems = read_jsonl(goal.data_path(), None if goal.data.format == "auto" else goal.data.format)
+    problems = []
+    try:
+        validate_goal(goal)  # the goal's names and options, as `harness run` checks them first
+    except InputError as exc:
+        problems = list(exc.problems)
+    if not problems:
+        examples, problems = read_jsonl(goal.data_path(), None if goal.data.format == "auto" else goal.data.format)
     if problems:
         if as_json:
             print(json.dumps({"goal": goal.goal, "valid": False,

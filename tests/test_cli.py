@@ -124,3 +124,14 @@ def test_unknown_candidates_get_did_you_mean_in_export_and_only(tmp_path):
     r = harness("run", goal, "--only", "lorra", "--db", db)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "unknown candidate 'lorra' (did you mean 'lora'?)" in r.stderr and "zero-shot, lora" in r.stderr
+
+
+def test_check_also_checks_the_goal_names_and_options(tmp_path):
+    goal = write_goal(tmp_path, write_jsonl(tmp_path / "d.jsonl", good_rows(150)),
+                      extra_candidates=[{"name": "few", "kind": "prompt", "shot": 5}])
+    r = harness("check", goal, "--no-tokenizer")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "shot" in r.stderr and "did you mean 'shots'" in r.stderr and str(goal) in r.stderr
+    r = harness("check", goal, "--json", "--no-tokenizer")
+    out = json.loads(r.stdout)
+    assert r.returncode == 2 and out["valid"] is False and any("shot" in (p["field"] or "") for p in out["problems"])
