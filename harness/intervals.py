@@ -179,11 +179,13 @@ def paired(cand, base, confidence: float = 0.95, n_resamples: int = 2000, seed: 
         ratio = k1 / k2 if k2 else (1.0 if k1 == 0 else math.inf)
         return PairedInterval(k1 / n, k2 / n, (k1 - k2) / n, newcombe_paired(*counts, confidence), ratio,
                               mover_ratio(k1, k2, n, confidence) if k2 else (NAN, NAN), n, NEWCOMBE, MOVER_R)
-    boot = stats.paired_bootstrap(cand, base, confidence, n_resamples, seed)
     n = min(_used(cand), _used(base))
-    if n < MIN_N:
-        return PairedInterval(boot.cand_value, boot.base_value, boot.diff, (NAN, NAN), boot.ratio, (NAN, NAN), n,
+    if n < MIN_N:  # decided before any resampling: no interval either way
+        cv, bv = cand.recompute(), base.recompute()
+        ratio = float(stats._ratio(cv, bv))
+        return PairedInterval(cv, bv, cv - bv, (NAN, NAN), ratio, (NAN, NAN), n,
                               TOO_FEW, TOO_FEW, f"{n} paired examples; a bootstrap needs at least {MIN_N}")
+    boot = stats.paired_bootstrap(cand, base, confidence, n_resamples, seed)
     diff_ci, ratio_ci = boot.diff_ci, boot.ratio_ci
     if diff_ci[0] == diff_ci[1]:
         return PairedInterval(boot.cand_value, boot.base_value, boot.diff, (NAN, NAN), boot.ratio, (NAN, NAN), n,

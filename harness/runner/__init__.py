@@ -171,7 +171,7 @@ def add_human(run: Run, results: dict[str, dict[str, Any]], outputs: dict[str, O
 
 def aggregate(run: Run, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Store per-example scores and each metric's aggregate with its interval."""
-    from harness import stats
+    from harness import intervals
 
     aggregates: dict[str, dict[str, dict[str, Any]]] = {}
     rows = []
@@ -179,7 +179,9 @@ def aggregate(run: Run, results: dict[str, dict[str, Any]]) -> dict[str, dict[st
         for metric, res in mres.items():
             ids = res.extra.get("ids") or [ex.id for ex in run.prepared.test]
             run.store.put_scores(run.run_id, cname, metric, list(zip(ids, res.per_example)))
-            lo, hi = stats.bootstrap_ci(res, run.goal.confidence, seed=0) if res.n else (float("nan"),) * 2
+            # The interval a verdict on this metric rests on (at the goal's confidence, before any
+            # multiplicity adjustment), so the metric table and the verdicts agree on method.
+            lo, hi = intervals.interval(res, run.goal.confidence).ci if res.n else (float("nan"),) * 2
             extra = {k: v for k, v in (res.extra or {}).items() if k not in ("reasons", "ids", "predictions")}
             rows.append({"candidate": cname, "metric": metric, "value": res.value, "ci_low": lo, "ci_high": hi,
                          "n": res.n, "extra": _jsonable(extra)})

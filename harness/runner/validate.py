@@ -98,14 +98,8 @@ def _judge_problems(goal: Goal, rubrics: Path) -> list[Problem]:
     if goal.judge is None:
         return []
     from harness.judge.judge import make_judge
-    from harness.judge.rubric import load_rubric
 
-    problems = []
-    for j, name in enumerate(goal.judge.rubrics):
-        try:
-            load_rubric(name, rubrics)
-        except HarnessError as exc:
-            problems.append(_problem(goal, ("judge", "rubrics", j), str(exc)))
+    problems = _rubric_problems(goal, "judge", goal.judge.rubrics, rubrics)
     opts = {k: v for k, v in (goal.judge.model_extra or {}).items() if k != "baseline"}
     try:
         make_judge(goal.judge.model, **opts)
@@ -119,12 +113,17 @@ def _judge_problems(goal: Goal, rubrics: Path) -> list[Problem]:
 def _panel_problems(goal: Goal, rubrics: Path) -> list[Problem]:
     if goal.human is None:
         return []
+    return _rubric_problems(goal, "human", goal.human.rubrics, rubrics)
+
+
+def _rubric_problems(goal: Goal, section: str, names: list[str], rubrics: Path) -> list[Problem]:
+    """A problem per rubric of ``section`` (judge / human) that does not load."""
     from harness.judge.rubric import load_rubric
 
     problems = []
-    for j, name in enumerate(goal.human.rubrics):
+    for j, name in enumerate(names):
         try:
             load_rubric(name, rubrics)
         except HarnessError as exc:
-            problems.append(_problem(goal, ("human", "rubrics", j), str(exc)))
+            problems.append(_problem(goal, (section, "rubrics", j), str(exc)))
     return problems
