@@ -174,8 +174,8 @@ def _rating_value(item: PanelItem, rating: Mapping[str, Any], candidate: str) ->
 
 
 def _per_rating(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
-                criterion: str | None) -> dict[tuple[str, str], list[float]]:
-    """(candidate, example) → one value per (item, rater): criteria averaged within a rating."""
+                criterion: str | None) -> dict[tuple[str, str], list[tuple[str, float]]]:
+    """(candidate, example) → one (rater, value) per (item, rater): criteria averaged within a rating."""
     by_id = {it.item_id: it for it in items if it.rubric == rubric}
     per: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for r in ratings:
@@ -186,9 +186,9 @@ def _per_rating(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem]
             v = _rating_value(it, r, cand)
             if v is not None:
                 per[(cand, it.example_id, it.item_id, str(r["rater"]))].append(v)
-    out: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for (cand, ex, _item, _rater), vals in per.items():
-        out[(cand, ex)].append(sum(vals) / len(vals))
+    out: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
+    for (cand, ex, _item, rater), vals in per.items():
+        out[(cand, ex)].append((rater, sum(vals) / len(vals)))
     return out
 
 
@@ -197,8 +197,34 @@ def human_scores(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem
     """{candidate: {example_id: mean human score}} for one rubric (and optionally one criterion)."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for (cand, ex), vals in _per_rating(ratings, items, rubric, criterion).items():
-        out[cand][ex] = sum(vals) / len(vals)
+        out[cand][ex] = sum(v for _r, v in vals) / len(vals)
     return {c: dict(sorted(v.items())) for c, v in sorted(out.items())}
+
+
+def human_results(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem],
+                  metric: str) -> dict[str, Any]:
+    """{candidate: MetricResult} of ``human.<rubric>[.<criterion>]``: per example the mean over
+    its raters, and in ``extra`` the (example, rater, value) rows the two-way random-effects
+    interval needs (``harness.intervals``), the value bounds and the number of ratings. The
+    runner, the app and the aggregates all decide human criteria on these."""
+    from harness.metrics import from_values
+
+    items = list(items)
+    rubric, criterion = _rubric_and_criterion(metric)
+    pairwise = any(it.mode == PAIRWISE for it in items if it.rubric == rubric)
+    rows: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
+    for (cand, ex), vals in _per_rating(ratings, items, rubric, criterion).items():
+        rows[cand].extend((ex, rater, v) for rater, v in vals)
+    out = {}
+    for cand in sorted(rows):
+        per: dict[str, list[float]] = defaultdict(list)
+        for ex, _rater, v in rows[cand]:
+            per[ex].append(v)
+        ids = sorted(per)
+        out[cand] = from_values(metric, [sum(per[e]) / len(per[e]) for e in ids],
+                                extra={"ids": ids, "ratings": sorted(rows[cand]), "n_ratings": len(rows[cand]),
+                                       "bounds": (0.0, 1.0) if pairwise else (1.0, 5.0)})
+    return out
 
 
 def rating_counts(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
@@ -219,18 +245,16 @@ def human_metric_values(ratings: Iterable[Mapping[str, Any]], items: Iterable[Pa
 
 def human_aggregates(ratings: Sequence[Mapping[str, Any]], items: Sequence[PanelItem], metric: str, *,
                      confidence: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
-    """Rows for the ``aggregates`` table: mean over rated examples with a bootstrap CI."""
-    from harness.stats import bootstrap_ci
+    """Rows for the ``aggregates`` table: mean over rated examples with the interval a verdict
+    on it rests on (two-way random effects over raters and items)."""
+    from harness import intervals
 
-    rubric, criterion = _rubric_and_criterion(metric)
-    values = human_scores(ratings, items, rubric, criterion)
-    counts = rating_counts(ratings, items, rubric, criterion)
     rows = []
-    for cand, per in values.items():
-        vals = list(per.values())
-        lo, hi = bootstrap_ci(vals, confidence, seed=seed) if len(vals) >= 2 else (math.nan, math.nan)
-        rows.append({"candidate": cand, "metric": metric, "value": sum(vals) / len(vals), "ci_low": lo,
-                     "ci_high": hi, "n": len(vals), "extra": {"n_ratings": counts.get(cand, 0)}})
+    for cand, res in human_results(ratings, items, metric).items():
+        found = intervals.interval(res, confidence, seed=seed)
+        rows.append({"candidate": cand, "metric": metric, "value": res.value, "ci_low": found.lo,
+                     "ci_high": found.hi, "n": res.n, "extra": {"n_ratings": res.extra["n_ratings"],
+                                                                 "interval": found.method}})
     return rows
 
 
@@ -250,12 +274,11 @@ def human_verdicts(criteria: Iterable[Any], ratings: Sequence[Mapping[str, Any]]
     for crit in criteria:
         if not is_human_metric(crit.metric):
             continue
-        rubric, criterion = _rubric_and_criterion(crit.metric)
-        values = human_scores(ratings, items, rubric, criterion)
-        counts = rating_counts(ratings, items, rubric, criterion)
+        results = human_results(ratings, items, crit.metric)
+        values = {c: dict(zip(r.extra["ids"], r.per_example)) for c, r in results.items()}
         op, amount = crit.op, getattr(crit, crit.op)
         for cand in candidates:
-            n_ratings = counts.get(cand, 0)
+            n_ratings = results[cand].extra["n_ratings"] if cand in results else 0
             row = {"candidate": cand, "metric": crit.metric, "op": op, "baseline": crit.baseline,
                    "n_ratings": n_ratings, "missing": max(0, min_ratings - n_ratings),
                    "value": None, "ci_low": None, "ci_high": None, "needed_n": None}
@@ -281,7 +304,7 @@ def human_verdicts(criteria: Iterable[Any], ratings: Sequence[Mapping[str, Any]]
                                     [base[e] for e in shared], baseline=crit.baseline,
                                     confidence=confidence, seed=seed)
             else:
-                v = judge_criterion(crit.metric, op, amount, list(per.values()), confidence=confidence, seed=seed)
+                v = judge_criterion(crit.metric, op, amount, results[cand], confidence=confidence, seed=seed)
             row.update(status=v.status, value=v.value, ci_low=v.ci[0], ci_high=v.ci[1], threshold=v.threshold,
                        needed_n=v.needed_n, detail=v.detail, interval=v.interval, confidence=v.confidence)
             rows.append(row)

@@ -292,13 +292,27 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool], exact: bool | 
     return McNemarResult(n10, n01, float(stat), math.erfc(math.sqrt(stat / 2)), "chi2")
 
 
-def required_n(mean: float, threshold: float, sd: float | None = None, proportion: bool = False,
-               confidence: float = 0.95) -> int | None:
-    """Examples needed for the CI bound to clear ``threshold`` if the mean stays put.
+# The power "n needed" aims at: the chance that a criterion settles at that many examples if the
+# estimate is the truth.
+POWER = 0.8
 
-    Normal approximation: the two-sided CI half-width is ``z * sd / sqrt(n)``, so
-    ``n = ceil((z * sd / |mean - threshold|) ** 2)``. With ``proportion=True`` the sd is
-    ``sqrt(p (1 - p))``. Returns None when the mean sits on the threshold (no n does it).
+
+def _power_factor(confidence: float, power: float) -> float:
+    """(z_conf + z_power) / z_conf: how much closer than the threshold the bound must come
+    for the bound to clear it with probability ``power`` rather than one half."""
+    return (_z(confidence) + NormalDist().inv_cdf(power)) / _z(confidence)
+
+
+def required_n(mean: float, threshold: float, sd: float | None = None, proportion: bool = False,
+               confidence: float = 0.95, power: float = POWER) -> int | None:
+    """Examples needed for the CI bound to clear ``threshold`` with probability ``power`` if
+    the mean is the truth.
+
+    Normal approximation: the two-sided CI half-width is ``z * sd / sqrt(n)`` and the bound
+    clears with probability ``power`` when ``|mean - threshold| = (z + z_power) sd / sqrt(n)``,
+    so ``n = ceil(((z + z_power) * sd / |mean - threshold|) ** 2)`` (``power=0.5``: the bound
+    reaches the threshold on average). With ``proportion=True`` the sd is ``sqrt(p (1 - p))``.
+    Returns None when the mean sits on the threshold (no n does it).
     """
     if proportion:
         if not 0 <= mean <= 1:
@@ -309,20 +323,39 @@ def required_n(mean: float, threshold: float, sd: float | None = None, proportio
     gap = abs(mean - threshold)
     if gap == 0:
         return None
-    return max(1, math.ceil((_z(confidence) * sd / gap) ** 2))
+    return max(1, math.ceil((_z(confidence) * _power_factor(confidence, power) * sd / gap) ** 2))
 
 
-def required_n_from_ci(n: int, estimate: float, ci: tuple[float, float], threshold: float) -> int | None:
-    """Total examples at which the CI's near bound would reach ``threshold``.
+def _finite(*xs: float) -> bool:
+    return all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
+
+
+def required_n_from_ci(n: int, estimate: float, ci: tuple[float, float], threshold: float,
+                       confidence: float = 0.95, power: float = POWER) -> int | None:
+    """Total examples at which the CI's near bound would clear ``threshold`` with probability
+    ``power``, if the estimate is the truth.
 
     The bound facing the threshold moves in like 1/sqrt(n) (normal approximation), so
-    ``n_needed = n * ((estimate - bound) / (estimate - threshold)) ** 2``. Works for any
-    metric with a bootstrap CI. None when the estimate sits on the threshold.
+    ``n_needed = n * (k * (estimate - bound) / (estimate - threshold)) ** 2`` with
+    ``k = (z + z_power) / z``. Works for any metric with an interval. None when the estimate
+    sits on the threshold or a number is not finite; never overflows (capped at 10**12).
     """
     gap = estimate - threshold
-    if gap == 0 or not all(map(math.isfinite, (estimate, threshold, *ci))):
+    if gap == 0 or not _finite(estimate, threshold, *ci) or n < 1:
         return None
     half = estimate - ci[0] if gap > 0 else ci[1] - estimate
     if half <= 0:
         return n
-    return max(n, math.ceil(n * (half / abs(gap)) ** 2))
+    need = n * (_power_factor(confidence, power) * half / abs(gap)) ** 2  # float: inf, never an error
+    return 10 ** 12 if not need < 1e12 else max(n, math.ceil(need))
+
+
+def resolvable_distance(n: int, estimate: float, ci: tuple[float, float], factor: float = 10.0,
+                        confidence: float = 0.95, power: float = POWER) -> float | None:
+    """With ``factor`` times the examples, how far from the threshold the truth would have to
+    be for the criterion to settle with probability ``power``: the half-width scaled by
+    ``1 / sqrt(factor)`` and the power factor. None without a finite interval."""
+    if not _finite(estimate, *ci) or n < 1:
+        return None
+    half = max(estimate - ci[0], ci[1] - estimate)
+    return _power_factor(confidence, power) * half / math.sqrt(factor)

@@ -9,10 +9,12 @@
   means cand - base >= 0.1. The direction comes from the criterion, not the metric.
 
 Each verdict names the interval it rests on (``harness.intervals``: Clopper–Pearson for
-proportions, Newcombe / MOVER-R for paired ones, BCa bootstrap from ``MIN_N`` examples for the
-rest), the two-sided confidence it used, and the multiplicity rule that set that confidence
+proportions, Newcombe / MOVER-R for paired ones, PPI++ for a judge with human ratings, a
+two-way random-effects interval for a human panel, bootstrap-t / BCa from ``MIN_N`` examples for
+the rest), the two-sided confidence it used, and the multiplicity rule that set that confidence
 (``harness.multiplicity``). An inconclusive verdict says how many test examples in total would
-likely settle it.
+settle it with 80% power if the estimate is the truth, or, when the estimate sits on the
+threshold, what distance from it 10x the data would resolve.
 """
 from __future__ import annotations
 
@@ -87,12 +89,30 @@ def _status(ci: tuple[float, float], threshold: float, upper: bool) -> str:
     return PASS if hi <= threshold else FAIL if lo > threshold else INCONCLUSIVE
 
 
-def _needed(status: str, n: int | None, value: float, ci: tuple[float, float], threshold: float) -> int | None:
+def _needed(status: str, n: int | None, value: float, ci: tuple[float, float], threshold: float,
+            confidence: float) -> int | None:
     if status != INCONCLUSIVE or not n:
         return None
     from harness.stats import required_n_from_ci
 
-    return required_n_from_ci(n, value, ci, threshold)
+    return required_n_from_ci(n, value, ci, threshold, confidence)
+
+
+def _settle_note(status: str, n: int | None, needed: int | None, value: float, ci: tuple[float, float],
+                 confidence: float, unit=None) -> str:
+    """What more data would do for an inconclusive verdict (``"; ..."`` or empty)."""
+    from harness.stats import POWER, resolvable_distance
+
+    if status != INCONCLUSIVE or not n:
+        return ""
+    if needed:
+        return f"; about {needed} test examples in total would settle it ({POWER:.0%} power)"
+    far = resolvable_distance(n, value, ci, 10.0, confidence)
+    if far is None:
+        return ""
+    fmt = unit or _fmt
+    return (f"; the estimate sits on the threshold: with 10x the data ({10 * n} examples) a true distance of "
+            f"{fmt(far)} from it would be resolved ({POWER:.0%} power)")
 
 
 def _fmt(x: float) -> str:
@@ -100,26 +120,24 @@ def _fmt(x: float) -> str:
 
 
 def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, threshold: float,
-                   n: int | None = None, interval: str = "", note: str = "") -> Verdict:
+                   n: int | None = None, interval: str = "", note: str = "", confidence: float = 0.95) -> Verdict:
     """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples."""
     if op not in ("at_least", "at_most"):
         raise InputError(Problem("<goal>", None, "op", f"{op!r} is not an absolute criterion"))
     upper = op == "at_most"
     status = _status(ci, threshold, upper)
-    needed = _needed(status, n, value, ci, threshold)
+    needed = _needed(status, n, value, ci, threshold, confidence)
     sign = "<=" if upper else ">="
     detail = f"{metric} = {_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}], needs {sign} {_fmt(threshold)}"
     if note:
         detail += f"; no interval: {note}"
-    elif needed:
-        detail += f"; about {needed} test examples in total would settle it"
-    elif status == INCONCLUSIVE and n:
-        detail += "; the estimate sits on the threshold, more data alone will not settle it"
+    else:
+        detail += _settle_note(status, n, needed, value, ci, confidence)
     return Verdict(metric, status, value, ci, threshold, None, needed, detail, op, False, interval)
 
 
 def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: str,
-                   n: int | None = None) -> Verdict:
+                   n: int | None = None, confidence: float = 0.95) -> Verdict:
     """``reduce_by`` / ``improve_by`` from a :class:`harness.stats.PairedResult`."""
     if op not in ("reduce_by", "improve_by"):
         raise InputError(Problem("<goal>", None, "op", f"{op!r} is not a relative criterion"))
@@ -144,7 +162,7 @@ def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: 
         else:
             value, ci = paired.diff, (lo, hi)
     status = _status(ci, target, upper=False)
-    needed = _needed(status, n, value, ci, target)
+    needed = _needed(status, n, value, ci, target, confidence)
     unit = (lambda x: f"{x * 100:.3g}%") if relative else _fmt
     verb = "reduction" if op == "reduce_by" else "improvement"
     detail = (f"{metric}: {_fmt(paired.cand_value)} vs {baseline} {_fmt(paired.base_value)}; "
@@ -152,8 +170,8 @@ def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: 
     note = getattr(paired, "note", "")
     if note or any(math.isnan(x) for x in ci):
         detail += f"; no interval: {note or 'the ratio is unbounded'}"
-    elif needed:
-        detail += f"; about {needed} test examples in total would settle it"
+    else:
+        detail += _settle_note(status, n, needed, value, ci, confidence, unit)
     return Verdict(metric, status, value, ci, target, baseline, needed, detail, op, relative, method)
 
 
@@ -183,12 +201,14 @@ def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
                                      f"{op} takes a number, not a percentage ({amount!r})"))
         res = stats._as_result(cand)
         found = intervals.interval(res, confidence, n_resamples, seed)
-        verdict = judge_absolute(metric, res.recompute(), found.ci, op, threshold, res.n, found.method, found.note)
+        value = res.recompute() if found.estimate is None else found.estimate
+        verdict = judge_absolute(metric, value, found.ci, op, threshold, res.n, found.method, found.note,
+                                 confidence)
     elif op in ("reduce_by", "improve_by"):
         if base is None or not baseline:
             raise InputError(Problem("<goal>", None, "baseline", f"{op} needs a baseline candidate"))
         verdict = judge_relative(metric, intervals.paired(cand, base, confidence, n_resamples, seed), op, amount,
-                                 baseline)
+                                 baseline, confidence=confidence)
     else:
         raise InputError(Problem("<goal>", None, "criterion",
                                  f"unknown criterion {op!r}; use one of {', '.join(CRITERIA)}"))

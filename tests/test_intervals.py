@@ -75,7 +75,7 @@ def test_small_or_spreadless_means_are_not_decided():
     assert judge_criterion("human.tone", "at_least", 4.0, [5.0, 5.0, 4.0]).status == "inconclusive"
     v = judge_criterion("judge.tone", "at_least", 4.0, [5.0] * 40)
     assert v.status == "inconclusive" and "no interval" in v.detail
-    scaled = from_values("judge.tone", [5.0] * 40, extra={"scale": [1, 5]})
+    scaled = from_values("judge.tone", [5.0] * 40, extra={"bounds": [1, 5]})
     v = judge_criterion("judge.tone", "at_least", 4.0, scaled)
     assert v.status == PASS and v.interval == intervals.SCALED_WILSON and v.ci[0] < 5.0
 
@@ -160,3 +160,102 @@ def test_failed_judgments_are_reported_and_above_five_percent_undecide():
     assert v.status == "inconclusive" and "not decided" in v.detail
     # The interval itself counts only the judged examples.
     assert intervals._used(many) == 90
+
+
+# --------------------------------------------------------------------------- PPI++, raters, bootstrap-t
+
+
+def _judge_and_humans(seed: int, n_all: int = 200, n_rated: int = 40, bias: float = 1.0):
+    """A judge biased by ``bias`` points on 1-5 and humans rating ``n_rated`` of the outputs."""
+    rng = np.random.default_rng(seed)
+    truth = np.clip(np.round(rng.normal(3.4, 0.8, n_all)), 1, 5)
+    judge = np.clip(truth + bias + rng.choice([-1.0, 0.0, 0.0, 1.0], n_all), 1, 5)
+    rated = rng.choice(n_all, n_rated, replace=False)
+    return truth, judge, rated
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppi_estimate_and_interval_equal_ppi_python(seed):
+    ppi_py = pytest.importorskip("ppi_py")
+    truth, judge, rated = _judge_and_humans(seed)
+    rest = np.setdiff1d(np.arange(truth.size), rated)
+    est, lo, hi, lam = intervals.ppi_mean(truth[rated], judge[rated], judge[rest], 0.95)
+    ref_lo, ref_hi = ppi_py.ppi_mean_ci(truth[rated], judge[rated], judge[rest], alpha=0.05)
+    ref_est = ppi_py.ppi_mean_pointestimate(truth[rated], judge[rated], judge[rest])
+    assert est == pytest.approx(float(np.ravel(ref_est)[0]), abs=1e-9)
+    assert lo == pytest.approx(float(np.ravel(ref_lo)[0]), abs=1e-9)
+    assert hi == pytest.approx(float(np.ravel(ref_hi)[0]), abs=1e-9)
+    assert 0.0 <= lam <= 1.0
+
+
+def test_a_judge_biased_by_one_point_is_corrected_to_the_human_verdict():
+    """Seeded simulation: the humans' mean is about 3.4, the judge's about 4.4. On the judge
+    alone ``judge.tone >= 4`` passes; PPI over 60 rated outputs fails it, as the humans do."""
+    agree = 0
+    for seed in range(10):
+        truth, judge, rated = _judge_and_humans(seed, n_all=300, n_rated=60)
+        ids = [f"e{i}" for i in range(truth.size)]
+        alone = from_values("judge.tone", list(judge), extra={"ids": ids, "bounds": (1, 5)})
+        assert judge_criterion("judge.tone", "at_least", 4.0, alone).status == PASS
+        labels = {ids[i]: float(truth[i]) for i in rated}
+        with_humans = from_values("judge.tone", list(judge), extra={"ids": ids, "human_labels": labels})
+        v = judge_criterion("judge.tone", "at_least", 4.0, with_humans)
+        human = judge_criterion("human.tone", "at_least", 4.0, from_values("h", [labels[i] for i in labels]))
+        assert intervals.PPI in v.interval and abs(v.value - truth.mean()) < 0.25
+        agree += v.status == human.status == "fail"
+    assert agree == 10
+
+
+def test_ppi_needs_enough_rated_outputs_and_uses_the_humans_when_all_are_rated():
+    ids = [f"e{i}" for i in range(30)]
+    vals = [float(1 + i % 5) for i in range(30)]
+    few = from_values("judge.tone", vals, extra={"ids": ids, "human_labels": {i: 3.0 for i in ids[:5]}})
+    assert intervals.interval(few).method == intervals.TOO_FEW
+    every = from_values("judge.tone", vals, extra={"ids": ids, "human_labels": dict(zip(ids, vals))})
+    iv = intervals.interval(every)
+    assert "every output rated" in iv.method and iv.estimate == pytest.approx(3.0)
+
+
+def _panel(seed: int, raters: int, items: int, leniency_sd: float, mu: float = 3.5):
+    rng = np.random.default_rng(seed)
+    m = mu + rng.normal(0, 0.7, items)[:, None] + rng.normal(0, leniency_sd, raters)[None, :] \
+        + rng.normal(0, 0.6, (items, raters))
+    return [(f"i{i}", f"r{r}", float(m[i, r])) for i in range(items) for r in range(raters)]
+
+
+def test_rater_item_interval_covers_the_rater_population_mean():
+    """Three raters with real leniency differences, 80 items: the item-only interval covered
+    the population mean far less than 95%; the two-way one covers it, and errs wide."""
+    reps, cover, item_only = 200, 0, 0
+    for seed in range(reps):
+        rows = _panel(seed, 3, 80, 0.6)
+        iv = intervals.rater_item_interval(rows)
+        cover += iv.lo <= 3.5 <= iv.hi
+        per_item: dict[str, list[float]] = {}
+        for item, _r, v in rows:
+            per_item.setdefault(item, []).append(v)
+        flat = intervals.interval(from_values("h", [sum(v) / len(v) for v in per_item.values()]))
+        item_only += flat.lo <= 3.5 <= flat.hi
+    assert cover / reps >= 0.95
+    assert item_only / reps < 0.8
+
+
+def test_one_rater_or_one_item_gives_no_interval():
+    one_rater = [(f"i{i}", "ann", 4.0 + (i % 2)) for i in range(30)]
+    iv = intervals.rater_item_interval(one_rater)
+    assert math.isnan(iv.lo) and "one rater" in iv.note and iv.estimate == pytest.approx(4.5)
+    assert intervals.rater_item_interval([("i0", "ann", 4.0), ("i0", "bob", 5.0)]).method == intervals.TOO_FEW
+    same = intervals.rater_item_interval([(f"i{i}", r, 5.0) for i in range(30) for r in ("ann", "bob")],
+                                         bounds=(1, 5))
+    assert same.method == intervals.SCALED_WILSON and same.hi == 5.0 and same.lo < 5.0
+
+
+def test_studentised_bootstrap_for_means_near_the_ceiling_keeps_false_pass_under_2_5_percent():
+    """The cell the BCa bootstrap failed (4.3% at n = 30): a 1-5 rating mean at 4.28."""
+    rng = np.random.default_rng(11)
+    probs = np.array([0.02, 0.03, 0.1, 0.35, 0.5])
+    truth = float(probs @ np.arange(1, 6))
+    reps = 600
+    fp = sum(intervals.interval(from_values("r", list(rng.choice(np.arange(1.0, 6.0), 30, p=probs))),
+                                n_resamples=1000).lo >= truth for _ in range(reps))
+    assert fp / reps <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / reps)

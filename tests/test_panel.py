@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness import panel
+from harness import intervals, panel
 from harness.errors import HarnessError
 
 CANDS = ["alpha-model", "beta-model", "gamma-model"]
@@ -134,7 +134,7 @@ def _many_ratings(cands_means, n_examples=30, seed=0):
         for e in range(n_examples):
             iid = f"{cand}-{e}"
             items.append(_item(iid, cand, f"e{e}"))
-            for rater in ("x", "y"):
+            for rater in ("x", "y", "z", "w"):
                 score = float(np.clip(round(mean + rng.normal(0, 0.7)), 1, 5))
                 ratings.append({"rater": rater, "item_id": iid, "criterion": "formal", "score": score})
     return items, ratings
@@ -149,10 +149,10 @@ def test_human_verdicts_match_the_verdict_module():
     assert [(r["candidate"], r["metric"]) for r in rows] == [("good", "human.tone"), ("bad", "human.tone")]
     by = {r["candidate"]: r for r in rows}
     assert by["good"]["status"] == "pass" and by["bad"]["status"] == "fail"
-    per = panel.human_scores(ratings, items, "tone")["good"]
-    ref = judge_criterion("human.tone", "at_least", 3.5, list(per.values()))
+    ref = judge_criterion("human.tone", "at_least", 3.5, panel.human_results(ratings, items, "human.tone")["good"])
     assert by["good"]["value"] == pytest.approx(ref.value) and by["good"]["ci_low"] == pytest.approx(ref.ci[0])
-    assert by["good"]["n_ratings"] == 60 and by["good"]["missing"] == 0
+    assert by["good"]["interval"].startswith(intervals.RANDOM_EFFECTS) and "4 raters x 30 items" in by["good"]["interval"]
+    assert by["good"]["n_ratings"] == 120 and by["good"]["missing"] == 0
     rel = panel.human_verdicts([_crit("human.tone", "improve_by", "20%", baseline="base")], ratings, items,
                                ["good"], min_ratings=10)[0]
     assert rel["status"] == "pass" and rel["baseline"] == "base" and rel["value"] > 0.2
@@ -161,19 +161,20 @@ def test_human_verdicts_match_the_verdict_module():
 def test_human_verdicts_say_how_many_ratings_are_missing():
     items, ratings = _many_ratings({"good": 4.5}, n_examples=3)
     row = panel.human_verdicts([_crit("human.tone", "at_least", 3.5)], ratings, items, ["good", "unrated"],
-                               min_ratings=10)
+                               min_ratings=16)
     by = {r["candidate"]: r for r in row}
     assert by["good"]["status"] == "inconclusive" and by["good"]["missing"] == 4
-    assert "4 more human rating(s) needed (6 of 10)" in by["good"]["detail"]
+    assert "4 more human rating(s) needed (12 of 16)" in by["good"]["detail"]
     assert not math.isnan(by["good"]["value"])
-    assert by["unrated"]["missing"] == 10 and by["unrated"]["value"] is None
+    assert by["unrated"]["missing"] == 16 and by["unrated"]["value"] is None
 
 
 def test_human_aggregates_rows():
-    items, ratings = _many_ratings({"good": 4.5, "bad": 1.8}, n_examples=10)
+    items, ratings = _many_ratings({"good": 4.5, "bad": 1.8}, n_examples=25)
     rows = {r["candidate"]: r for r in panel.human_aggregates(ratings, items, "human.tone")}
     for cand in ("good", "bad"):
         per = panel.human_scores(ratings, items, "tone")[cand]
         assert rows[cand]["value"] == pytest.approx(sum(per.values()) / len(per))
         assert rows[cand]["ci_low"] <= rows[cand]["value"] <= rows[cand]["ci_high"]
-        assert rows[cand]["n"] == 10 and rows[cand]["extra"]["n_ratings"] == 20
+        assert rows[cand]["n"] == 25 and rows[cand]["extra"]["n_ratings"] == 100
+        assert rows[cand]["extra"]["interval"].startswith(intervals.RANDOM_EFFECTS)

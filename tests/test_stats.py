@@ -121,7 +121,7 @@ def test_mcnemar_matches_statsmodels_formula(n10, n01):
 
 def test_required_n_clears_the_threshold_at_that_n():
     p, t, conf = 0.9, 0.88, 0.95
-    n = stats.required_n(p, t, proportion=True, confidence=conf)
+    n = stats.required_n(p, t, proportion=True, confidence=conf, power=0.5)
     z = 1.959963984540054
 
     def half(m: int) -> float:
@@ -129,7 +129,8 @@ def test_required_n_clears_the_threshold_at_that_n():
 
     assert half(n) <= p - t < half(n - 1)
     assert stats.required_n(0.5, 0.5, sd=1.0) is None
-    assert stats.required_n(10.0, 9.0, sd=2.0) == math.ceil((z * 2.0) ** 2)
+    assert stats.required_n(10.0, 9.0, sd=2.0, power=0.5) == math.ceil((z * 2.0) ** 2)
+    assert stats.required_n(10.0, 9.0, sd=2.0) == math.ceil(((z + 0.8416212335729143) * 2.0) ** 2)
 
 
 def test_required_n_from_ci_agrees_with_the_normal_formula():
@@ -137,4 +138,31 @@ def test_required_n_from_ci_agrees_with_the_normal_formula():
     se = math.sqrt(p * (1 - p) / n)
     ci = (p - 1.959963984540054 * se, p + 1.959963984540054 * se)
     assert stats.required_n_from_ci(n, p, ci, t) == stats.required_n(p, t, proportion=True)
+    assert stats.required_n_from_ci(n, p, ci, t, power=0.5) == stats.required_n(p, t, proportion=True, power=0.5)
     assert stats.required_n_from_ci(n, p, ci, p) is None
+
+
+@pytest.mark.parametrize("p,t", [(0.93, 0.9), (0.97, 0.95), (0.6, 0.5), (0.05, 0.1)])
+def test_n_needed_has_its_power_by_exact_enumeration(p, t):
+    """If the estimate is the truth, at the suggested n the Clopper-Pearson verdict settles
+    (passes at_least / at_most) about 80% of the time, never much less."""
+    from scipy.stats import binom
+
+    from harness import intervals
+
+    n0 = 100
+    lo, hi = intervals.clopper_pearson(round(p * n0), n0)
+    need = stats.required_n_from_ci(n0, p, (lo, hi), t)
+    ks = np.arange(need + 1)
+    bounds = np.array([intervals.clopper_pearson(int(k), need) for k in ks])
+    settles = bounds[:, 0] >= t if p > t else bounds[:, 1] <= t
+    assert float(binom.pmf(ks[settles], need, p).sum()) >= 0.75
+
+
+def test_n_needed_is_finite_safe():
+    assert stats.required_n_from_ci(100, 1.0, (0.5, math.inf), 0.9) is None
+    assert stats.required_n_from_ci(100, 0.5, (0.0, 1.0), 0.5 + 1e-12) == 10 ** 12
+    assert stats.required_n_from_ci(100, 1e300, (-1e300, 1e308), 1e300 * (1 - 1e-15)) == 10 ** 12
+    assert stats.required_n_from_ci(0, 0.5, (0.4, 0.6), 0.3) is None
+    assert stats.resolvable_distance(100, 0.5, (0.4, 0.6)) == pytest.approx(
+        0.1 * (1.959963984540054 + 0.8416212335729143) / 1.959963984540054 / math.sqrt(10))

@@ -28,7 +28,8 @@ from harness.goals import Candidate, Goal
 from harness.kinds import kind_of
 from harness.provenance import run_provenance
 from harness.runner.context import Outputs, Run, RunResult, Step, metric_names
-from harness.runner.scoring import JudgePlan, decide_verdicts, human_results, judge_candidates, score_candidate
+from harness.runner.scoring import (JudgePlan, decide_verdicts, human_results, judge_candidates, judge_labels,
+                                    score_candidate)
 from harness.runner.validate import validate_goal
 
 if TYPE_CHECKING:
@@ -192,7 +193,8 @@ def aggregate(run: Run, results: dict[str, dict[str, Any]]) -> dict[str, dict[st
 
 def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
            outputs: dict[str, Outputs]) -> Decision:
-    verdicts, meets, best = decide_verdicts(run, results, missing, {n: o.cost_usd for n, o in outputs.items()})
+    verdicts, meets, best = decide_verdicts(run, results, missing, {n: o.cost_usd for n, o in outputs.items()},
+                                            judge_labels(run, outputs))
     return Decision(verdicts, meets, best)
 
 

@@ -9,6 +9,8 @@ from harness.runner.context import FLUSH_EVERY, LABEL_METRICS, Outputs, Run
 
 # --------------------------------------------------------------------------- scoring
 
+RUBRIC_BOUNDS = (1.0, 5.0)  # every rubric criterion is scored on 1-5 (harness.judge.rubric)
+
 
 def metric_args(run: Run, name: str) -> tuple[str, dict[str, Any]]:
     """The registered metric and its arguments behind a metric name used in the goal."""
@@ -114,9 +116,9 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                     chosen = [p for p in pairs if crit is None or p.criterion == crit]
                     per = pair_values(chosen)
                     extra = {"ids": ids, "baseline": baseline, "position_bias_rate": position_bias_rate(chosen),
-                             "win_rate": win_rate(chosen)}
+                             "win_rate": win_rate(chosen), "bounds": (0.0, 1.0)}
                 else:
-                    per, extra = metric_scores(metric, judgments), {"ids": ids}
+                    per, extra = metric_scores(metric, judgments), {"ids": ids, "bounds": RUBRIC_BOUNDS}
                 extra["failed"] = sum(per.get(i) is None for i in ids)  # unparseable or errored judgments
                 out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
     return out
@@ -188,42 +190,74 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
     wanted = [n for n in names if is_human_metric(n)]
     if not wanted or run.goal.human is None:
         return {}, {}
-    from harness.metrics import from_values
-    from harness.panel import PanelItem, human_scores, rating_counts
+    from harness import panel
 
     ratings = run.store.ratings(run.goal.goal)
-    items = [PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
+    items = [panel.PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
     need = run.goal.human.min_ratings
     out: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
     for name in wanted:
-        parsed = parse_metric_name(name)
-        rubric, criterion = str(parsed.rubric), parsed.criterion
-        scores = human_scores(ratings, items, rubric, criterion)
-        counts = rating_counts(ratings, items, rubric, criterion)  # the app's rule too
+        results = panel.human_results(ratings, items, name)  # the app's rule too
         for cand in candidates:
-            per, n = scores.get(cand, {}), counts.get(cand, 0)
-            if n < need or len(per) < 2:
+            res = results.get(cand)
+            n = res.extra["n_ratings"] if res is not None else 0
+            if res is None or n < need or res.n < 2:
                 missing[f"{cand}/{name}"] = f"{n} of {need} human ratings so far; {max(need - n, 0)} more needed"
                 continue
-            ids = sorted(per)
-            out.setdefault(cand, {})[name] = from_values(name, [per[i] for i in ids], extra={"ids": ids})
+            out.setdefault(cand, {})[name] = res
     return out, missing
+
+
+def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, dict[str, float]]]:
+    """{candidate: {judge metric: {example_id: human value}}} for PPI: the human panel's mean
+    rating of an output, kept only where the rated output is the very text the judge scored in
+    this run. Pointwise panels and judges only (pairwise win rates are another quantity)."""
+    from harness.metric_names import is_judge_metric
+
+    goal = run.goal
+    wanted = [c.metric for c in goal.success if is_judge_metric(c.metric) and not c.relative_op]
+    if goal.human is None or goal.judge is None or goal.judge.mode == "pairwise" or not wanted:
+        return {}
+    from harness import panel
+
+    items = [panel.PanelItem.from_row(r) for r in run.store.panel_items(goal.goal)]
+    if not items or any(it.mode == panel.PAIRWISE for it in items):
+        return {}
+    ratings = run.store.ratings(goal.goal)
+    rated_text: dict[tuple[str, str], str] = {}
+    for run_id in sorted({it.run_id for it in items}):
+        for row in run.store.run_outputs(run_id):
+            rated_text[(row["candidate"], row["example_id"])] = row["output"]
+    ids = [ex.id for ex in run.prepared.test]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for metric in wanted:
+        parsed = parse_metric_name(metric)
+        scores = panel.human_scores(ratings, items, str(parsed.rubric), parsed.criterion)
+        for cand, outs in outputs.items():
+            now = dict(zip(ids, outs.texts))
+            same = {e: v for e, v in scores.get(cand, {}).items() if e in now and rated_text.get((cand, e)) == now[e]}
+            if same:
+                out.setdefault(cand, {})[metric] = same
+    return out
 
 
 # --------------------------------------------------------------------------- verdicts
 
 
 def decide_verdicts(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
-                    costs: dict[str, float] | None = None):
+                    costs: dict[str, float] | None = None,
+                    labels: dict[str, dict[str, dict[str, float]]] | None = None):
     """Verdicts per candidate (aligned with ``goal.success``), who meets the goal, and the best
     candidate (highest mean margin; ties go to the cheaper one). The confidence of each
-    candidate's intervals comes from the goal's multiplicity rule (``harness.multiplicity``)."""
+    candidate's intervals comes from the goal's multiplicity rule (``harness.multiplicity``).
+    ``labels`` (:func:`judge_labels`) turn a judge criterion into a PPI++ one."""
     from harness.multiplicity import decide_family, family_size
     from harness.verdict import best_candidate, meets_goal
 
     goal = run.goal
     trust = judge_trust(run)
+    results = {cand: _with_labels(per, (labels or {}).get(cand, {})) for cand, per in results.items()}
 
     def decide(cand: str, confidence: float, rule: str) -> list:
         return [_with_trust(_criterion_verdict(c, cand, results, missing, confidence, rule), trust)
@@ -234,6 +268,27 @@ def decide_verdicts(run: Run, results: dict[str, dict[str, Any]], missing: dict[
     meets = {cand: meets_goal(vs) for cand, vs in verdicts.items()}
     best = best_candidate(verdicts, costs or {})
     return verdicts, meets, best
+
+
+def _with_labels(per: dict[str, Any], labels: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """A candidate's results with human labels attached to the judge metrics that have enough
+    of them for PPI (``intervals.MIN_N`` rated outputs); the stored results stay as they were."""
+    import copy
+
+    from harness.intervals import MIN_N
+
+    out = dict(per)
+    for metric, rated in labels.items():
+        res = per.get(metric)
+        if res is None:
+            continue
+        res = copy.copy(res)
+        if len(rated) >= MIN_N:
+            res.extra = {**res.extra, "human_labels": rated}
+        else:
+            res.extra = {**res.extra, "ppi_short": len(rated)}
+        out[metric] = res
+    return out
 
 
 def judge_trust(run: Run) -> dict[str, Any]:
@@ -298,6 +353,11 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
             return undecided("candidate and baseline were scored on different examples")
     verdict = judge_criterion(c.metric, c.op, getattr(c, c.op), res, base, c.baseline, confidence, seed=0,
                               multiplicity=rule)
+    if res.extra.get("ppi_short"):
+        from harness.intervals import MIN_N
+
+        verdict.detail += (f"; {res.extra['ppi_short']} of this candidate's outputs have human ratings, "
+                           f"PPI needs {MIN_N}: the judge alone decides")
     _count_failed(verdict, res, base)
     if base is not None and _binary(res) and _binary(base):
         from harness.stats import mcnemar

@@ -1,0 +1,1 @@
+"""The test suite (a regular package, so an installed top-level ``tests`` cannot shadow it)."""
