@@ -8,6 +8,7 @@ naming a candidate that exists — and reports every problem with file:line:fiel
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,8 @@ from harness.errors import InputError, Problem
 from harness.yamlfile import line_for, load_yaml, parse_model
 
 GOAL_VERSION = 1
+# Most candidates one sweep may expand to.
+MAX_SWEEP = 256
 # Hyperparameters whose list values expand into one candidate per combination.
 SWEEPABLE = ("r", "alpha", "dropout", "learning_rate", "epochs", "batch_size", "grad_accum",
              "max_length", "num_virtual_tokens", "seed", "shots")
@@ -70,6 +73,42 @@ class Criterion(Strict):
     improve_by: str | float | None = Field(None, description="'10%' (relative) or 0.05 (absolute), against `baseline`.")
     baseline: str | None = Field(None, description="Candidate the relative criterion compares to.")
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments for the metric.")
+
+    @field_validator("at_least", "at_most", mode="before")
+    @classmethod
+    def _absolute(cls, v: Any, info: Any) -> Any:
+        """A finite, non-negative number: not a yes/no, a percentage, NaN or infinity."""
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ValueError(f"{info.field_name} takes a number, got {v!r}")
+        if isinstance(v, str):
+            if v.strip().endswith("%"):
+                raise ValueError(f"{info.field_name} takes a number on the metric's own scale (0.8), not a "
+                                 f"percentage ({v!r})")
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError(f"{info.field_name} takes a number, got {v!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{info.field_name}: {v!r} is not a finite number")
+        if v < 0:
+            raise ValueError(f"{info.field_name}: {v!r} is negative; metrics here are rates, scores and "
+                             f"counts, so a negative threshold is always met")
+        return v
+
+    @field_validator("reduce_by", "improve_by", mode="before")
+    @classmethod
+    def _amount(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ValueError(f"{info.field_name} takes a number or a percentage like '20%', got {v!r}")
+        value, _relative = parse_amount(v)
+        if value < 0:
+            raise ValueError(f"{info.field_name}: {v!r} is negative; write the change the candidate must at "
+                             f"least make (a non-negative amount)")
+        return v
 
     @model_validator(mode="after")
     def _one_threshold(self) -> "Criterion":
@@ -205,6 +244,13 @@ class Goal(Strict):
     def _goal_name(cls, v: str) -> str:
         return _check_name("goal", v)
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if isinstance(v, bool) or v != GOAL_VERSION:
+            raise ValueError(f"goal file version {v!r} is not supported; this harness reads version {GOAL_VERSION}")
+        return v
+
     @field_validator("candidates", mode="before")
     @classmethod
     def _expand(cls, v: Any) -> Any:
@@ -240,6 +286,10 @@ def expand_sweeps(cands: list[Any]) -> list[Any]:
         if not axes:
             out.append(cand)
             continue
+        total = math.prod(len(v) for _, v in axes)
+        if total > MAX_SWEEP:
+            raise ValueError(f"candidate {cand.get('name', '?')!r}: the sweep expands to {total:,} candidates; "
+                             f"at most {MAX_SWEEP} (each is trained and scored)")
         for combo in itertools.product(*[v for _, v in axes]):
             c = dict(cand)
             suffix = []

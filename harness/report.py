@@ -156,5 +156,7 @@ def _md_table_to_html(lines: list[str]) -> str:
 def write_report(store: Store, goal: Any, out: str | Path, run_id: str | None = None) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_report(store, goal, run_id, "md" if out.suffix == ".md" else "html"), encoding="utf-8")
+    from harness.fsutil import atomic_write_text
+
+    atomic_write_text(out, build_report(store, goal, run_id, "md" if out.suffix == ".md" else "html"))
     return out

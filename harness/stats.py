@@ -132,9 +132,10 @@ def _quantiles(dist: np.ndarray, lo_q: float, hi_q: float) -> tuple[float, float
     d = dist[~np.isnan(dist)]
     if d.size == 0:
         return (float("nan"), float("nan"))
-    # Infinite values (ratios over a zero baseline) would make interpolation NaN.
-    d = np.clip(d, -1e300, 1e300)
-    lo, hi = np.quantile(d, [lo_q, hi_q])
+    # Infinite values (ratios over a zero baseline) would make interpolation NaN (inf - inf):
+    # then the quantiles are order statistics, which may be infinite but are never made up.
+    method = "inverted_cdf" if np.isinf(d).any() else "linear"
+    lo, hi = np.quantile(d, [lo_q, hi_q], method=method)
     return (float(lo), float(hi))
 
 

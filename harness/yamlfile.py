@@ -1,4 +1,10 @@
-"""YAML with line numbers, and pydantic errors turned into file:line:field problems."""
+"""YAML with line numbers, and pydantic errors turned into file:line:field problems.
+
+Goal and rubric files are small and written by hand, so the parser refuses what only an
+attack or an accident produces: aliases (``*name``: a 1 KB "billion laughs" file expands to
+gigabytes), nesting deeper than ``MAX_DEPTH``, scalars longer than ``MAX_SCALAR`` characters
+(a 5000-digit number), files above 1 MiB, and a key given twice in one mapping (YAML would
+silently keep the last). Each is an error with the file and line, found before any work."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,39 +19,77 @@ from harness.registry import did_you_mean
 Loc = tuple[Any, ...]
 
 
-def _walk(node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> None:
+MAX_DEPTH = 32
+MAX_SCALAR = 100_000
+MAX_DIGITS = 400   # far beyond any float; Python refuses ints over 4300
+
+
+def _walk(node: yaml.Node, path: Loc, lines: dict[Loc, int], file: str = "<yaml>") -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key, value in node.value:
             k = key.value
+            if isinstance(key, yaml.ScalarNode):
+                if k in seen:
+                    raise InputError(Problem(file, key.start_mark.line + 1, field_name(path + (k,)),
+                                             f"key {k!r} is given twice (first on line {seen[k]})"))
+                seen[k] = key.start_mark.line + 1
             lines[path + (k,)] = key.start_mark.line + 1
-            _walk(value, path + (k,), lines)
+            _walk(value, path + (k,), lines, file)
             lines[path + (k,)] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines)
+            _walk(item, path + (i,), lines, file)
 
 
 def load_yaml(path: str | Path) -> tuple[Any, dict[Loc, int]]:
     """Parse a YAML file; return the data and a map from key path to line number."""
+    from harness.textfile import read_text
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(Problem(str(path), None, None, "file not found"))
-    return parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    return parse_yaml(read_text(path), str(path))
+
+
+def _screen(text: str, file: str) -> None:
+    """Refuse aliases, deep nesting and huge scalars from the event stream, before any
+    object is built (so nothing is expanded)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise InputError(Problem(file, line, None, "YAML anchors and aliases (&name, *name) are not allowed "
+                                                       "here; write the value out"))
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InputError(Problem(file, line, None, f"nested more than {MAX_DEPTH} levels deep"))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.ScalarEvent):
+            if len(event.value) > MAX_SCALAR:
+                raise InputError(Problem(file, line, None, f"a value of {len(event.value):,} characters; at most "
+                                                           f"{MAX_SCALAR:,}"))
+            digits = sum(ch.isdigit() for ch in event.value)
+            if event.style is None and digits > MAX_DIGITS:
+                raise InputError(Problem(file, line, None, f"a number of {digits:,} digits; at most {MAX_DIGITS}"))
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
     """Parse YAML text; invalid YAML is an InputError naming ``file`` and the line."""
     try:
-        node = yaml.compose(text)
+        _screen(text, file)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines: dict[Loc, int] = {}
+        if node is not None:
+            _walk(node, (), lines, file)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise InputError(Problem(file, line, None, f"invalid YAML: {getattr(exc, 'problem', None) or exc}")) from None
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _walk(node, (), lines)
+    except (ValueError, RecursionError, OverflowError) as exc:  # e.g. a number Python will not convert
+        raise InputError(Problem(file, None, None, f"invalid YAML: {exc}")) from None
     return data, lines
 
 

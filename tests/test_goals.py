@@ -110,3 +110,96 @@ def test_goal_and_candidate_names_are_checked_with_their_lines(tmp_path, data):
     found = {(x.field, x.line): x.message for x in e.value.problems}
     assert ("goal", 1) in found and "goal name 'my goal'" in found[("goal", 1)]
     assert ("candidates[1].name", 8) in found and "candidate name 'bad/name'" in found[("candidates[1].name", 8)]
+
+
+@pytest.mark.parametrize("threshold,why", [
+    (".nan", "not a finite number"), (".inf", "not a finite number"), ("1e400", "not a finite number"),
+    ("yes", "takes a number"), ("-3", "negative"), ("'80%'", "not a percentage"),
+])
+def test_absolute_thresholds_must_be_finite_non_negative_numbers(tmp_path, data, threshold, why):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, f"success:\n  - {{metric: accuracy, at_least: {threshold}}}\n"))
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    (prob,) = e.value.problems
+    assert why in prob.message and prob.line == 5 and prob.field == "success[0].at_least", prob
+
+
+def test_negative_reductions_and_unknown_versions_are_refused(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "success:\n  - {metric: accuracy, reduce_by: '-50%', baseline: b}\n"))
+    with pytest.raises(InputError, match="negative"):
+        load_goal(p)
+    p.write_text("version: 99\n" + goal_text(data, "success:\n  - {metric: accuracy, at_least: 0.5}\n"))
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    assert "version 99 is not supported" in str(e.value) and e.value.problems[0].line == 1
+
+
+def test_duplicate_keys_aliases_depth_and_huge_numbers_are_refused_fast(tmp_path, data):
+    import time
+
+    cases = {
+        "dup": goal_text(data, "success:\n  - {metric: accuracy, at_least: 0.5}\nsuccess:\n  - {metric: x, at_least: 1}\n"),
+        "laughs": "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+            f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+        "deep": "goal: " + "[" * 200 + "]" * 200 + "\n",
+        "number": goal_text(data, "success:\n  - {metric: accuracy, at_least: " + "9" * 5000 + "}\n"),
+    }
+    expect = {"dup": "given twice (first on line 4)", "laughs": "aliases", "deep": "levels deep", "number": "digits"}
+    for name, text in cases.items():
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(text)
+        start = time.perf_counter()
+        with pytest.raises(InputError) as e:
+            load_goal(p)
+        assert time.perf_counter() - start < 1.0  # a bound on the attack, not a speed test
+        assert expect[name] in str(e.value) and str(p) in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("raw,why", [
+    ("goal: caf\xe9\n".encode("latin-1"), "byte offset 9"),
+    ("goal: g\n".encode("utf-16"), "UTF-16"),
+    (b"\x00\x01\x02binary\xff", "binary"),
+])
+def test_goal_files_that_are_not_utf8_are_errors_with_line_and_offset(tmp_path, raw, why):
+    p = tmp_path / "g.yaml"
+    p.write_bytes(raw)
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    assert why in str(e.value) and e.value.problems[0].line == 1
+
+
+def test_a_folder_as_goal_or_data_and_an_empty_data_file_are_errors(tmp_path):
+    from harness.data.formats import read_jsonl
+
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        load_goal(tmp_path / "dir.yaml")
+    (tmp_path / "empty.jsonl").write_text("")
+    assert "no examples" in str(read_jsonl(tmp_path / "empty.jsonl")[1][0])
+    (tmp_path / "folder.jsonl").mkdir()
+    assert "is a folder" in str(read_jsonl(tmp_path / "folder.jsonl")[1][0])
+
+
+def test_data_lines_with_huge_numbers_deep_nesting_or_lone_surrogates_are_line_errors(tmp_path):
+    from harness.data.formats import read_jsonl
+
+    p = tmp_path / "d.jsonl"
+    p.write_text("\n".join([
+        '{"text": "a", "label": ' + "9" * 5000 + "}",
+        '{"text": ' + "[" * 500 + "]" * 500 + ', "label": "x"}',
+        '{"text": "bad \\ud800 half", "label": "x"}',
+        '{"text": "fine", "label": "x"}',
+    ]) + "\n")
+    examples, problems = read_jsonl(p)
+    assert len(examples) == 1 and [pr.line for pr in problems] == [1, 2, 3]
+    assert "surrogate" in problems[2].message and "levels deep" in problems[1].message
+
+
+def test_a_sweep_is_capped(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "success:\n  - {metric: accuracy, at_least: 0.5}\ncandidates:\n"
+                                 "  - {name: l, kind: lora, r: [" + ", ".join(map(str, range(1, 1001))) + "]}\n"))
+    with pytest.raises(InputError, match="expands to 1,000 candidates"):
+        load_goal(p)

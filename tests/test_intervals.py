@@ -259,3 +259,64 @@ def test_studentised_bootstrap_for_means_near_the_ceiling_keeps_false_pass_under
     fp = sum(intervals.interval(from_values("r", list(rng.choice(np.arange(1.0, 6.0), 30, p=probs))),
                                 n_resamples=1000).lo >= truth for _ in range(reps))
     assert fp / reps <= 0.025 + 2 * math.sqrt(0.025 * 0.975 / reps)
+
+
+def _ratio_result(rows):
+    """A non-mean aggregate (a micro-average of per-example (hits, total) counts): the BCa path."""
+    from harness.metrics import MetricResult
+
+    stats = np.array(rows, dtype=float).reshape(-1, 2)
+
+    def micro(s):
+        s = np.asarray(s, dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(s[..., 1] > 0, s[..., 0] / np.where(s[..., 1] > 0, s[..., 1], 1), np.nan)
+    return MetricResult("micro", float(micro(stats.sum(0))) if len(stats) else math.nan, [None] * len(stats),
+                        stats, micro)
+
+
+_DEGENERATE = {
+    "zeros": lambda n: from_values("m", [0.0] * n),
+    "ones": lambda n: from_values("m", [1.0] * n),
+    "equal": lambda n: from_values("m", [3.0] * n, extra={"bounds": (1, 5)}),
+    "equal-unbounded": lambda n: from_values("m", [3.0] * n),
+    "spread": lambda n: from_values("m", [float(1 + i % 5) for i in range(n)]),
+    "micro-zero": lambda n: _ratio_result([(0, 3)] * n),
+    "micro-equal": lambda n: _ratio_result([(2, 4)] * n),
+}
+
+
+@pytest.mark.parametrize("n", [1, 2, 30])
+@pytest.mark.parametrize("kind", sorted(_DEGENERATE))
+def test_every_criterion_type_is_finite_safe_on_zero_one_and_equal_counts(kind, n):
+    """No overflow, no exception: a verdict (often inconclusive) whose numbers are finite or NaN,
+    and an "n needed" that is an int or None, for every criterion against every baseline."""
+    from harness.verdict import INCONCLUSIVE
+
+    cand = _DEGENERATE[kind](n)
+    for base_kind in ("zeros", "ones", "spread", "micro-zero"):
+        base = _DEGENERATE[base_kind](n)
+        if base_kind.startswith("micro") != kind.startswith("micro"):
+            continue  # a baseline is the same metric as the candidate
+        for op, amount in (("at_least", 0.0), ("at_least", 1.0), ("at_most", 0.5), ("at_least", 1e-12),
+                           ("reduce_by", "100%"), ("reduce_by", "10%"), ("improve_by", "10%"), ("improve_by", 0.1),
+                           ("reduce_by", 0.0)):
+            v = judge_criterion("m", op, amount, cand, base, baseline="b")
+            assert v.status in (PASS, "fail", INCONCLUSIVE)
+            assert all(math.isnan(x) or math.isfinite(x) or op in ("reduce_by", "improve_by") for x in v.ci)
+            assert v.needed_n is None or (isinstance(v.needed_n, int) and 1 <= v.needed_n <= 10 ** 12)
+            # Below MIN_N only an exact (proportion) interval may decide.
+            assert not (v.status == PASS and n < intervals.MIN_N and v.interval not in (
+                intervals.CLOPPER_PEARSON, intervals.NEWCOMBE, intervals.MOVER_R)), (kind, n, op, amount, v.detail)
+
+
+@pytest.mark.parametrize("cand_vals,base_vals", [
+    ([1.0] * 20 + [0.0] * 10, [1.0] + [0.0] * 29),                        # proportions, a weak baseline
+    ([float(1 + i % 5) for i in range(40)], [0.0] * 38 + [0.5, 0.0]),     # means: resamples of 0 baseline
+])
+def test_improve_by_against_a_weak_baseline_does_not_overflow(cand_vals, base_vals):
+    """Issue 11: the ratio interval was clamped to 1e300 and "n needed" overflowed."""
+    v = judge_criterion("m", "improve_by", "10%", from_values("m", cand_vals), from_values("m", base_vals),
+                        baseline="weak")
+    assert v.status in (PASS, "inconclusive")
+    assert v.needed_n is None or isinstance(v.needed_n, int)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from harness.goals import load_goal
 from harness.runner import run_goal
@@ -87,6 +88,13 @@ def test_run_then_rerun_redoes_nothing(tmp_path, tiny_model_dir, monkeypatch):
     third = run_goal(goal, store, only=["lora"], progress=False, work_dir=tmp_path / "work")
     assert third.counts["trained"] == 1 and third.counts["adapters_reused"] == 0
     assert len(list((tmp_path / "work" / "adapters" / goal.goal).iterdir())) == 2
+
+    # A damaged (truncated) adapter metadata file is trained again, not a JSONDecodeError forever.
+    lora_row = next(c for c in store.candidates(third.run_id) if c["name"] == "lora")
+    meta = Path(lora_row["adapter_path"]) / sft.METADATA_FILE
+    meta.write_text(meta.read_text()[:40])
+    fourth = run_goal(goal, store, only=["lora"], progress=False, work_dir=tmp_path / "work")
+    assert fourth.counts["trained"] == 1 and sft.read_metadata(meta.parent)["adapter_hash"]
 
 
 def test_sigkill_during_generation_then_resume(tmp_path, tiny_model_dir):

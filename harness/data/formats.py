@@ -208,34 +208,89 @@ def read_jsonl(path: str | Path, fmt: str | None = None) -> tuple[list[Example],
     With ``fmt=None`` the format is detected from the first valid record and every later
     record must match it.
     """
+    from harness.textfile import MAX_DATA_BYTES, read_text
+
     path = Path(path)
     file = str(path)
-    if not path.exists():
-        return [], [Problem(file, None, None, "file not found")]
+    try:
+        text = read_text(path, max_bytes=MAX_DATA_BYTES)
+    except InputError as exc:
+        return [], list(exc.problems)
     examples: list[Example] = []
     problems: list[Problem] = []
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        rec, problem = _json_line(raw, file, lineno)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        this_fmt = fmt
+        if this_fmt is None and isinstance(rec, dict):
+            detected = detect_format(rec)
+            if examples and detected and detected != examples[0].format:
+                problems.append(Problem(file, lineno, None,
+                                        f"record looks like {detected!r} but the file is {examples[0].format!r}"))
                 continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(file, lineno, None, f"malformed JSON: {exc.msg} (column {exc.colno})"))
-                continue
-            this_fmt = fmt
-            if this_fmt is None and isinstance(rec, dict):
-                detected = detect_format(rec)
-                if examples and detected and detected != examples[0].format:
-                    problems.append(Problem(file, lineno, None,
-                                            f"record looks like {detected!r} but the file is {examples[0].format!r}"))
-                    continue
-                this_fmt = detected
-            ex, probs = parse_record(rec, this_fmt, file, lineno)
-            problems.extend(probs)
-            if ex is not None:
-                examples.append(ex)
+            this_fmt = detected
+        ex, probs = parse_record(rec, this_fmt, file, lineno)
+        problems.extend(probs)
+        if ex is not None:
+            examples.append(ex)
+    if not examples and not problems:
+        problems.append(Problem(file, None, None, "has no examples (the file is empty)"))
     return examples, problems
+
+
+# Longest JSON line read (a record is a conversation, not a corpus) and deepest nesting.
+MAX_LINE_CHARS = 1 << 24
+MAX_DEPTH = 64
+
+
+def _json_line(raw: str, file: str, lineno: int) -> tuple[Any, Problem | None]:
+    """One JSONL record, or the problem with it (never an exception)."""
+    if len(raw) > MAX_LINE_CHARS:
+        return None, Problem(file, lineno, None, f"line of {len(raw):,} characters; at most {MAX_LINE_CHARS:,}")
+    depth = _max_depth(raw)
+    if depth > MAX_DEPTH:
+        return None, Problem(file, lineno, None, f"nested {depth} levels deep; at most {MAX_DEPTH}")
+    try:
+        rec = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, Problem(file, lineno, None, f"malformed JSON: {exc.msg} (column {exc.colno})")
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of thousands of digits
+        return None, Problem(file, lineno, None, f"malformed JSON: {exc}")
+    if "\\ud" in raw.lower():
+        try:
+            json.dumps(rec, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return None, Problem(file, lineno, None, "contains a lone surrogate escape (\\ud800-\\udfff), "
+                                                     "which is not text")
+    return rec, None
+
+
+def _max_depth(raw: str) -> int:
+    """Bracket depth outside strings (cheap; exact enough to refuse absurd nesting)."""
+    if raw.count("[") + raw.count("{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def load_examples(path: str | Path, fmt: str | None = None) -> list[Example]:

@@ -1,7 +1,8 @@
 """Find, mask and scrub personal data with offline rules (regex + checksums), no models.
 
 Kinds: EMAIL, PHONE, CREDIT_CARD (Luhn-checked), IP (v4 and v6), IBAN (mod-97 checked)
-and NAME (only where a cue makes it likely: an honorific, "my name is", a sign-off).
+and NAME (where a cue makes it likely: an honorific, "my name is", a sign-off; or a
+common given name from ``first_names.txt`` followed by a capitalised surname).
 Precision is preferred over recall: a scrubbed placeholder in the wrong place damages
 the data, so ambiguous numbers (years, prices, order numbers, dates) are left alone.
 """
@@ -32,8 +33,10 @@ class PIIMatch:
 
 # --- EMAIL -------------------------------------------------------------------------------
 
+# Unicode local parts and domains (josé@exämple.com), and the apostrophe RFC 5322 allows in a
+# local part (o'brien@example.ie, also typed as ’).
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
+    r"(?<![\w.+'’-])[^\W_][\w.%+'’-]*@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,24}\b"
 )
 
 
@@ -280,7 +283,9 @@ def _best_phone_span(cand: str, cue: bool) -> tuple[int, int] | None:
 
 # --- NAME --------------------------------------------------------------------------------
 
-_NW = r"(?:[A-Z]['’][A-Z][a-z]+|[A-Z][a-z]+(?:[A-Z][a-z]+)?(?:-[A-Z][a-z]+)?|[A-Z]\.)"
+_UP, _LO = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"  # Latin-1 letters too: Müller, Fernández, Łukasz is left out
+_NW = (rf"(?:[{_UP}]['’][{_UP}][{_LO}]+|[{_UP}][{_LO}]+(?:[{_UP}][{_LO}]+)?(?:-[{_UP}][{_LO}]+)?"
+       rf"|[{_UP}]\.)")
 _NAME_SEQ = rf"{_NW}(?:[ ]+{_NW}){{0,2}}"
 _HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Dame|Mister|Madam)\.?[ ]+({_NAME_SEQ})")
 _MY_NAME = re.compile(rf"(?i:\b(?:my name is|my name's|my name’s|(?:full|first|last) name(?: is|:))|"
@@ -313,8 +318,34 @@ def _trim_name(seq: str) -> tuple[int, int] | None:
     return words[0][0], words[-1][1]
 
 
-def _names(text: str) -> list[PIIMatch]:
+def _first_names() -> frozenset[str]:
+    global _FIRST
+    if _FIRST is None:
+        text = (Path(__file__).with_name("first_names.txt")).read_text(encoding="utf-8")
+        _FIRST = frozenset(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
+    return _FIRST
+
+
+_FIRST: frozenset[str] | None = None
+_GIVEN_SURNAME = re.compile(rf"\b([A-Z][a-z]+)[ ]+({_NW}(?:[ ]+{_NW})?)")
+
+
+def _given_names(text: str) -> list[PIIMatch]:
+    """A known given name followed by a capitalised surname: "Contact: Ada Lovelace"."""
+    first = _first_names()
     out = []
+    for m in _GIVEN_SURNAME.finditer(text):
+        if m.group(1).lower() not in first:
+            continue
+        trimmed = _trim_name(m.group(2))
+        if trimmed is None or trimmed[0] != 0:
+            continue
+        out.append(PIIMatch("NAME", m.start(1), m.start(2) + trimmed[1], text[m.start(1):m.start(2) + trimmed[1]]))
+    return out
+
+
+def _names(text: str) -> list[PIIMatch]:
+    out = _given_names(text)
     for rx in (_HONORIFIC, _MY_NAME, _SIGN_OFF):
         for m in rx.finditer(text):
             gi = next(i for i in range(1, (rx.groups or 0) + 1) if m.group(i) is not None)

@@ -229,6 +229,8 @@ def write_splits(prepared: Prepared, out_dir: str | Path) -> dict[str, Path]:
         write_jsonl(p, (ex.to_record() for ex in sorted(exs, key=lambda e: (e.line, e.id))))
         paths[name] = p
     os.chmod(paths["test"], stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-    (out / "manifest.json").write_text(json.dumps(prepared.manifest(), indent=2) + "\n")
+    from harness.fsutil import atomic_write_text
+
+    atomic_write_text(out / "manifest.json", json.dumps(prepared.manifest(), indent=2) + "\n")
     paths["manifest"] = out / "manifest.json"
     return paths

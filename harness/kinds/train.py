@@ -9,7 +9,6 @@ its ``harness_adapter.json`` is finished, so a rerun reuses it without importing
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -45,9 +44,15 @@ class Artifact:
 
     @property
     def finished(self) -> bool:
-        from harness.train.sft import METADATA_FILE
+        """Trained and its metadata readable (a damaged file means: train it again)."""
+        from harness.errors import HarnessError
+        from harness.train.sft import read_metadata
 
-        return (self.folder / METADATA_FILE).is_file()
+        try:
+            read_metadata(self.folder)
+        except HarnessError:
+            return False
+        return True
 
 
 class TrainKind(CandidateKind):
@@ -141,10 +146,12 @@ def ensure_artifact(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, A
     Reusing reads ``harness_adapter.json`` only (no peft, no torch); training checks the
     method can run here (qlora without CUDA stops before anything loads).
     """
-    from harness.train.sft import METADATA_FILE
+    from harness.train.sft import METADATA_FILE, read_metadata
 
+    if (art.folder / METADATA_FILE).is_file() and not art.finished:
+        run.say(f"  {cand.name}: {art.folder / METADATA_FILE} is damaged; training the adapter again")
     if art.finished:
-        meta = json.loads((art.folder / METADATA_FILE).read_text())
+        meta = read_metadata(art.folder)
         run.counts["adapters_reused"] += 1
         run.say(f"  {cand.name}: adapter already trained ({art.folder}), reusing it")
     else:

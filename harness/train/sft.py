@@ -341,7 +341,13 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / METADATA_FILE
     if not path.is_file():
         raise HarnessError(f"{folder} is not a harness adapter: {METADATA_FILE} is missing")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path} is damaged ({exc}); delete the folder to train it again") from None
+    if not isinstance(meta, dict):
+        raise HarnessError(f"{path} is damaged (not a JSON object); delete the folder to train it again")
+    return meta
 
 
 # --- loading -------------------------------------------------------------------------------
