@@ -56,7 +56,9 @@ class DataSpec(Strict):
     format: Literal["auto", "chat", "completion", "label"] = Field("auto", description="Record shape; auto-detected.")
     split: SplitSpec = Field(default_factory=SplitSpec)
     scrub_pii: bool = Field(False, description="Scrub PII before splitting and before any text leaves the machine.")
-    leakage: Literal["flag", "drop"] = Field("flag", description="Train examples duplicating test ones: flag or drop them.")
+    leakage: Literal["flag", "drop"] = Field(
+        "drop", description="Train examples duplicating test ones (same user turns and answer, or nearly): "
+                            "drop them from training (default) or flag them and train on them anyway.")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicates.")
     blocking: list[str] = Field(
         default_factory=lambda: ["error"],

@@ -101,6 +101,8 @@ def test_leakage_flagged_or_dropped(tmp_path, store):
                                                          {"text": long + " please", "label": "shipping"}])
     for seed in range(20):  # find a seed that puts the two copies on opposite sides
         g = load_goal(write_goal(tmp_path, data, split={"train": 0.5, "validation": 0.0, "test": 0.5, "seed": seed}))
+        assert g.data.leakage == "drop"  # the default
+        g.data.leakage = "flag"
         p = prepare(g, store, record=False)
         side = {e.id: s for s, exs in p.splits.items() for e in exs}
         a, b = [e for e in p.examples if long in e.input_text]
@@ -120,3 +122,29 @@ def test_assign_keeps_previous():
     first = assign_splits(items, {"train": 0.5, "validation": 0.0, "test": 0.5}, 3)
     flipped = {k: ("train" if v == "test" else "test") for k, v in first.items()}
     assert assign_splits(items, {"train": 0.5, "validation": 0.0, "test": 0.5}, 3, flipped) == flipped
+
+
+def test_run_drops_a_copy_of_a_test_example_with_another_system_prompt_and_says_so(tmp_path, store):
+    """Issue 11: a test example copied into the data under a different system prompt was
+    trained on without a word. The user turns and the answer decide; the run prints it."""
+    import io
+
+    from rich.console import Console
+
+    from harness.runner import prepare_run
+    from tests.helpers import chat
+
+    base = [chat(f"question number {i} about the order status of parcel {i * 7}", f"answer {i}", system="Be brief.")
+            for i in range(40)]
+    data = write_jsonl(tmp_path / "d.jsonl", base)
+    g = load_goal(write_goal(tmp_path, data, split={"train": 0.5, "validation": 0.0, "test": 0.5, "seed": 3}))
+    first = prepare(g, store, record=False)
+    victim = first.test[0]
+    copy = chat(victim.prompt[-1]["content"], victim.reference, system="You are a support agent. Answer well.")
+    data = write_jsonl(tmp_path / "d.jsonl", base + [copy])
+    out = io.StringIO()
+    g = load_goal(write_goal(tmp_path, data, split={"train": 0.5, "validation": 0.0, "test": 0.5, "seed": 3}))
+    run = prepare_run(g, store, console=Console(file=out, width=200), progress=False)
+    trained_inputs = {e.input_text for e in run.prepared.train + run.prepared.validation}
+    assert run.prepared.dropped and victim.input_text not in trained_inputs
+    assert "leakage" in out.getvalue() and "dropped from training" in out.getvalue()

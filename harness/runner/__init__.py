@@ -123,8 +123,15 @@ def prepare_run(goal: Goal, store: "Store", *, only: Sequence[str] | None = None
     prepared = prepare(goal, store, reseal=reseal)
     if not prepared.test:
         raise InputError(Problem(goal.source, None, "data.split.test", "the test split is empty"))
-    return Run(goal, store, prepared=prepared, progress=progress, console=console, work_dir=work_dir,
-               rubrics_dir=rubrics_dir, candidates=candidates)
+    run = Run(goal, store, prepared=prepared, progress=progress, console=console, work_dir=work_dir,
+              rubrics_dir=rubrics_dir, candidates=candidates)
+    if prepared.leakage:
+        n = len({p["train_id"] for p in prepared.leakage})
+        what = ("dropped from training" if prepared.dropped else
+                "KEPT in training (data.leakage: flag); scores may be inflated")
+        run.say(f"[yellow]leakage[/]: {n} train/validation example(s) duplicate test examples (same user turns "
+                f"and answer, or nearly), {what}")
+    return run
 
 
 def book(run: Run) -> None:
