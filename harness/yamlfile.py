@@ -1,8 +1,9 @@
 """YAML with line numbers, and pydantic errors turned into file:line:field problems.
 
 Goal and rubric files are small and written by hand, so the parser refuses what only an
-attack or an accident produces: aliases (``*name``: a 1 KB "billion laughs" file expands to
-gigabytes), nesting deeper than ``MAX_DEPTH``, scalars longer than ``MAX_SCALAR`` characters
+attack or an accident produces: aliases that expand to more than ``MAX_NODES`` values (a
+1 KB "billion laughs" file expands to gigabytes; the few aliases ``yaml.dump`` writes for shared
+objects are fine), nesting deeper than ``MAX_DEPTH``, scalars longer than ``MAX_SCALAR`` characters
 (a 5000-digit number), files above 1 MiB, and a key given twice in one mapping (YAML would
 silently keep the last). Each is an error with the file and line, found before any work."""
 from __future__ import annotations
@@ -20,8 +21,22 @@ Loc = tuple[Any, ...]
 
 
 MAX_DEPTH = 32
+MAX_NODES = 100_000
 MAX_SCALAR = 100_000
 MAX_DIGITS = 400   # far beyond any float; Python refuses ints over 4300
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values the document has once aliases are expanded; shared nodes are counted
+    from a memo, so this costs the unexpanded size however far aliases multiply."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a cycle (a recursive alias) counts once instead of recursing for ever
+        if isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    return min(memo[key], 10 ** 12)
 
 
 def _walk(node: yaml.Node, path: Loc, lines: dict[Loc, int], file: str = "<yaml>") -> None:
@@ -52,14 +67,10 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[Loc, int]]:
 
 
 def _screen(text: str, file: str) -> None:
-    """Refuse aliases, deep nesting and huge scalars from the event stream, before any
-    object is built (so nothing is expanded)."""
+    """Refuse deep nesting and huge scalars from the event stream, before any object is built."""
     depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         line = event.start_mark.line + 1 if event.start_mark else None
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise InputError(Problem(file, line, None, "YAML anchors and aliases (&name, *name) are not allowed "
-                                                       "here; write the value out"))
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -82,6 +93,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         lines: dict[Loc, int] = {}
         if node is not None:
+            size = _expanded_size(node, {})
+            if size > MAX_NODES:
+                raise InputError(Problem(file, None, None, f"expands to {size:,} values through YAML aliases "
+                                                           f"(*name); at most {MAX_NODES:,}"))
             _walk(node, (), lines, file)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

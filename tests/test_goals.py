@@ -146,7 +146,7 @@ def test_duplicate_keys_aliases_depth_and_huge_numbers_are_refused_fast(tmp_path
         "deep": "goal: " + "[" * 200 + "]" * 200 + "\n",
         "number": goal_text(data, "success:\n  - {metric: accuracy, at_least: " + "9" * 5000 + "}\n"),
     }
-    expect = {"dup": "given twice (first on line 4)", "laughs": "aliases", "deep": "levels deep", "number": "digits"}
+    expect = {"dup": "given twice (first on line 4)", "laughs": "through YAML aliases", "deep": "levels deep", "number": "digits"}
     for name, text in cases.items():
         p = tmp_path / f"{name}.yaml"
         p.write_text(text)
