@@ -399,6 +399,58 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
         console.print(f"[bold]{name}[/]: {cmd}", highlight=False)
 
 
+ratings_app = typer.Typer(no_args_is_help=True, help="Human ratings made outside the app: import a CSV or "
+                                                        "JSON Lines file into the panel, export the panel's ratings.")
+app.add_typer(ratings_app, name="ratings")
+RubricsOpt = typer.Option(Path("rubrics"), "--rubrics", help="Rubrics folder (default rubrics/, else the one beside "
+                                                            "the goal's folder).")
+
+
+@ratings_app.command("import")
+def ratings_import(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+                   file: Path = typer.Argument(..., help="Ratings file, .csv or .jsonl: one rating a row."),
+                   rubrics: Path = RubricsOpt,
+                   db: Optional[Path] = DbOpt) -> None:
+    """Import a ratings file into the goal's human panel, whole or not at all.
+
+    The file is checked first (every bad row with file:line, exit 2, nothing stored), then written
+    in one transaction; importing the same file again changes nothing."""
+    from harness.ratings_io import import_ratings
+    from harness.runner.context import rubrics_dir_for
+
+    goal = _load_goal(goal_path)
+    try:
+        plan = import_ratings(goal, _store(db), file, rubrics_dir_for(goal, rubrics))
+    except HarnessError as exc:
+        _fail(exc)
+    console.print(plan.summary(), highlight=False, markup=False)
+
+
+@ratings_app.command("export")
+def ratings_export(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal name with --db)."),
+                   file: Optional[Path] = typer.Argument(None, help="Output .csv or .jsonl (default: JSON Lines "
+                                                                    "on stdout)."),
+                   db: Optional[Path] = DbOpt) -> None:
+    """Write the goal's human ratings in the shape `ratings import` reads, one rating a row."""
+    from harness.ratings_io import export_rows, file_format, write_rows
+
+    goal_name = _goal_name(goal_path)
+    store = _store(db)
+    try:
+        if file is not None:
+            file_format(file)
+        rows = export_rows(store, goal_name)
+        write_rows(rows, file, sys.stdout)
+    except HarnessError as exc:
+        _fail(exc)
+    if not rows:
+        err_console.print(f"no ratings stored for goal {goal_name!r} in {store.path}", markup=False, highlight=False)
+    elif file is not None:
+        raters = len({r["rater"] for r in rows})
+        console.print(f"exported {len(rows)} rating(s) from {raters} rater(s) to {file}; goal {goal_name}",
+                      markup=False, highlight=False)
+
+
 @app.command("app")
 def app_cmd(port: int = typer.Option(8501, help="Port."), db: Optional[Path] = DbOpt) -> None:
     """Open the Streamlit leaderboard and rating app."""

@@ -216,6 +216,32 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], 
         con.unregister(name)
 
 
+def _upsert(con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+            key: Sequence[str], update: Sequence[str]) -> None:
+    """Bulk insert that updates only ``update`` columns of rows whose ``key`` exists (so, for
+    example, a rating's ``created_at`` survives a re-import)."""
+    import pandas as pd
+
+    df = pd.DataFrame([list(r) for r in rows], columns=list(columns), dtype=object)
+    name = f"_upsert_{table}"
+    con.register(name, df)
+    try:
+        cols = ", ".join(f'"{c}"' for c in columns)
+        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in update)
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name} "
+                    f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+    finally:
+        con.unregister(name)
+
+
+PANEL_ITEM_COLUMNS = ["goal", "item_id", "run_id", "example_id", "candidate", "other_candidate", "mode", "rubric"]
+
+
+def _panel_item_rows(goal: str, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    return [[goal, r["item_id"], r.get("run_id"), r.get("example_id"), r.get("candidate"),
+             r.get("other_candidate"), r.get("mode"), r.get("rubric")] for r in rows]
+
+
 _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -490,6 +516,12 @@ class Store:
         return [r["example_id"] for r in self.query(
             "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]
 
+    def finished_run_outputs(self, goal: str) -> list[dict[str, Any]]:
+        """(run_id, candidate, example_id) of every output of the goal's finished runs, newest run first."""
+        return self.query("SELECT o.run_id, o.candidate, o.example_id FROM outputs o JOIN runs r USING (run_id) "
+                          "WHERE r.goal = ? AND r.status = 'finished' "
+                          "ORDER BY r.started_at DESC, o.run_id, o.candidate, o.example_id", [goal])
+
     def run_outputs(self, run_id: str, candidate: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT o.candidate, o.example_id, p.output, p.prompt_tokens, p.output_tokens, p.latency_s, "
                "p.cost_usd, p.cache_key FROM outputs o JOIN predictions p USING (cache_key) WHERE o.run_id = ?")
@@ -617,12 +649,10 @@ class Store:
     # ------------------------------------------------------------------ human panel
 
     def put_panel_items(self, goal: str, rows: Sequence[dict[str, Any]]) -> None:
-        data = [[goal, r["item_id"], r.get("run_id"), r.get("example_id"), r.get("candidate"),
-                 r.get("other_candidate"), r.get("mode"), r.get("rubric")] for r in rows]
+        data = _panel_item_rows(goal, rows)
         if data:
             with self.transaction() as con:
-                _insert(con, "panel_items", ["goal", "item_id", "run_id", "example_id", "candidate",
-                                             "other_candidate", "mode", "rubric"], data, "OR IGNORE")
+                _insert(con, "panel_items", PANEL_ITEM_COLUMNS, data, "OR IGNORE")
 
     def put_rating(self, goal: str, rater: str, item_id: str, criterion: str, *,
                    score: float | None = None, choice: str | None = None) -> None:
@@ -634,6 +664,21 @@ class Store:
                 "ON CONFLICT (goal, rater, item_id, criterion) DO UPDATE SET "
                 "score = excluded.score, choice = excluded.choice, updated_at = excluded.updated_at",
                 [goal, rater, item_id, criterion, score, choice, ts, ts])
+
+    def put_ratings_bulk(self, goal: str, items: Sequence[dict[str, Any]],
+                         ratings: Sequence[dict[str, Any]]) -> None:
+        """Panel items (an existing item is kept) and ratings (rater, item_id, criterion, score or
+        choice; a rater's rating of the same item and criterion is updated) in one transaction:
+        an import lands whole or not at all. Rating keys must be unique within the batch."""
+        ts = now()
+        data = [[goal, r["rater"], r["item_id"], r["criterion"], r.get("score"), r.get("choice"), ts, ts]
+                for r in ratings]
+        with self.transaction() as con:
+            _insert(con, "panel_items", PANEL_ITEM_COLUMNS, _panel_item_rows(goal, items), "OR IGNORE")
+            if data:
+                _upsert(con, "ratings", ["goal", "rater", "item_id", "criterion", "score", "choice", "created_at",
+                                         "updated_at"], data, key=["goal", "rater", "item_id", "criterion"],
+                        update=["score", "choice", "updated_at"])
 
     def ratings(self, goal: str) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM ratings WHERE goal = ? ORDER BY item_id, rater, criterion", [goal])

@@ -136,10 +136,21 @@ def ensure_items(store: "Store", goal: Any, rubrics_dir: Path | None = None) -> 
     items = panel_items(store, goal.goal)
     if items or goal.human is None:
         return items
-    run = store.latest_run(goal.goal, finished_only=True) or store.latest_run(goal.goal)
-    if run is None:
+    drawn = draw_panel(store, goal)
+    if not drawn:
         return []
-    outs = store.run_outputs(run["run_id"])
+    store.put_panel_items(goal.goal, [it.as_row() for it in drawn])
+    return panel_items(store, goal.goal)
+
+
+def draw_panel(store: "Store", goal: Any) -> list[panel.PanelItem]:
+    """The items the goal's panel draws from its latest finished run (deterministically, so
+    every process draws the same); none without a ``human:`` section or outputs. Nothing is
+    written: ``ensure_items`` and ``harness ratings import`` store them."""
+    if goal.human is None:
+        return []
+    run = store.latest_run(goal.goal, finished_only=True) or store.latest_run(goal.goal)
+    outs = store.run_outputs(run["run_id"]) if run else []
     if not outs:
         return []
     spec = goal.human
@@ -148,8 +159,7 @@ def ensure_items(store: "Store", goal: Any, rubrics_dir: Path | None = None) -> 
     for rubric in spec.rubrics:
         drawn += panel.draw_items(goal.goal, run["run_id"], outs, None, spec.items, rubric=rubric,
                                   mode=spec.mode, seed=seed)
-    store.put_panel_items(goal.goal, [it.as_row() for it in drawn])
-    return panel_items(store, goal.goal)
+    return drawn
 
 
 def item_content(store: "Store", item: panel.PanelItem) -> dict[str, Any]:
