@@ -146,3 +146,57 @@ judge:
         calls = len(srv.calls)
         run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
         assert len(srv.calls) == calls  # judgments cached
+
+
+def test_a_judge_the_imported_human_ratings_disagree_with_cannot_make_the_goal_pass(tmp_path):
+    """Issue 10: a judge that gives every output 5 passes ``judge.correctness >= 4`` alone
+    (labelled "not validated"); after two raters' ratings are imported with `harness ratings
+    import` (they give 1-2), the same run exits 1 and the verdict says why."""
+    import csv
+    import subprocess
+    import sys
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    test_rows = [json.loads(l) for l in data.read_text().splitlines()]
+    write_jsonl(tmp_path / "out.jsonl", [{"input": r["messages"][1]["content"], "output": "billing"} for r in test_rows])
+    reply = json.dumps({"score": 5, "rationale": "looks right"})
+    db = tmp_path / "s.duckdb"
+
+    def harness(*args):
+        return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+
+    with FakeAPI(responder=lambda msgs: reply) as srv:
+        g = tmp_path / "g.yaml"
+        g.write_text(f"""goal: trusted
+data: {{path: {data}, split: {{train: 0.0, validation: 0.0, test: 1.0}}}}
+success: [{{metric: judge.correctness, at_least: 4}}]
+candidates:
+  - {{name: cand, kind: file, path: {tmp_path / 'out.jsonl'}}}
+judge:
+  model: "openai-compatible:judge-model@{srv.openai_url}"
+  rubrics: [correctness]
+  backoff_base_s: 0.01
+human: {{rubrics: [correctness], items: 40, raters_per_item: 2, min_ratings: 10}}
+""")
+        first = harness("run", str(g), "--db", str(db), "--json")
+        assert first.returncode == 0, first.stderr[-2000:]
+        (crit,) = json.loads(first.stdout)["candidates"][0]["criteria"]
+        assert crit["status"] == "pass" and "judge not validated against humans" in crit["detail"]
+
+        ratings = tmp_path / "ratings.csv"
+        with ratings.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["input", "candidate", "rater", "rubric", "score"])
+            for i, r in enumerate(test_rows[:30]):  # 30 of the 40 outputs rated: PPI++ applies
+                for rater in ("ann", "bob"):
+                    w.writerow([r["messages"][1]["content"], "cand", rater, "correctness", 1 + (i + len(rater)) % 2])
+        imported = harness("ratings", "import", str(g), str(ratings), "--db", str(db))
+        assert imported.returncode == 0, imported.stderr[-2000:]
+
+        second = harness("run", str(g), "--db", str(db), "--json")
+        assert second.returncode == 1, second.stderr[-2000:]
+        (crit,) = json.loads(second.stdout)["candidates"][0]["criteria"]
+        assert crit["status"] != "pass"
+        assert "disagrees with the human panel" in crit["detail"] and "PPI++" in crit["detail"], crit["detail"]
+        assert crit["value"] < 2.5  # the PPI estimate follows the humans, not the judge's 5
