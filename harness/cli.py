@@ -223,7 +223,9 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
         _print_verdicts(goal, store, result.run_id)
         c = result.counts
         console.print(f"run {result.run_id}: {result.seconds:.1f} s; generated {c['generated']}, reused {c['reused']}; "
-                      f"judged {c['judged']}, reused {c['judgments_reused']}; trained {c['trained']}, "
+                      f"judged {c['judged']}, reused {c['judgments_reused']}"
+                      + (f", [yellow]failed {c['judgments_failed']}[/]" if c.get("judgments_failed") else "")
+                      + f"; trained {c['trained']}, "
                       f"adapters reused {c['adapters_reused']}")
         console.print(f"Leaderboard: streamlit run app.py  (store: {store.path})")
     raise typer.Exit(result.exit_code)

@@ -277,6 +277,12 @@ def rater_item_interval(ratings, confidence: float = 0.95, bounds=None) -> Inter
     return Interval(lo, hi, f"{RANDOM_EFFECTS}, {len(raters)} raters x {len(items)} items", "", est)
 
 
+def n_used(result) -> int:
+    """How many examples a result's value rests on (rows without a value, such as failed
+    judgments, are not counted)."""
+    return _used(stats._as_result(result))
+
+
 def _used(result) -> int:
     s = result.stats
     if s.ndim == 2 and s.shape[1] == 2 and np.isin(s[:, 1], (0.0, 1.0)).all():
@@ -347,4 +353,4 @@ def paired(cand, base, confidence: float = 0.95, n_resamples: int = 2000, seed: 
 
 __all__ = ["BCA", "CLOPPER_PEARSON", "MIN_N", "MOVER_R", "NEWCOMBE", "PPI", "RANDOM_EFFECTS", "STUDENTIZED",
            "Interval", "PairedInterval", "clopper_pearson", "interval", "mover_ratio", "newcombe_paired", "paired",
-           "ppi_interval", "ppi_mean", "rater_item_interval", "studentized"]
+           "n_used", "ppi_interval", "ppi_mean", "rater_item_interval", "studentized"]

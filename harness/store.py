@@ -609,13 +609,18 @@ class Store:
         return self._by_keys("judgments", keys)
 
     def judgments_by(self, judge: str, rubric_hash: str) -> dict[str, dict[str, Any]]:
-        """Every stored judgment of one judge on one rubric version, by cache key."""
-        rows = self.query("SELECT * FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge, rubric_hash])
+        """Every stored *successful* judgment of one judge on one rubric version, by cache key.
+        A failed one (an error, an unparseable reply) is a result of that run, never a cache hit:
+        the next run asks again."""
+        rows = self.query("SELECT * FROM judgments WHERE judge = ? AND rubric_hash = ? AND error IS NULL",
+                          [judge, rubric_hash])
         return {r["cache_key"]: r for r in rows}
 
     def judgment_keys(self, judge: str, rubric_hash: str) -> set[str]:
+        """Cache keys of the successful judgments (what a run will not ask again)."""
         return {r["cache_key"] for r in self.query(
-            "SELECT cache_key FROM judgments WHERE judge = ? AND rubric_hash = ?", [judge, rubric_hash])}
+            "SELECT cache_key FROM judgments WHERE judge = ? AND rubric_hash = ? AND error IS NULL",
+            [judge, rubric_hash])}
 
     def example_judgments(self, run_id: str, example_id: str) -> list[dict[str, Any]]:
         """Every judgment a run linked to one example (both orders of pairwise ones)."""
@@ -642,6 +647,9 @@ class Store:
                 "winner", "rationale", "raw", "attempts", "error"]
         data = [[r.get(c) for c in cols] + [now()] for r in rows]
         with self.transaction() as con:
+            if data:  # a new attempt replaces a stored failure, never a stored success
+                con.execute("DELETE FROM judgments WHERE error IS NOT NULL AND cache_key IN (SELECT unnest(?))",
+                            [[r[0] for r in data]])
             _insert(con, "judgments", cols + ["created_at"], data, "OR IGNORE")
             _insert(con, "judgment_links", ["run_id", "candidate", "example_id", "rubric", "criterion", "order",
                                             "cache_key"], links)

@@ -200,3 +200,53 @@ human: {{rubrics: [correctness], items: 40, raters_per_item: 2, min_ratings: 10}
         assert crit["status"] != "pass"
         assert "disagrees with the human panel" in crit["detail"] and "PPI++" in crit["detail"], crit["detail"]
         assert crit["value"] < 2.5  # the PPI estimate follows the humans, not the judge's 5
+
+
+def test_failed_judgments_are_not_cached_and_the_next_run_asks_exactly_those_again(tmp_path):
+    """Issue 11: with 80% of judge requests failing, the failures are stored as failures, the
+    verdict says so (n judged vs n failed) and is not decided; once the judge recovers, the
+    rerun sends exactly the failed judgments again and decides on all of them."""
+    import hashlib
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    test_rows = [json.loads(l) for l in data.read_text().splitlines()]
+    write_jsonl(tmp_path / "out.jsonl", [{"input": r["messages"][1]["content"], "output": "billing"} for r in test_rows])
+    state = {"faulty": True}
+
+    def policy(call):
+        h = int(hashlib.sha256(call.prompt.encode()).hexdigest(), 16)
+        return "500" if state["faulty"] and h % 5 != 0 else None  # about 80% of prompts, on every attempt
+
+    with FakeAPI(responder=lambda msgs: json.dumps({"score": 4, "rationale": "ok"}), policy=policy) as srv:
+        g = tmp_path / "g.yaml"
+        g.write_text(f"""goal: faults
+data: {{path: {data}, split: {{train: 0.0, validation: 0.0, test: 1.0}}}}
+success: [{{metric: judge.correctness, at_least: 3}}]
+candidates:
+  - {{name: cand, kind: file, path: {tmp_path / 'out.jsonl'}}}
+judge:
+  model: "openai-compatible:judge-model@{srv.openai_url}"
+  rubrics: [correctness]
+  max_retries: 1
+  backoff_base_s: 0.01
+""")
+        store = Store(tmp_path / "s.duckdb")
+        first = run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        failed = first.counts["judgments_failed"]
+        assert 20 <= failed <= 40 and first.counts["judged"] == 40 - failed
+        assert first.aggregates["cand"]["judge.correctness"]["n"] == 40 - failed  # n judged, not n asked
+        (v,) = first.verdicts["cand"]
+        assert v.status == "inconclusive" and f"{failed} of 40 judgments failed" in v.detail
+        stored_failures = store.query("SELECT count(*) AS n FROM judgments WHERE error IS NOT NULL")[0]["n"]
+        assert stored_failures == failed
+
+        state["faulty"] = False
+        before = len(srv.calls)
+        second = run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        assert len(srv.calls) - before == failed  # exactly the failed ones, once each
+        assert second.counts["judged"] == failed and second.counts["judgments_reused"] == 40 - failed
+        assert second.counts["judgments_failed"] == 0
+        (v,) = second.verdicts["cand"]
+        assert v.status == "pass" and "failed" not in v.detail
+        assert second.aggregates["cand"]["judge.correctness"]["n"] == 40
+        assert store.query("SELECT count(*) AS n FROM judgments WHERE error IS NOT NULL")[0]["n"] == 0

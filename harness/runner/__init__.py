@@ -191,9 +191,10 @@ def aggregate(run: Run, results: dict[str, dict[str, Any]]) -> dict[str, dict[st
             # multiplicity adjustment), so the metric table and the verdicts agree on method.
             lo, hi = intervals.interval(res, run.goal.confidence).ci if res.n else (float("nan"),) * 2
             extra = {k: v for k, v in (res.extra or {}).items() if k not in ("reasons", "ids", "predictions")}
+            n = intervals.n_used(res)  # the examples the value rests on: failed judgments are not among them
             rows.append({"candidate": cname, "metric": metric, "value": res.value, "ci_low": lo, "ci_high": hi,
-                         "n": res.n, "extra": _jsonable(extra)})
-            aggregates.setdefault(cname, {})[metric] = {"value": res.value, "ci": [lo, hi], "n": res.n}
+                         "n": n, "extra": _jsonable(extra)})
+            aggregates.setdefault(cname, {})[metric] = {"value": res.value, "ci": [lo, hi], "n": n}
     run.store.put_aggregates(run.run_id, rows)
     return aggregates
 

@@ -113,8 +113,8 @@ class Run:
         self.work_dir = Path(work_dir)
         self.rubrics_dir = rubrics_dir_for(goal, rubrics_dir)
         self._models: dict[tuple[str, str | None], Any] = {}
-        self.counts = {"generated": 0, "reused": 0, "judged": 0, "judgments_reused": 0, "trained": 0,
-                       "adapters_reused": 0}
+        self.counts = {"generated": 0, "reused": 0, "judged": 0, "judgments_reused": 0, "judgments_failed": 0,
+                       "trained": 0, "adapters_reused": 0}
         self.classification = is_classification(goal, prepared.examples)
         self.labels = label_set(prepared.train + prepared.test) if self.classification else []
 

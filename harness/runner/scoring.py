@@ -102,11 +102,17 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                 items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
                 pairs, judgments = [], run_pointwise(judge, rubric, items, cached=cached, on_result=on_result)
             _store_judgments(run, new)
-            fresh = {j.key for j in judgments} - set(cached)
-            run.counts["judged"] += len(fresh)
-            run.counts["judgments_reused"] += len(judgments) - len(fresh)
+            failures = [j for j in judgments if j.error is not None]
+            reused = {j.key for j in judgments} & set(cached)
+            run.counts["judged"] += len(judgments) - len(reused) - len(failures)  # new successful judgments
+            run.counts["judgments_reused"] += len(reused)
+            if failures:
+                run.counts["judgments_failed"] += len(failures)
+                run.say(f"  [yellow]{cname}[/]: {len(failures)} of {len(judgments)} {rubric.name} judgments failed "
+                        f"(stored as failures, asked again next run); first: {failures[0].error}")
             for j in judgments:
-                cached.setdefault(j.key, j)
+                if j.error is None:
+                    cached.setdefault(j.key, j)
             run.store.put_judgments([], [(run.run_id, cname, j.example_id, rubric.name, j.criterion, j.order or "-",
                                           j.key) for j in judgments])
             ids = [ex.id for ex in test]
