@@ -384,6 +384,14 @@ class Store:
         return {r["example_id"]: r["split"] for r in
                 self.query("SELECT example_id, split FROM examples WHERE goal = ?", [goal])}
 
+    def sealed_elsewhere(self, goal: str, example_ids: Sequence[str]) -> dict[str, str]:
+        """{example id: the other goal} for those of ``example_ids`` another goal sealed as test."""
+        if not example_ids:
+            return {}
+        rows = self.query("SELECT example_id, min(goal) AS goal FROM examples WHERE split = 'test' AND goal <> ? "
+                          "AND example_id IN (SELECT unnest(?)) GROUP BY example_id", [goal, list(example_ids)])
+        return {r["example_id"]: r["goal"] for r in rows}
+
     def example(self, goal: str, example_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM examples WHERE goal = ? AND example_id = ?", [goal, example_id])
         return rows[0] if rows else None

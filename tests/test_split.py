@@ -148,3 +148,18 @@ def test_run_drops_a_copy_of_a_test_example_with_another_system_prompt_and_says_
     trained_inputs = {e.input_text for e in run.prepared.train + run.prepared.validation}
     assert run.prepared.dropped and victim.input_text not in trained_inputs
     assert "leakage" in out.getvalue() and "dropped from training" in out.getvalue()
+
+
+def test_a_renamed_goal_over_the_same_data_inherits_the_sealed_test_set(tmp_path, store):
+    """Issue 11: renaming the goal gave it a fresh seal and 15 of 16 formerly sealed test
+    examples went into training. The seal belongs to the data: every example sealed as test
+    by the first goal is in the second goal's test set, none in its training data."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows(160))
+    split = {"train": 0.8, "validation": 0.1, "test": 0.1, "seed": 13}
+    first = prepare(load_goal(write_goal(tmp_path, data, name="before", split=split)), store)
+    sealed = {e.id for e in first.test}
+    other_split = {"train": 0.7, "validation": 0.1, "test": 0.2, "seed": 99}  # even with another seed and ratio
+    second = prepare(load_goal(write_goal(tmp_path, data, name="after", split=other_split)), store)
+    assert sealed <= {e.id for e in second.test}
+    assert not sealed & {e.id for e in second.train + second.validation}
+    assert set(second.inherited) == sealed and set(second.inherited.values()) == {"before"}

@@ -89,6 +89,7 @@ class Prepared:
     leakage: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     scrubbed: dict[str, int] = field(default_factory=dict)
+    inherited: dict[str, str] = field(default_factory=dict)  # example id -> the goal that sealed it as test
 
     @property
     def train(self) -> list[Example]:
@@ -180,7 +181,12 @@ def prepare(goal: Any, store: Store, *, reseal: bool = False, record: bool = Tru
     previous: dict[str, str] = {}
     if seal is not None and _seal_params(seal) == params:
         previous = store.example_splits(goal.goal)
-    assignment = assign_splits(examples, ratios, goal.data.split.seed, previous)
+    # The seal belongs to the data, not the goal's name: an example another goal sealed as test
+    # stays in test here (a new or renamed goal over the same data never trains on it).
+    inherited = {i: g for i, g in store.sealed_elsewhere(goal.goal, [ex.id for ex in examples]).items()
+                 if i not in previous}
+    assignment = assign_splits(examples, ratios, goal.data.split.seed,
+                               {**dict.fromkeys(inherited, "test"), **previous})
     unique: dict[str, Example] = {}
     for ex in examples:
         unique.setdefault(ex.id, ex)
@@ -198,7 +204,7 @@ def prepare(goal: Any, store: Store, *, reseal: bool = False, record: bool = Tru
         splits["validation"] = [e for e in splits["validation"] if e.id not in bad]
 
     prepared = Prepared(goal.goal, list(unique.values()), splits, t_hash, data_hash(list(unique.values())),
-                        state, leakage, dropped, scrubbed)
+                        state, leakage, dropped, scrubbed, inherited)
     if record:
         if state != "unchanged":
             store.record_seal(goal.goal, t_hash, len(splits["test"]), resealed=state == "resealed",

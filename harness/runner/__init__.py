@@ -125,6 +125,10 @@ def prepare_run(goal: Goal, store: "Store", *, only: Sequence[str] | None = None
         raise InputError(Problem(goal.source, None, "data.split.test", "the test split is empty"))
     run = Run(goal, store, prepared=prepared, progress=progress, console=console, work_dir=work_dir,
               rubrics_dir=rubrics_dir, candidates=candidates)
+    if prepared.inherited:
+        others = ", ".join(sorted(set(prepared.inherited.values())))
+        run.say(f"{len(prepared.inherited)} example(s) stay in the test set because goal(s) {others} sealed them "
+                f"there; they are never trained on")
     if prepared.leakage:
         n = len({p["train_id"] for p in prepared.leakage})
         what = ("dropped from training" if prepared.dropped else

@@ -102,14 +102,7 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                 items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
                 pairs, judgments = [], run_pointwise(judge, rubric, items, cached=cached, on_result=on_result)
             _store_judgments(run, new)
-            failures = [j for j in judgments if j.error is not None]
-            reused = {j.key for j in judgments} & set(cached)
-            run.counts["judged"] += len(judgments) - len(reused) - len(failures)  # new successful judgments
-            run.counts["judgments_reused"] += len(reused)
-            if failures:
-                run.counts["judgments_failed"] += len(failures)
-                run.say(f"  [yellow]{cname}[/]: {len(failures)} of {len(judgments)} {rubric.name} judgments failed "
-                        f"(stored as failures, asked again next run); first: {failures[0].error}")
+            _count_judgments(run, cname, rubric.name, judgments, cached)
             for j in judgments:
                 if j.error is None:
                     cached.setdefault(j.key, j)
@@ -128,6 +121,18 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                 extra["failed"] = sum(per.get(i) is None for i in ids)  # unparseable or errored judgments
                 out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
     return out
+
+
+def _count_judgments(run: Run, cname: str, rubric: str, judgments: Sequence[Any], cached: dict[str, Any]) -> None:
+    """New, reused and failed judgments into the run's counts; failures are printed."""
+    failures = [j for j in judgments if j.error is not None]
+    reused = {j.key for j in judgments} & set(cached)
+    run.counts["judged"] += len(judgments) - len(reused) - len(failures)  # new successful judgments
+    run.counts["judgments_reused"] += len(reused)
+    if failures:
+        run.counts["judgments_failed"] += len(failures)
+        run.say(f"  [yellow]{cname}[/]: {len(failures)} of {len(judgments)} {rubric} judgments failed "
+                f"(stored as failures, asked again next run); first: {failures[0].error}")
 
 
 class JudgePlan:
