@@ -23,7 +23,7 @@ GOAL_VERSION = 1
 MAX_SWEEP = 256
 # Hyperparameters whose list values expand into one candidate per combination.
 SWEEPABLE = ("r", "alpha", "dropout", "learning_rate", "epochs", "batch_size", "grad_accum",
-             "max_length", "num_virtual_tokens", "seed", "shots")
+             "max_length", "num_virtual_tokens", "seed", "shots", "train_fraction")
 
 
 def _check_name(what: str, v: str) -> str:
@@ -306,7 +306,8 @@ def expand_sweeps(cands: list[Any]) -> list[Any]:
 
 def _short(key: str) -> str:
     return {"learning_rate": "lr", "epochs": "ep", "batch_size": "bs", "grad_accum": "ga",
-            "max_length": "len", "num_virtual_tokens": "vt", "dropout": "do"}.get(key, key)
+            "max_length": "len", "num_virtual_tokens": "vt", "dropout": "do",
+            "train_fraction": "frac"}.get(key, key)
 
 
 def resolve_data_path(path: str, root: str | Path) -> Path:

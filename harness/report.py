@@ -108,6 +108,9 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
                 rows.append((cand["name"], m["value"], m["ci"][0], m["ci"][1], status))
         plots.append(svg_ci_bars(f"{crit.metric} per candidate ({goal.confidence:.0%} CI)", rows,
                                  None if crit.relative_op else crit.threshold))
+    from harness.curve import curve_section
+
+    lines += curve_section(store, goal, res)
     curves = store.curves(rid)
     by_cand: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for r in curves:
@@ -146,6 +149,8 @@ def _md_table_to_html(lines: list[str]) -> str:
             in_table = False
         if ln.startswith("# "):
             out.append(f"<h1>{html.escape(ln[2:])}</h1>")
+        elif ln.startswith("## "):
+            out.append(f"<h2>{html.escape(ln[3:])}</h2>")
         elif ln:
             out.append(f"<p>{html.escape(ln).replace('**', '').replace('`', '')}</p>")
     if in_table:

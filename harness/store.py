@@ -396,6 +396,11 @@ class Store:
         rows = self.query("SELECT * FROM examples WHERE goal = ? AND example_id = ?", [goal, example_id])
         return rows[0] if rows else None
 
+    def split_labels(self, goal: str, split: str) -> list[dict[str, Any]]:
+        """(example_id, label) rows of one split of the goal, in id order."""
+        return self.query("SELECT example_id, label FROM examples WHERE goal = ? AND split = ? ORDER BY example_id",
+                          [goal, split])
+
     def example_inputs(self, goal: str) -> dict[str, str]:
         """{example id: input text} of the goal's examples."""
         return {r["example_id"]: r["input"] for r in

@@ -14,6 +14,7 @@ first time. A later split or run that finds a different test set stops with
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -66,6 +67,22 @@ def assign_splits(examples: list[Example], ratios: dict[str, float], seed: int,
     fresh.sort(key=lambda ex: (ex.label or "", hash_unit(seed, ex.id)))
     _deal(fresh, ratios, counts, out)
     return out
+
+
+def nested_subset(examples: list[Example], fraction: float, seed: int) -> list[Example]:
+    """A deterministic share of ``examples`` for the data-size curve: nested (the 25% subset is
+    inside the 50% one: each label keeps a prefix of one fixed order), stratified by label
+    (each label keeps its share, rounded up, so no label disappears), in the input's order."""
+    if fraction >= 1:
+        return list(examples)
+    by_label: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_label.setdefault(ex.label or "", []).append(ex)
+    keep: set[str] = set()
+    for group in by_label.values():
+        order = sorted(group, key=lambda ex: hash_unit(seed, f"subset|{ex.id}"))
+        keep.update(ex.id for ex in order[:math.ceil(fraction * len(order))])
+    return [ex for ex in examples if ex.id in keep]
 
 
 def test_set_hash(test: list[Example]) -> str:

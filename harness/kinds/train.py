@@ -28,10 +28,12 @@ PROMPT_KEYS = tuple(PromptOptions.model_fields)
 
 @dataclass
 class TrainOptions:
-    """A training candidate's options: how it is prompted, and how it is trained."""
+    """A training candidate's options: how it is prompted, how it is trained, and on how much
+    of the train split (``train_fraction``: a nested, stratified subset, for the data-size curve)."""
 
     prompt: PromptOptions
     params: "TrainParams"
+    train_fraction: float = 1.0
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Artifact:
     params: "TrainParams"
     base: Any               # harness.backends.modelhub.ResolvedModel
     folder: Path
+    train: list = None      # type: ignore[assignment]  # the training examples (a subset of the split)
 
     @property
     def finished(self) -> bool:
@@ -76,6 +79,11 @@ class TrainKind(CandidateKind):
         except InputError as exc:
             problems += exc.problems
         rest = {k: v for k, v in opts.items() if k not in PROMPT_KEYS}
+        fraction = rest.pop("train_fraction", 1.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            problems.append(Problem(f"candidate {cand.name}", None, "train_fraction",
+                                    f"train_fraction is a share of the train split in (0, 1], got {fraction!r}"))
+            fraction = 1.0
         if "method" in rest:
             problems.append(Problem(f"candidate {cand.name}", None, "method",
                                     f"the method is the kind ({self.name!r}); remove `method:`"))
@@ -86,7 +94,7 @@ class TrainKind(CandidateKind):
             problems += exc.problems
         if problems:
             raise InputError(problems)
-        return TrainOptions(prompt, params)  # type: ignore[arg-type]
+        return TrainOptions(prompt, params, float(fraction))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ plan and produce
 
@@ -95,8 +103,8 @@ class TrainKind(CandidateKind):
         from harness.runner.generation import generation_plan, local_prediction_keys
 
         opts = self.options(cand)
-        art = artifact(run, cand, opts.params)
-        note = f"{len(run.prepared.train)} train examples" + (f"; stored as {art.folder.name}" if art.finished else "")
+        art = artifact(run, cand, opts.params, opts.train_fraction)
+        note = f"{len(art.train)} train examples" + (f"; stored as {art.folder.name}" if art.finished else "")
         train = Step(cand.name, cand.kind, "train", 0 if art.finished else 1, int(art.finished), note=note)
         if not art.finished:
             n = len(run.prepared.test)
@@ -110,7 +118,7 @@ class TrainKind(CandidateKind):
         from harness.runner.generation import generate_local
 
         opts = self.options(cand)
-        art = artifact(run, cand, opts.params)
+        art = artifact(run, cand, opts.params, opts.train_fraction)
         info = ensure_artifact(run, cand, art)
         model, adapter = self._model_and_adapter(run, cand, art)
         out = generate_local(run, cand, self._prompts(run, opts), adapter=adapter, model=model)
@@ -129,15 +137,18 @@ class TrainKind(CandidateKind):
         return str(art.folder), None
 
 
-def artifact(run: "Run", cand: "Candidate", params: "TrainParams") -> Artifact:
-    """The candidate's artifact folder, keyed by everything that decides its weights."""
+def artifact(run: "Run", cand: "Candidate", params: "TrainParams", train_fraction: float = 1.0) -> Artifact:
+    """The candidate's artifact folder, keyed by everything that decides its weights (the
+    training examples' ids cover ``train_fraction``: a full split keys as it always did)."""
     from harness.backends.modelhub import model_hash, resolve_model
+    from harness.data.split import nested_subset
     from harness.train.sft import TRAINER_VERSION
 
     base = resolve_model(cand.model or run.goal.model)
+    train = nested_subset(run.prepared.train, train_fraction, run.goal.data.split.seed)
     key = content_key("adapter/v1", TRAINER_VERSION, model_hash(base.path), params.model_dump(),
-                      sorted(e.id for e in run.prepared.train), sorted(e.id for e in run.prepared.validation))
-    return Artifact(params, base, run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}")
+                      sorted(e.id for e in train), sorted(e.id for e in run.prepared.validation))
+    return Artifact(params, base, run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}", train)
 
 
 def ensure_artifact(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, Any]:
@@ -159,8 +170,8 @@ def ensure_artifact(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, A
         from harness.train.sft import train_adapter
 
         peft_config_for(art.params)
-        run.say(f"  {cand.name}: training {art.params.method} on {len(run.prepared.train)} examples")
-        result = train_adapter(str(art.base.path), run.prepared.train, run.prepared.validation, art.params,
+        run.say(f"  {cand.name}: training {art.params.method} on {len(art.train)} examples")
+        result = train_adapter(str(art.base.path), art.train, run.prepared.validation, art.params,
                                art.folder, progress=run.progress,
                                meta={"test_hash": run.prepared.test_hash, "goal": run.goal.goal,
                                      "candidate": cand.name})

@@ -1,0 +1,82 @@
+"""The data-size curve: nested stratified subsets, the saturating fit, and the report section."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from harness.curve import CurvePoint, extrapolate
+from harness.data.split import nested_subset
+
+
+def _examples(n: int, labels=("a", "b", "c")):
+    return [SimpleNamespace(id=f"ex{i:04d}", label=labels[i % len(labels)] if i % 10 else labels[0])
+            for i in range(n)]
+
+
+def test_subsets_are_nested_stratified_and_deterministic():
+    exs = _examples(301)
+    quarter, half, full = (nested_subset(exs, f, seed=3) for f in (0.25, 0.5, 1.0))
+    ids = [{e.id for e in s} for s in (quarter, half, full)]
+    assert ids[0] <= ids[1] <= ids[2] and len(full) == 301
+    for label in ("a", "b", "c"):
+        total = sum(e.label == label for e in exs)
+        assert sum(e.label == label for e in quarter) == math.ceil(0.25 * total)  # each label keeps its share
+    assert [e.id for e in nested_subset(exs, 0.25, seed=3)] == [e.id for e in quarter]
+    assert {e.id for e in nested_subset(exs, 0.25, seed=4)} != ids[0]  # the split seed decides
+
+
+def _points(a, b, c, ns, se=0.004):
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.975)
+    return [CurvePoint(f"c{n}", n / ns[-1], n, a - b * n ** -c, a - b * n ** -c - z * se, a - b * n ** -c + z * se)
+            for n in ns]
+
+
+def test_the_extrapolation_recovers_a_known_curve_and_says_it_is_one():
+    # accuracy(n) = 0.9 - 2 n^-0.5: reaches 0.8 at n = (2 / 0.1) ** 2 = 400.
+    ext = extrapolate(_points(0.9, 2.0, 0.5, [50, 100, 200]), 0.8)
+    assert ext.status == "extrapolated" and ext.n_range[0] <= 400 <= ext.n_range[1]
+    assert 300 < ext.n_needed < 550 and "extrapolation" in ext.describe()
+
+
+def test_already_there_not_reachable_and_too_few_points():
+    assert extrapolate(_points(0.9, 2.0, 0.5, [50, 100, 400]), 0.7).status == "already there"
+    assert extrapolate(_points(0.6, 2.0, 0.5, [50, 100, 200]), 0.8).status == "not reachable"
+    assert extrapolate(_points(0.9, 2.0, 0.5, [50, 100]), 0.8).status == "too few points"
+    # a metric that must fall (at_most) mirrors the curve
+    falling = [CurvePoint(p.candidate, p.fraction, p.n_train, 1 - p.value, 1 - p.hi, 1 - p.lo)
+               for p in _points(0.9, 2.0, 0.5, [50, 100, 200])]
+    ext = extrapolate(falling, 0.2, higher_is_better=False)
+    assert ext.status == "extrapolated" and ext.n_range[0] <= 400 <= ext.n_range[1]
+
+
+def test_train_fraction_sweeps_train_nested_subsets_and_the_report_plots_the_curve(tmp_path, tiny_model_dir):
+    from harness.goals import load_goal
+    from harness.report import build_report
+    from harness.runner import run_goal
+    from harness.store import Store
+    from harness.train.sft import read_metadata
+    from tests.helpers import tiny_goal
+
+    path = tiny_goal(tmp_path, tiny_model_dir, n=80, judge=False, name="curve")
+    doc = yaml.safe_load(path.read_text())
+    doc["candidates"] = [doc["candidates"][0],
+                         {**doc["candidates"][2], "name": "lora", "train_fraction": [0.25, 0.5, 1.0], "max_steps": 2}]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    goal = load_goal(path)
+    assert [c.name for c in goal.candidates] == ["zero-shot", "lora-frac0.25", "lora-frac0.5", "lora-frac1.0"]
+    store = Store(tmp_path / "s.duckdb")
+    res = run_goal(goal, store, progress=False, work_dir=tmp_path / "w")
+    folders = {row["adapter_path"] for row in store.candidates(res.run_id) if row["adapter_path"]}
+    assert res.counts["trained"] == 3 and len(folders) == 3 and all(read_metadata(f) for f in folders)
+    md = build_report(store, goal, fmt="md")
+    assert "## Data-size curve" in md and "To reach the threshold:" in md
+    section = md.split("## Data-size curve", 1)[1]
+    table = [ln for ln in section.splitlines() if ln.startswith("| lora-frac")]
+    counts = [int(ln.split("|")[3]) for ln in table[:3]]
+    assert counts == sorted(counts) and counts[-1] == len(store.split_labels(goal.goal, "train"))
+    assert counts[0] < counts[1] < counts[2]
