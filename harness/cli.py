@@ -33,6 +33,16 @@ def _store(db: Optional[Path]) -> Store:
     return Store(db)
 
 
+def _existing_store(db: Optional[Path]) -> Store:
+    """A store a read-only command opens: a missing --db file is an error, not a new empty store."""
+    from harness.store import default_db_path
+
+    path = Path(db) if db is not None else default_db_path()
+    if not path.exists():
+        _fail(HarnessError(f"no store at {path}: pass --db with the file `harness run` wrote"))
+    return _store(db)
+
+
 def _fail(exc: Exception) -> None:
     if isinstance(exc, InputError):
         err_console.print(f"[bold red]invalid input[/] ({len(exc.problems)} problem(s)):")
@@ -255,17 +265,29 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def _print_verdicts(goal: Goal, store: Store, run_id: str) -> None:
+def _stored_criteria(res: dict) -> list:
+    """The goal's criteria as the stored verdicts give them (for a goal named without its file)."""
+    from types import SimpleNamespace
+
+    first = max(res["candidates"], key=lambda c: len(c["criteria"]), default={"criteria": []})
+    return [SimpleNamespace(metric=v["metric"], op=v["op"], baseline=v["baseline"],
+                            **{v["op"]: v["threshold"]})
+            for v in first["criteria"]]
+
+
+def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | None = None) -> None:
     from rich.table import Table
 
     from harness.results import results_dict
 
-    res = results_dict(store, goal.goal, run_id)
+    res = res or results_dict(store, goal.goal, run_id)
+    success = goal.success if goal is not None else _stored_criteria(res)
+    level = f" at {goal.confidence:.0%} confidence" if goal is not None else ""
     rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
-    t = Table(title=f"{goal.goal}: verdicts at {goal.confidence:.0%} confidence"
+    t = Table(title=f"{res['goal']}: verdicts{level}"
                     + (f", {'; '.join(rules)}" if rules else "") + f" (run {run_id})")
     t.add_column("candidate")
-    for c in goal.success:
+    for c in success:
         op = {"at_least": ">=", "at_most": "<=", "reduce_by": "reduce by", "improve_by": "improve by"}[c.op]
         label = f"{c.metric} {op} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
         t.add_column(label)
@@ -273,7 +295,7 @@ def _print_verdicts(goal: Goal, store: Store, run_id: str) -> None:
     t.add_column("cost")
     for cand in res["candidates"]:
         cells = []
-        for i, crit in enumerate(goal.success):
+        for i, crit in enumerate(success):
             v = cand["criteria"][i] if i < len(cand["criteria"]) else None
             if v is None:
                 cells.append("-")
@@ -286,7 +308,8 @@ def _print_verdicts(goal: Goal, store: Store, run_id: str) -> None:
             cost.append(f"${cand['cost_usd']:.4f}")
         if cand.get("train_seconds"):
             cost.append(f"train {cand['train_seconds']:.0f} s")
-        t.add_row(cand["name"], *cells, "[green]yes[/]" if cand["meets_goal"] else "no", ", ".join(cost) or "-")
+        name = cand["name"] + (f"\n[dim]from run {cand['run_id']}[/]" if cand.get("from_earlier_run") else "")
+        t.add_row(name, *cells, "[green]yes[/]" if cand["meets_goal"] else "no", ", ".join(cost) or "-")
     console.print(t)
     for cand in res["candidates"]:
         for v in cand["criteria"]:
@@ -302,24 +325,76 @@ def _print_verdicts(goal: Goal, store: Store, run_id: str) -> None:
 
 @app.command()
 def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal name with --db)."),
-            run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: latest)."),
+            run_id: Optional[str] = typer.Option(None, "--run", help="One run's results (default: each candidate's "
+                                                                     "latest finished result)."),
             db: Optional[Path] = DbOpt,
-            as_json: bool = typer.Option(False, "--json", help="Stable JSON shape (see harness/results.py).")) -> None:
-    """Show the latest (or a given) run's results."""
-    from harness.results import results_dict
+            as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+            fmt: str = typer.Option("table", "--format", help="table, json, jsonl, csv or parquet (json: the stable "
+                                                              "shape of harness/results.py; the others: one row per "
+                                                              "candidate and criterion, or per example with --samples)."),
+            samples: bool = typer.Option(False, "--samples", help="Per-example rows: input, reference, output, "
+                                                                  "scores, judgments, ratings."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout; "
+                                                                               "parquet needs a file).")) -> None:
+    """Show results: each candidate's latest finished result (saying which run it came from), or
+    one run's with --run. Exit 1 when the latest run is unfinished, 2 when nothing is stored."""
+    from harness.results import FORMATS, results_dict, sample_rows, write_results
 
+    fmt = "json" if as_json else fmt
+    if fmt not in FORMATS:
+        _fail(HarnessError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}"))
     goal_name = _goal_name(goal_path)
-    store = _store(db)
+    store = _existing_store(db)
+    if run_id and store.run(run_id) is None:
+        _fail(HarnessError(f"no run {run_id!r} in {store.path}; `harness runs {goal_name}` lists them"))
     res = results_dict(store, goal_name, run_id)
     if res is None:
         err_console.print(f"no runs stored for goal {goal_name!r} in {store.path}")
         raise typer.Exit(2)
-    if as_json:
-        if goal_path.exists():
+    if fmt != "table":
+        if fmt == "json" and goal_path.exists() and goal_path.is_file():
             res["human"] = _human_summary(store, _load_goal(goal_path), res)
-        print(json.dumps(res, indent=2, default=str))
+        try:
+            write_results(res, sample_rows(store, res) if samples else None, fmt, output or sys.stdout)
+        except HarnessError as exc:
+            _fail(exc)
+    else:
+        goal = _load_goal(goal_path) if goal_path.is_file() else None
+        _print_verdicts(goal, store, res["run"]["id"], res)
+    if res["unfinished"]:
+        err_console.print(f"[yellow]the latest run {res['latest_run']['id']} is {res['latest_run']['status']}: "
+                          f"results are from finished runs[/]", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal name with --db)."),
+         db: Optional[Path] = DbOpt,
+         as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON.")) -> None:
+    """List the goal's runs, newest first: id, when, status, candidates, git commit, verdict summary."""
+    from rich.table import Table
+
+    goal_name = _goal_name(goal_path)
+    store = _existing_store(db)
+    rows = []
+    for r in store.runs(goal_name):
+        cands = store.candidates(r["run_id"])
+        rows.append({"id": r["run_id"], "started_at": str(r["started_at"]), "status": r["status"],
+                     "candidates": [c["name"] for c in cands], "git_commit": (r["git_commit"] or "")[:10],
+                     "meets_goal": [c["name"] for c in cands if c["meets_goal"]], "best": r["best_candidate"]})
+    if as_json:
+        print(json.dumps(rows, indent=2))
         return
-    _print_verdicts(_load_goal(goal_path), store, res["run"]["id"])
+    if not rows:
+        err_console.print(f"no runs stored for goal {goal_name!r} in {store.path}")
+        raise typer.Exit(2)
+    t = Table(title=f"runs of {goal_name}")
+    for col in ("run", "started", "status", "candidates", "git", "meet the goal"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["id"], r["started_at"][:19], r["status"], ", ".join(r["candidates"]), r["git_commit"] or "-",
+                  ", ".join(r["meets_goal"]) or "none")
+    console.print(t)
 
 
 def _human_summary(store: Store, goal: Goal, res: Any) -> dict:

@@ -1,10 +1,12 @@
 """The stable, documented JSON shape of a run's results (``harness results --json``).
 
 ```
-{"goal": str, "run": {"id", "status", "started_at", "finished_at", "test_hash", "git_commit", ...},
+{"schema_version": 2, "goal": str,
+ "run": {"id", "status", "started_at", "finished_at", "test_hash", "git_commit", ...},
+ "latest_run": {"id", "status"}, "unfinished": bool,
  "meets_goal": bool, "best_candidate": str | null,
- "candidates": [{"name", "kind", "meets_goal", "cost_usd", "train_seconds", "adapter_path",
-                 "overfitting",
+ "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
+                 "train_seconds", "adapter_path", "overfitting",
                  "metrics": {METRIC: {"value", "ci": [low, high], "n"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
                                "ci": [low, high], "needed_n", "detail",
@@ -15,6 +17,12 @@ Metric names are as the goal writes them (``accuracy``, ``rougeL``, ``judge.tone
 (``harness.intervals``), ``confidence`` its two-sided level after the multiplicity rule
 ``multiplicity`` (``harness.multiplicity``); all three are null for runs stored before they
 were recorded.
+
+Without a run id the results are each candidate's latest *finished* result on the current
+sealed test set: a later ``run --only zero-shot`` does not hide the LoRA candidate's verdict
+from the run before (``from_earlier_run`` says so, ``run_id`` names its run), and a killed or
+failed latest run is reported as ``unfinished`` rather than becoming the answer. ``run`` is the
+newest finished run; ``latest_run`` the newest of any status.
 """
 from __future__ import annotations
 
@@ -34,34 +42,181 @@ def _clean(v: Any) -> Any:
     return v
 
 
+SCHEMA_VERSION = 2
+
+
 def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[str, Any] | None:
-    run = store.run(run_id) if run_id else store.latest_run(goal)
-    if run is None:
+    """A run's results (``run_id``), or each candidate's latest finished result (no run id)."""
+    runs = [store.run(run_id)] if run_id else store.runs(goal)
+    runs = [r for r in runs if r is not None]
+    if not runs:
         return None
-    rid = run["run_id"]
-    aggs = store.aggregates(rid)
-    verdicts = store.verdicts(rid)
+    latest = runs[0]
+    finished = [r for r in runs if r["status"] == "finished"]
+    base = latest if run_id or not finished else finished[0]
+    picked: dict[str, dict[str, Any]] = {}
+    for r in [base] if run_id or not finished else [r for r in finished if r["test_hash"] == base["test_hash"]]:
+        for c in store.candidates(r["run_id"]):
+            picked.setdefault(c["name"], r)
     cands = []
-    for c in store.candidates(rid):
-        name = c["name"]
-        metrics = {a["metric"]: {"value": _clean(a["value"]), "ci": [_clean(a["ci_low"]), _clean(a["ci_high"])],
-                                 "n": a["n"]} for a in aggs if a["candidate"] == name}
-        criteria = [{"metric": v["metric"], "status": v["status"], "op": v["op"], "threshold": _clean(v["threshold"]),
-                     "baseline": v["baseline"], "value": _clean(v["value"]),
-                     "ci": [_clean(v["ci_low"]), _clean(v["ci_high"])], "needed_n": v["needed_n"],
-                     "detail": v["detail"], "interval": v.get("interval"), "confidence": _clean(v.get("confidence")),
-                     "multiplicity": v.get("multiplicity")} for v in verdicts if v["candidate"] == name]
-        cands.append({"name": name, "kind": c["kind"], "meets_goal": bool(c["meets_goal"]),
-                      "cost_usd": _clean(c["cost_usd"]), "train_seconds": _clean(c["train_seconds"]),
-                      "adapter_path": c["adapter_path"], "overfitting": c["overfitting"],
-                      "metrics": metrics, "criteria": criteria})
+    by_run: dict[str, tuple[list, list, dict]] = {}
+    for name, r in picked.items():
+        rid = r["run_id"]
+        if rid not in by_run:
+            by_run[rid] = (store.aggregates(rid), store.verdicts(rid), {c["name"]: c for c in store.candidates(rid)})
+        aggs, verdicts, rows = by_run[rid]
+        cands.append(_candidate(rows[name], aggs, verdicts, rid, rid != base["run_id"]))
+    cands.sort(key=lambda c: c["name"])
+    meets = [c for c in cands if c["meets_goal"]]
+    best = base["best_candidate"] if any(c["name"] == base["best_candidate"] for c in meets) else \
+        (max(meets, key=_mean_margin)["name"] if meets else None)
     return {
+        "schema_version": SCHEMA_VERSION,
         "goal": goal,
-        "run": {"id": rid, "status": run["status"], "started_at": _clean(run["started_at"]),
-                "finished_at": _clean(run["finished_at"]), "test_hash": run["test_hash"],
-                "data_hash": run["data_hash"], "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
-                "versions": json.loads(run["versions"]) if run["versions"] else {}},
-        "meets_goal": bool(run["meets_goal"]),
-        "best_candidate": run["best_candidate"],
+        "run": _run_info(base),
+        "latest_run": {"id": latest["run_id"], "status": latest["status"]},
+        "unfinished": not run_id and latest["status"] != "finished",
+        "meets_goal": bool(meets),
+        "best_candidate": best,
         "candidates": cands,
     }
+
+
+def _mean_margin(cand: dict[str, Any]) -> float:
+    out = []
+    for v in cand["criteria"]:
+        t, x = v["threshold"] or 0.0, v["value"] if v["value"] is not None else math.nan
+        raw = t - x if v["op"] == "at_most" else x - t
+        out.append(raw / abs(t) if t else raw)
+    return sum(out) / len(out) if out else -math.inf
+
+
+def _run_info(run: dict[str, Any]) -> dict[str, Any]:
+    return {"id": run["run_id"], "status": run["status"], "started_at": _clean(run["started_at"]),
+            "finished_at": _clean(run["finished_at"]), "test_hash": run["test_hash"],
+            "data_hash": run["data_hash"], "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
+            "versions": json.loads(run["versions"]) if run["versions"] else {}}
+
+
+def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier: bool) -> dict[str, Any]:
+    """One candidate's entry, from the run ``rid`` its result comes from."""
+    name = c["name"]
+    metrics = {a["metric"]: {"value": _clean(a["value"]), "ci": [_clean(a["ci_low"]), _clean(a["ci_high"])],
+                             "n": a["n"]} for a in aggs if a["candidate"] == name}
+    criteria = [{"metric": v["metric"], "status": v["status"], "op": v["op"], "threshold": _clean(v["threshold"]),
+                 "baseline": v["baseline"], "value": _clean(v["value"]),
+                 "ci": [_clean(v["ci_low"]), _clean(v["ci_high"])], "needed_n": v["needed_n"],
+                 "detail": v["detail"], "interval": v.get("interval"), "confidence": _clean(v.get("confidence")),
+                 "multiplicity": v.get("multiplicity")} for v in verdicts if v["candidate"] == name]
+    return {"name": name, "kind": c["kind"], "run_id": rid, "from_earlier_run": earlier,
+            "meets_goal": bool(c["meets_goal"]), "cost_usd": _clean(c["cost_usd"]),
+            "train_seconds": _clean(c["train_seconds"]), "adapter_path": c["adapter_path"],
+            "overfitting": c["overfitting"], "metrics": metrics, "criteria": criteria}
+
+
+# --------------------------------------------------------------------------- results out
+
+FORMATS = ("table", "json", "jsonl", "csv", "parquet")
+
+
+def criterion_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per candidate and criterion (the verdict table as data)."""
+    rows = []
+    for c in res["candidates"]:
+        for v in c["criteria"]:
+            rows.append({"goal": res["goal"], "run_id": c["run_id"], "candidate": c["name"], "kind": c["kind"],
+                         "meets_goal": c["meets_goal"], "metric": v["metric"], "op": v["op"],
+                         "threshold": v["threshold"], "baseline": v["baseline"], "status": v["status"],
+                         "value": v["value"], "ci_low": v["ci"][0], "ci_high": v["ci"][1], "needed_n": v["needed_n"],
+                         "interval": v["interval"], "confidence": v["confidence"],
+                         "multiplicity": v["multiplicity"], "detail": v["detail"]})
+    return rows
+
+
+def sample_rows(store: "Store", res: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per test example and candidate: input, reference, output, every per-example
+    score (``score.<metric>``), the judgments (with rationale) and the human ratings, from the
+    run each candidate's result comes from."""
+    goal = res["goal"]
+    examples = {e["example_id"]: e for e in store.examples_of(goal, "test")}
+    items = {it["item_id"]: it for it in store.panel_items(goal)}
+    ratings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in store.ratings(goal):
+        it = items.get(r["item_id"])
+        if it is not None:
+            ratings.setdefault((it["candidate"], it["example_id"]), []).append(
+                {"rater": r["rater"], "rubric": it["rubric"], "criterion": r["criterion"], "score": r["score"],
+                 "choice": r["choice"]})
+    rows = []
+    for rid in sorted({c["run_id"] for c in res["candidates"]}):
+        names = {c["name"] for c in res["candidates"] if c["run_id"] == rid}
+        scores: dict[tuple[str, str], dict[str, Any]] = {}
+        for s in store.run_scores(rid):
+            scores.setdefault((s["candidate"], s["example_id"]), {})[f"score.{s['metric']}"] = _clean(s["value"])
+        judged: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for j in store.run_judgments(rid):
+            judged.setdefault((j["candidate"], j["example_id"]), []).append(
+                {k: _clean(j[k]) for k in ("rubric", "criterion", "position_order", "score", "winner", "rationale",
+                                           "error")})
+        for o in store.run_outputs(rid):
+            if o["candidate"] not in names:
+                continue
+            key = (o["candidate"], o["example_id"])
+            ex = examples.get(o["example_id"], {})
+            rows.append({"goal": goal, "run_id": rid, "candidate": o["candidate"], "example_id": o["example_id"],
+                         "input": ex.get("input"), "reference": ex.get("reference"), "output": o["output"],
+                         **scores.get(key, {}), "judgments": judged.get(key, []), "ratings": ratings.get(key, [])})
+    return rows
+
+
+def write_results(res: dict[str, Any], samples: list[dict[str, Any]] | None, fmt: str, out: Any) -> None:
+    """Write results as ``fmt`` to ``out`` (a path, or a text stream for json/jsonl/csv)."""
+    import io
+    from pathlib import Path
+
+    from harness.errors import HarnessError
+
+    if fmt == "json":
+        text = json.dumps({**res, **({"samples": samples} if samples is not None else {})}, indent=2, default=str)
+        _emit(text + "\n", out)
+        return
+    rows = samples if samples is not None else criterion_rows(res)
+    if fmt == "jsonl":
+        _emit("".join(json.dumps(r, default=str) + "\n" for r in rows), out)
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v
+                           for k, v in r.items()} for r in rows])
+    if fmt == "csv":
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False)
+        _emit(buf.getvalue(), out)
+    elif fmt == "parquet":
+        if not isinstance(out, (str, Path)):
+            raise HarnessError("parquet is binary: give --output FILE.parquet")
+        import os
+
+        import duckdb
+
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.parquet")  # beside it, then one rename
+        try:
+            duckdb.from_df(frame).to_parquet(str(tmp))
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        raise HarnessError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _emit(text: str, out: Any) -> None:
+    from pathlib import Path
+
+    if isinstance(out, (str, Path)):
+        from harness.fsutil import atomic_write_text
+
+        atomic_write_text(out, text)
+    else:
+        out.write(text)

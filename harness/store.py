@@ -445,6 +445,24 @@ class Store:
             return self.query("SELECT * FROM runs ORDER BY started_at DESC")
         return self.query("SELECT * FROM runs WHERE goal = ? ORDER BY started_at DESC", [goal])
 
+    def examples_of(self, goal: str, split: str | None = None) -> list[dict[str, Any]]:
+        """The goal's stored examples (id, split, input, reference, label), optionally one split."""
+        cond, params = ("AND split = ?", [goal, split]) if split else ("", [goal])
+        return self.query(f"SELECT example_id, split, input, reference, label FROM examples WHERE goal = ? {cond} "
+                          "ORDER BY example_id", params)
+
+    def run_scores(self, run_id: str) -> list[dict[str, Any]]:
+        """Every per-example score of a run: (candidate, example_id, metric, value)."""
+        return self.query("SELECT candidate, example_id, metric, value FROM scores WHERE run_id = ? "
+                          "ORDER BY candidate, example_id, metric", [run_id])
+
+    def run_judgments(self, run_id: str) -> list[dict[str, Any]]:
+        """Every judgment a run linked, with its score, winner, rationale and error."""
+        return self.query(
+            "SELECT l.candidate, l.example_id, l.rubric, l.criterion, l.\"order\" AS position_order, j.score, "
+            "j.winner, j.rationale, j.error FROM judgment_links l JOIN judgments j USING (cache_key) "
+            "WHERE l.run_id = ? ORDER BY l.candidate, l.example_id, l.rubric, l.criterion", [run_id])
+
     def goals(self) -> list[str]:
         return [r["goal"] for r in self.query("SELECT DISTINCT goal FROM runs ORDER BY goal")]
 

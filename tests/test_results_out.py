@@ -1,0 +1,95 @@
+"""`harness results` and `harness runs`: each candidate's latest finished result, unfinished
+runs said and non-zero, results out as JSON/JSONL/CSV/Parquet with per-example samples."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, write_eval_goal, write_jsonl
+
+LABELS = ["billing", "shipping", "technical"]
+
+
+def harness(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def project(tmp_path):
+    rows = [{"text": f"ticket {i}: help with case {i * 37 % 101}", "label": LABELS[i % 3]} for i in range(60)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    good = write_jsonl(tmp_path / "good.jsonl", [{"input": r["text"], "output": r["label"]} for r in rows])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"input": r["text"], "output": "billing"} for r in rows])
+    goal = write_eval_goal(tmp_path / "g.yaml", "outs", data, success=[{"metric": "accuracy", "at_least": 0.8}],
+                           candidates=[{"name": "good", "kind": "file", "path": good},
+                                       {"name": "bad", "kind": "file", "path": bad}])
+    return goal, tmp_path / "s.duckdb"
+
+
+def test_a_partial_rerun_keeps_the_other_candidates_result_and_says_where_it_came_from(project):
+    goal, db = project
+    assert harness("run", str(goal), "--db", str(db)).returncode == 0
+    assert harness("run", str(goal), "--db", str(db), "--only", "bad").returncode == 1
+    r = harness("results", str(goal), "--db", str(db), "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    by = {c["name"]: c for c in res["candidates"]}
+    assert res["schema_version"] == 2 and set(by) == {"good", "bad"}
+    assert by["good"]["from_earlier_run"] and by["good"]["run_id"] != by["bad"]["run_id"]
+    assert res["meets_goal"] and res["best_candidate"] == "good"
+    table = harness("results", str(goal), "--db", str(db))
+    assert "from run" in table.stdout and "best candidate: good" in table.stdout
+    by_name = harness("results", "outs", "--db", str(db))  # a goal name without its file still prints the table
+    assert by_name.returncode == 0 and "good" in by_name.stdout
+    runs = harness("runs", str(goal), "--db", str(db), "--json")
+    assert [len(r["candidates"]) for r in json.loads(runs.stdout)] == [1, 2]
+
+
+def test_an_unfinished_latest_run_is_said_and_exits_non_zero(project):
+    from harness.store import Store
+
+    goal, db = project
+    assert harness("run", str(goal), "--db", str(db)).returncode == 0
+    store = Store(db)
+    last = store.runs("outs")[0]
+    store.start_run({"run_id": "killed-1", "goal": "outs", "goal_path": str(goal), "config_hash": "x",
+                     "data_hash": last["data_hash"], "test_hash": last["test_hash"], "config": {}})
+    r = harness("results", str(goal), "--db", str(db))
+    assert r.returncode == 1 and "killed-1" in r.stderr and "running" in r.stderr
+    assert "good" in r.stdout  # the finished results are still shown
+
+
+def test_samples_come_out_as_parquet_csv_and_jsonl(project, tmp_path):
+    import duckdb
+    import pandas as pd
+
+    goal, db = project
+    assert harness("run", str(goal), "--db", str(db)).returncode == 0
+    pq = tmp_path / "out" / "samples.parquet"
+    r = harness("results", str(goal), "--db", str(db), "--format", "parquet", "--samples", "--output", str(pq))
+    assert r.returncode == 0, r.stderr
+    rows = duckdb.read_parquet(str(pq)).fetchall()
+    cols = [d[0] for d in duckdb.read_parquet(str(pq)).description]
+    n_test = 60  # the whole data set is the test split
+    assert len(rows) == 2 * n_test and {"input", "reference", "output", "score.accuracy"} <= set(cols)
+    csv = harness("results", str(goal), "--db", str(db), "--format", "csv", "--output", str(tmp_path / "v.csv"))
+    assert csv.returncode == 0
+    frame = pd.read_csv(tmp_path / "v.csv")
+    assert set(frame["candidate"]) == {"good", "bad"} and set(frame["status"]) <= {"pass", "fail", "inconclusive"}
+    jl = harness("results", str(goal), "--db", str(db), "--format", "jsonl", "--samples")
+    lines = [json.loads(x) for x in jl.stdout.splitlines()]
+    assert len(lines) == 2 * n_test and all("judgments" in x and "ratings" in x for x in lines)
+
+
+def test_a_missing_store_or_run_is_an_error_and_creates_nothing(project, tmp_path):
+    goal, db = project
+    missing = tmp_path / "nope.duckdb"
+    r = harness("results", str(goal), "--db", str(missing))
+    assert r.returncode == 2 and "no store" in r.stderr and not missing.exists()
+    assert harness("run", str(goal), "--db", str(db)).returncode == 0
+    r = harness("results", str(goal), "--db", str(db), "--run", "bogus")
+    assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr
