@@ -15,7 +15,7 @@ from rich.console import Console
 
 from harness.errors import HarnessError, InputError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Evaluation-first harness: declare success goals, then check data, train, score and decide.")
 if TYPE_CHECKING:
     from harness.goals import Goal
@@ -25,6 +25,20 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # file:line messages stay on one line
 
 DbOpt = typer.Option(None, "--db", help="DuckDB store path (default $HARNESS_DB or .harness/harness.duckdb).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from harness import __version__
+
+        print(f"harness {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Evaluation-first harness: declare success goals, then check data, train, score and decide."""
 
 
 def _store(db: Optional[Path]) -> Store:

@@ -135,3 +135,62 @@ def test_check_also_checks_the_goal_names_and_options(tmp_path):
     r = harness("check", goal, "--json", "--no-tokenizer")
     out = json.loads(r.stdout)
     assert r.returncode == 2 and out["valid"] is False and any("shot" in (p["field"] or "") for p in out["problems"])
+
+
+def test_panel_invite_list_revoke_as_a_user_calls_them(tmp_path):
+    import yaml
+
+    from harness import panel
+    from harness.store import Store
+
+    data = write_jsonl(tmp_path / "d.jsonl", good_rows(40))
+    goal = write_goal(tmp_path, data)
+    r = harness("panel", "invite", goal, "alice", "--db", tmp_path / "s.duckdb")
+    assert r.returncode == 2 and "has no human panel" in r.stderr  # a goal file must have a panel
+    doc = yaml.safe_load(goal.read_text())
+    goal.write_text(yaml.safe_dump({**doc, "human": {"rubrics": ["tone"]}}))
+    db = tmp_path / "s.duckdb"
+    r = harness("panel", "invite", goal, " ALICE\u200b ", "--db", db)
+    assert r.returncode == 0, r.stderr
+    token = next(line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("token: "))
+    assert f"http://localhost:8501/?token={token}" in r.stdout and "invited rater 'alice' to goal t" in r.stdout
+    r = harness("panel", "invite", "t", "bob", "--db", db, "--url", "https://rate.example.org", "--json")
+    bob = json.loads(r.stdout)
+    assert bob["rater"] == "bob" and bob["link"] == f"https://rate.example.org/?token={bob['token']}"
+    store = Store(db)
+    assert store.invitation(panel.invitation_hash(token)) == {"goal": "t", "rater": "alice",
+                                                               "created_at": store.invitations("t")[0]["created_at"]}
+    store.put_invited_rating("t", panel.invitation_hash(bob["token"]), "it-1", "formal", score=4.0)
+    listed = harness("panel", "list", goal, "--db", db)
+    assert listed.returncode == 0 and "alice" in listed.stdout and "bob" in listed.stdout
+    assert token not in listed.stdout and bob["token"] not in listed.stdout  # never tokens
+    rows = json.loads(harness("panel", "list", "t", "--db", db, "--json").stdout)
+    assert [(x["rater"], x["status"], x["ratings"]) for x in rows] == [("alice", "live", 0), ("bob", "live", 1)]
+    r = harness("panel", "revoke", goal, "Bob", "--db", db)
+    assert r.returncode == 0 and "revoked" in r.stdout
+    assert store.invitation(panel.invitation_hash(bob["token"])) is None
+    r = harness("panel", "revoke", "t", "bobb", "--db", db)
+    assert r.returncode == 2 and "did you mean 'bob'" in r.stderr
+    rows = json.loads(harness("panel", "list", "t", "--db", db, "--json").stdout)
+    assert [(x["rater"], x["status"]) for x in rows] == [("alice", "live"), ("bob", "revoked")]
+
+
+def test_app_off_localhost_needs_an_owner_token_or_rater_mode():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_OWNER_TOKEN"}
+    r = subprocess.run([sys.executable, "-m", "harness", "app", "--host", "0.0.0.0"], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 2 and "--owner-token" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_version_and_plain_help():
+    import subprocess
+    import sys
+
+    from harness import __version__
+
+    r = subprocess.run([sys.executable, "-m", "harness", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"harness {__version__}"
+    h = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True, timeout=60)
+    assert "--version" in h.stdout and "╭" not in h.stdout  # plain help: no boxes that wrap at 80 columns
