@@ -6,6 +6,7 @@ Exit codes everywhere: 0 success (for ``run``: at least one candidate meets the 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -488,6 +489,72 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
     console.print(f"wrote {res.path}")
     for name, cmd in res.commands.items():
         console.print(f"[bold]{name}[/]: {cmd}", highlight=False)
+
+
+@app.command()
+def estimate(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
+             params: Optional[str] = typer.Option(None, "--params", help="Model size to project to, e.g. 8B or 1.5e9 "
+                                                                         "(default: the goal's model)."),
+             device: Optional[str] = typer.Option(None, help="a100, h100, h200, l40s, a10g, l4, t4, rtx4090 "
+                                                             "(default: the goal's cost.device)."),
+             gpus: Optional[int] = typer.Option(None, help="GPUs (default: the goal's cost.gpus)."),
+             epochs: Optional[float] = typer.Option(None, help="Passes over the train split (default: the goal's "
+                                                              "first training candidate, else 3)."),
+             utilisation: Optional[float] = typer.Option(None, help="Model FLOPs utilisation (default 0.35)."),
+             gpu_hour_usd: Optional[float] = typer.Option(None, "--gpu-hour-usd", help="Price per GPU-hour."),
+             db: Optional[Path] = DbOpt) -> None:
+    """What fine-tuning on this goal's train split costs, projected from FLOPs (6 x parameters x
+    tokens) onto a device, with every assumption printed; and what stored runs measured."""
+    from harness import cost
+    from harness.data.split import prepare
+
+    goal = _load_goal(goal_path)
+    spec = goal.cost
+    store = _store(db)
+    try:
+        prepared = prepare(goal, store, record=False)
+        count, how = _token_counter(goal)
+        tokens = sum(count(m["content"]) for ex in prepared.train for m in ex.prompt) + \
+            sum(count(ex.reference) for ex in prepared.train)
+        n_params = cost.parse_params(params) if params else _model_params(goal)
+        if epochs is None:
+            epochs = next((float(c.options["epochs"]) for c in goal.candidates
+                           if "epochs" in c.options and not isinstance(c.options["epochs"], list)), 3.0)
+        est = cost.estimate(n_params, tokens, epochs, device=device or spec.device, gpus=gpus or spec.gpus,
+                            mfu=utilisation if utilisation is not None else spec.utilisation,
+                            usd_per_gpu_hour=gpu_hour_usd if gpu_hour_usd is not None else spec.gpu_hour_usd)
+    except HarnessError as exc:
+        _fail(exc)
+    console.print(f"[bold]{goal.goal}[/]: {len(prepared.train)} train examples, {tokens:,} tokens a pass "
+                  f"(counted with the {how})", highlight=False)
+    console.print(est.describe(), highlight=False)
+    for line in est.assumptions:
+        console.print(f"  assumes: {line}", highlight=False)
+    last = store.latest_run(goal.goal, finished_only=True) if store.path.exists() else None
+    for m in cost.measured(store.candidates(last["run_id"]) if last else []):
+        console.print(f"  measured: {m['candidate']} trained on {m['tokens']:,} tokens in {m['seconds']:.0f} s "
+                      f"({m['tokens_per_s'] or 0:,.0f} tokens/s) on this machine", highlight=False)
+
+
+def _model_params(goal) -> float:
+    """Parameters of the goal's local model, from its safetensors headers (no weights loaded)."""
+    from harness.backends.modelhub import resolve_model
+
+    try:
+        from safetensors import safe_open
+
+        folder = resolve_model(goal.model).path
+        total = 0
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(str(f), "np") as fh:
+                for name in fh.keys():
+                    shape = fh.get_slice(name).get_shape()
+                    total += math.prod(shape)
+    except HarnessError as exc:
+        raise HarnessError(f"{exc}; give the model size with --params (e.g. 8B)") from None
+    if not total:
+        raise HarnessError(f"no safetensors weights in {folder}; give the model size with --params (e.g. 8B)")
+    return float(total)
 
 
 ratings_app = typer.Typer(no_args_is_help=True, help="Human ratings made outside the app: import a CSV or "

@@ -212,6 +212,15 @@ class HumanSpec(BaseModel):
     agreement_threshold: float = Field(0.4, description="Judge-vs-human agreement below this flags the judge.")
 
 
+class CostSpec(Strict):
+    """How `harness estimate` prices training (see harness/cost.py)."""
+
+    device: str = Field("a100", description="Device to project training onto: a100, h100, h200, l40s, a10g, l4, t4, rtx4090.")
+    gpus: int = Field(1, ge=1, description="GPUs training runs on (data parallel).")
+    gpu_hour_usd: float | None = Field(None, gt=0, description="Price per GPU-hour; default: the device's list price.")
+    utilisation: float | None = Field(None, gt=0, le=1, description="Model FLOPs utilisation; default 0.35.")
+
+
 class Goal(Strict):
     version: int = Field(GOAL_VERSION, description="Goal file format version.")
     goal: str = Field(description="Short name; results are stored under it.")
@@ -231,6 +240,7 @@ class Goal(Strict):
     judge: JudgeSpec | None = None
     human: HumanSpec | None = None
     prices: dict[str, dict[str, float]] = Field(default_factory=dict, description="Per-model price overrides (USD per 1M tokens).")
+    cost: CostSpec = Field(default_factory=CostSpec, description="How training is priced and projected (harness estimate).")
 
     # Filled by load_goal, not from YAML.
     source: str = Field("", exclude=True)
