@@ -6,7 +6,12 @@ Styles (every kind that prompts a model takes the options of :class:`PromptOptio
 * ``system``: the goal's system instruction replaces (or is added as) the system turn.
 * ``few-shot``: k solved examples from the TRAIN split, as prior user/assistant turns after
   the system turn. They are chosen deterministically (hash order with the seed, one label at
-  a time round-robin for classification) and never from validation or test.
+  a time round-robin for classification) and never from validation or test. With
+  ``shot_selection: similar`` each test input gets the k train examples BM25 ranks nearest
+  to it instead (:func:`similar_shots`), still from the train split only.
+
+:func:`with_passages` places retrieved passages (with their ids) before the user's question,
+for ``kind: rag``.
 
 :func:`render_prompt` is the one rule that turns messages into the text a local model reads:
 training, generation and the local judge all call it, so their prompts cannot drift apart.
@@ -35,6 +40,9 @@ class PromptOptions(BaseModel):
     shots: int | None = Field(None, ge=0, description="Solved train examples placed before each test input.")
     system: str | bool | None = Field(
         None, description="A system instruction, or true for the goal's system_prompt.")
+    shot_selection: Literal["fixed", "similar"] = Field(
+        "fixed", description="fixed: the same shots before every input; similar: the train examples nearest "
+                             "each test input (BM25 over the train split).")
 
     def resolved_style(self, name: str | None = None) -> str:
         """The style; ``name`` (a prompt baseline's) counts too: ``few-shot``/``system`` prefixes."""
@@ -54,8 +62,11 @@ def prompts_for(options: PromptOptions, style: str, test: Sequence[Example], tra
                 goal_system: str | None, seed: int) -> list[Messages]:
     """One prompt (messages) per test example, in test order; shots come from ``train`` only."""
     k = options.shots if options.shots is not None else (DEFAULT_SHOTS if style == "few-shot" else 0)
-    shots = choose_shots(train, k, seed=seed) if style == "few-shot" else []
     system = options.system_text(goal_system)
+    if style == "few-shot" and options.shot_selection == "similar":
+        per_example = similar_shots(train, test, k, seed=seed)
+        return [build_prompt(ex, style, system=system, shots=shots) for ex, shots in zip(test, per_example)]
+    shots = choose_shots(train, k, seed=seed) if style == "few-shot" else []
     return [build_prompt(ex, style, system=system, shots=shots) for ex in test]
 
 
@@ -95,6 +106,34 @@ def choose_shots(train: Sequence[Example], k: int, seed: int = 0) -> list[Exampl
                     out.append(by_label[lab].pop(0))
         return out
     return ordered[:k]
+
+
+def similar_shots(train: Sequence[Example], test: Sequence[Example], k: int, seed: int = 0) -> list[list[Example]]:
+    """For each test example, the k train examples whose input BM25 ranks nearest to its input
+    (ties in :func:`choose_shots`'s hash order), nearest last: just before the question."""
+    from harness.retrieval import nearest
+
+    if k <= 0 or not train:
+        return [[] for _ in test]
+    order = sorted(range(len(train)), key=lambda i: digest(f"shots:{seed}:{train[i].id}"))
+    rank = [0] * len(train)
+    for r, i in enumerate(order):
+        rank[i] = r
+    found = nearest([e.input_text for e in train], [e.input_text for e in test], k, rank)
+    return [[train[i] for i in reversed(row)] for row in found]
+
+
+def with_passages(prompt: Sequence[dict[str, str]], passages: Sequence[tuple[str, str]]) -> Messages:
+    """``prompt`` with retrieved passages, ``(id, text)`` best first, placed before the question
+    in its last user turn (earlier turns, few-shot examples included, are left as they are)."""
+    msgs = [dict(m) for m in prompt]
+    last = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
+    if last is None or not passages:
+        return msgs
+    context = "\n\n".join(f"[{pid}]\n{text}" for pid, text in passages)
+    msgs[last]["content"] = (f"Answer using these passages.\n\n{context}\n\n"
+                             f"Question: {msgs[last]['content']}")
+    return msgs
 
 
 def build_prompt(example: Example, style: str = "zero-shot", *, system: str | None = None,

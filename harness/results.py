@@ -6,6 +6,8 @@
  "latest_run": {"id", "status"}, "unfinished": bool,
  "meets_goal": bool, "best_candidate": str | null,
  "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
+                 "cost": {"generation_usd", "judging_usd", "total_usd", "training_seconds",
+                          "tokens_trained"},
                  "train_seconds", "adapter_path", "overfitting",
                  "metrics": {METRIC: {"value", "ci": [low, high], "n"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
@@ -108,8 +110,11 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
                  "ci": [_clean(v["ci_low"]), _clean(v["ci_high"])], "needed_n": v["needed_n"],
                  "detail": v["detail"], "interval": v.get("interval"), "confidence": _clean(v.get("confidence")),
                  "multiplicity": v.get("multiplicity")} for v in verdicts if v["candidate"] == name]
+    gen, judging = _clean(c["cost_usd"]) or 0.0, _clean(c.get("judge_cost_usd")) or 0.0
     return {"name": name, "kind": c["kind"], "run_id": rid, "from_earlier_run": earlier,
             "meets_goal": bool(c["meets_goal"]), "cost_usd": _clean(c["cost_usd"]),
+            "cost": {"generation_usd": gen, "judging_usd": judging, "total_usd": gen + judging,
+                     "training_seconds": _clean(c["train_seconds"]), "tokens_trained": c.get("tokens_seen")},
             "train_seconds": _clean(c["train_seconds"]), "adapter_path": c["adapter_path"],
             "overfitting": c["overfitting"], "metrics": metrics, "criteria": criteria}
 

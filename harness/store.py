@@ -159,8 +159,33 @@ def m003_verdict_interval(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE verdicts ADD COLUMN multiplicity VARCHAR")
 
 
+def m004_rater_invitations(con: duckdb.DuckDBPyConnection) -> None:
+    """Per-rater invitations to a goal's panel: the sha256 of the token (never the token), the
+    normalised rater name it is bound to, when it was made and when revoked (NULL: live)."""
+    con.execute("""
+        CREATE TABLE invitations (
+            token_hash VARCHAR PRIMARY KEY, goal VARCHAR NOT NULL, rater VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL, revoked_at TIMESTAMP)""")
+
+
+def m005_prediction_passages(con: duckdb.DuckDBPyConnection) -> None:
+    """The ids of the passages a retrieving candidate's prompt held (``kind: rag``), best first,
+    with its prediction; NULL for every other prediction."""
+    con.execute("ALTER TABLE predictions ADD COLUMN passages JSON")
+
+
+def m006_judge_spend(con: duckdb.DuckDBPyConnection) -> None:
+    """What each judgment cost (API judges; 0 for local ones), and each candidate's judging spend
+    beside its generation spend (``cost_usd``); NULL for judgments stored before."""
+    con.execute("ALTER TABLE judgments ADD COLUMN input_tokens INTEGER")
+    con.execute("ALTER TABLE judgments ADD COLUMN output_tokens INTEGER")
+    con.execute("ALTER TABLE judgments ADD COLUMN cost_usd DOUBLE")
+    con.execute("ALTER TABLE candidates ADD COLUMN judge_cost_usd DOUBLE")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
-                                                                   m003_verdict_interval]
+                                                                   m003_verdict_interval, m004_rater_invitations,
+                                                                   m005_prediction_passages, m006_judge_spend]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -530,11 +555,13 @@ class Store:
         """Store predictions (ignored when the key exists: content-keyed, so identical) and
         link them to (run, candidate, example) in the same transaction."""
         data = [[r["cache_key"], r.get("model_id"), r.get("output"), r.get("prompt_tokens"),
-                 r.get("output_tokens"), r.get("latency_s"), r.get("cost_usd"), r.get("attempts"), now()]
+                 r.get("output_tokens"), r.get("latency_s"), r.get("cost_usd"), r.get("attempts"), now(),
+                 None if r.get("passages") is None else json.dumps(r["passages"])]
                 for r in rows]
         with self.transaction() as con:
             _insert(con, "predictions", ["cache_key", "model_id", "output", "prompt_tokens", "output_tokens",
-                                         "latency_s", "cost_usd", "attempts", "created_at"], data, "OR IGNORE")
+                                         "latency_s", "cost_usd", "attempts", "created_at", "passages"], data,
+                    "OR IGNORE")
             _insert(con, "outputs", ["run_id", "candidate", "example_id", "cache_key"], links)
 
     def outputs_for_example(self, run_id: str, example_id: str) -> dict[str, str]:
@@ -555,7 +582,8 @@ class Store:
 
     def run_outputs(self, run_id: str, candidate: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT o.candidate, o.example_id, p.output, p.prompt_tokens, p.output_tokens, p.latency_s, "
-               "p.cost_usd, p.cache_key FROM outputs o JOIN predictions p USING (cache_key) WHERE o.run_id = ?")
+               "p.cost_usd, p.cache_key, p.passages FROM outputs o JOIN predictions p USING (cache_key) "
+               "WHERE o.run_id = ?")
         params: list[Any] = [run_id]
         if candidate is not None:
             sql += " AND o.candidate = ?"
@@ -675,7 +703,7 @@ class Store:
     def put_judgments(self, rows: Sequence[dict[str, Any]],
                       links: Sequence[tuple[str, str, str, str, str, str, str]] = ()) -> None:
         cols = ["cache_key", "judge", "rubric", "rubric_hash", "criterion", "mode", "order", "score",
-                "winner", "rationale", "raw", "attempts", "error"]
+                "winner", "rationale", "raw", "attempts", "error", "input_tokens", "output_tokens", "cost_usd"]
         data = [[r.get(c) for c in cols] + [now()] for r in rows]
         with self.transaction() as con:
             if data:  # a new attempt replaces a stored failure, never a stored success
@@ -732,3 +760,55 @@ class Store:
         """One rater's ratings for a goal (to restore their answers and progress)."""
         return self.query("SELECT * FROM ratings WHERE goal = ? AND rater = ? ORDER BY item_id, criterion",
                           [goal, rater])
+
+    # ---- rater invitations (the token itself is never stored: only its hash)
+
+    def put_invitation(self, goal: str, rater: str, token_hash: str) -> int:
+        """Invite ``rater`` (a normalised name) to the goal's panel with a new token's hash; the
+        rater's earlier live invitations are revoked in the same transaction. Returns how many."""
+        ts = now()
+        with self.transaction() as con:
+            revoked = con.execute("UPDATE invitations SET revoked_at = ? WHERE goal = ? AND rater = ? "
+                                  "AND revoked_at IS NULL", [ts, goal, rater]).fetchone()[0]
+            con.execute("INSERT INTO invitations VALUES (?, ?, ?, ?, NULL)", [token_hash, goal, rater, ts])
+        return int(revoked)
+
+    def revoke_invitations(self, goal: str, rater: str) -> int:
+        """Revoke the rater's live invitations to the goal at once; returns how many."""
+        with self.transaction() as con:
+            return int(con.execute("UPDATE invitations SET revoked_at = ? WHERE goal = ? AND rater = ? "
+                                   "AND revoked_at IS NULL", [now(), goal, rater]).fetchone()[0])
+
+    def invitations(self, goal: str) -> list[dict[str, Any]]:
+        """The goal's invitations, live and revoked (rater, created_at, revoked_at; no hashes)."""
+        return self.query("SELECT rater, created_at, revoked_at FROM invitations WHERE goal = ? "
+                          "ORDER BY rater, created_at", [goal])
+
+    def has_invitations(self, goal: str) -> bool:
+        """Whether the goal ever had an invitation: then only live invitations may rate it (revoking
+        the last one closes the panel, it does not reopen it to anyone)."""
+        return bool(self.scalar("SELECT count(*) FROM invitations WHERE goal = ?", [goal]))
+
+    def invitation(self, token_hash: str, goal: str | None = None) -> dict[str, Any] | None:
+        """The live invitation with this token hash (of ``goal``, when given): goal, rater, created_at."""
+        rows = self.query("SELECT goal, rater, created_at FROM invitations WHERE token_hash = ? "
+                          "AND revoked_at IS NULL AND (? IS NULL OR goal = ?)", [token_hash, goal, goal])
+        return rows[0] if rows else None
+
+    def put_invited_rating(self, goal: str, token_hash: str, item_id: str, criterion: str, *,
+                           score: float | None = None, choice: str | None = None) -> str:
+        """Save one rating under the rater a live invitation of the goal is bound to, checking the
+        invitation in the same transaction as the write: a revoked or unknown one saves nothing
+        (HarnessError). Returns the rater name the rating is stored under."""
+        ts = now()
+        with self.transaction() as con:
+            row = con.execute("SELECT rater FROM invitations WHERE token_hash = ? AND goal = ? "
+                              "AND revoked_at IS NULL", [token_hash, goal]).fetchone()
+            if row is None:
+                raise HarnessError("this invitation was revoked (or never existed): nothing was saved")
+            con.execute(
+                "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (goal, rater, item_id, criterion) DO UPDATE SET "
+                "score = excluded.score, choice = excluded.choice, updated_at = excluded.updated_at",
+                [goal, row[0], item_id, criterion, score, choice, ts, ts])
+        return str(row[0])

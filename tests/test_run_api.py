@@ -250,3 +250,31 @@ judge:
         assert v.status == "pass" and "failed" not in v.detail
         assert second.aggregates["cand"]["judge.correctness"]["n"] == 40
         assert store.query("SELECT count(*) AS n FROM judgments WHERE error IS NOT NULL")[0]["n"] == 0
+
+
+def test_api_judge_spend_is_stored_and_counts_in_the_candidates_cost(tmp_path):
+    """Issue 12: judge spend was left out of a candidate's cost."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    test_rows = [json.loads(l) for l in data.read_text().splitlines()]
+    write_jsonl(tmp_path / "out.jsonl", [{"input": r["messages"][1]["content"], "output": "billing"} for r in test_rows])
+    with FakeAPI(responder=lambda msgs: json.dumps({"score": 4, "rationale": "ok"})) as srv:
+        g = tmp_path / "g.yaml"
+        g.write_text(f"""goal: spend
+data: {{path: {data}, split: {{train: 0.0, validation: 0.0, test: 1.0}}}}
+success: [{{metric: judge.correctness, at_least: 3}}]
+candidates:
+  - {{name: cand, kind: file, path: {tmp_path / 'out.jsonl'}}}
+judge:
+  model: "openai-compatible:judge-model@{srv.openai_url}"
+  rubrics: [correctness]
+  prices: {{input_per_mtok: 1000000, output_per_mtok: 0}}
+""")
+        store = Store(tmp_path / "s.duckdb")
+        res = run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        spent = store.query("SELECT sum(cost_usd) AS usd, sum(input_tokens) AS tok FROM judgments")[0]
+        assert spent["usd"] > 0 and spent["usd"] == pytest.approx(spent["tok"])  # $1 per input token
+        from harness.results import results_dict
+
+        (cand,) = results_dict(store, "spend", res.run_id)["candidates"]
+        assert cand["cost"]["judging_usd"] == pytest.approx(spent["usd"]) and cand["cost"]["generation_usd"] == 0
+        assert cand["cost"]["total_usd"] == pytest.approx(spent["usd"])

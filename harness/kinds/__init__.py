@@ -36,6 +36,7 @@ KINDS = Registry("candidate_kind")
 KINDS.add("prompt", "harness.kinds.prompt:PromptKind", description="Prompting baseline on the local base model.")
 KINDS.add("api", "harness.kinds.api:ApiKind", description="A hosted model (OpenAI, Anthropic, OpenAI-compatible).")
 KINDS.add("file", "harness.kinds.file:FileKind", description="Outputs someone already has, from a JSONL file.")
+KINDS.add("rag", "harness.kinds.rag:RagKind", description="Retrieve passages from documents, then answer with them.")
 # Training kinds: the kind name differs from the method name only for prompt tuning
 # (``prompt`` is the prompting baseline's kind).
 TRAIN_KIND_METHODS = {"lora": "lora", "qlora": "qlora", "prefix": "prefix", "prompt_tuning": "prompt", "full": "full"}

@@ -65,25 +65,28 @@ class ApiKind(CandidateKind):
         return APIConfig(provider=options.provider, model=model, prices=goal.prices.get(model) or options.prices,
                          **fields)
 
-    def requests(self, run: "Run", cand: "Candidate") -> tuple[Any, list, list[str]]:
-        """(client config, messages as sent, cache keys) of the candidate's test prompts."""
+    def requests(self, run: "Run", cand: "Candidate", options: ApiOptions | None = None,
+                 prompts: list[list[dict[str, str]]] | None = None) -> tuple[Any, list, list[str]]:
+        """(client config, messages as sent, cache keys) of the candidate's test prompts (or of
+        ``prompts``, for a kind that builds its own: ``rag``, whose options extend these)."""
         from harness.cache import prediction_key
 
-        options = self.options(cand)
+        options = options or self.options(cand)
         cfg = self.config(run.goal, cand, options)
         scrub = _scrubber(run)
-        prompts = run.prompts(options, options.resolved_style())
+        prompts = run.prompts(options, options.resolved_style()) if prompts is None else prompts
         sent = [[{**m, "content": scrub(m["content"])} for m in p] for p in prompts]
         d = run.goal.decoding
         decoding = {"max_tokens": d.max_new_tokens, "temperature": d.temperature, "top_p": d.top_p}
         model_id = f"api:{cfg.provider}:{cfg.model}:{cfg.base_url or ''}"
         return cfg, sent, [prediction_key(model_id, p, decoding) for p in sent]
 
-    def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
+    def plan(self, run: "Run", cand: "Candidate",
+             requests: tuple[Any, list, list[str]] | None = None) -> CandidatePlan:
         from harness.backends.api import estimate_cost
         from harness.runner.generation import generation_plan
 
-        cfg, sent, keys = self.requests(run, cand)
+        cfg, sent, keys = requests or self.requests(run, cand)
         plan = generation_plan(run, cand, keys)
         new = [m for m, k in zip(sent, keys) if k not in plan.stored]
         if new:
@@ -94,11 +97,12 @@ class ApiKind(CandidateKind):
             step.note = estimate.note or "list price; ~1.4 tokens a word, max_new_tokens out"
         return plan
 
-    def produce(self, run: "Run", cand: "Candidate") -> "Outputs":
+    def produce(self, run: "Run", cand: "Candidate", requests: tuple[Any, list, list[str]] | None = None,
+                passages: list[list[str]] | None = None) -> "Outputs":
         from harness.backends.api import ChatRequest, chat_many
         from harness.runner.generation import generate_cached
 
-        cfg, sent, keys = self.requests(run, cand)
+        cfg, sent, keys = requests or self.requests(run, cand)
         d = run.goal.decoding
 
         def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
@@ -120,7 +124,7 @@ class ApiKind(CandidateKind):
                                    f"(stored results are kept; rerun to retry): {failures[0]}")
 
         model_id = f"api:{cfg.provider}:{cfg.model}:{cfg.base_url or ''}"
-        return generate_cached(run, cand, keys, model_id, produce)
+        return generate_cached(run, cand, keys, model_id, produce, passages=passages)
 
 
 def _scrubber(run: "Run") -> Callable[[str], str]:

@@ -289,3 +289,44 @@ def chrf(outputs: list[str], examples: list, char_order: int = 6, word_order: in
     per = agg(stats) if len(stats) else []
     return MetricResult("chrf", float(agg(stats.sum(axis=0))), [float(x) for x in per], stats, agg,
                         {"n": len(outputs), "scale": 100, "signature": str(m.get_signature())})
+
+
+# ---------------------------------------------------------------- retrieval
+
+def _sources(example: Any) -> list[str]:
+    """The document ids a test record names in its ``source`` field (one id or a list)."""
+    src = example.extra.get("source") if getattr(example, "extra", None) else None
+    if src is None or src == "":
+        return []
+    return [str(s) for s in (src if isinstance(src, list) else [src])]
+
+
+def _names_source(passage_id: str, source: str) -> bool:
+    """A passage ``doc#n`` is from ``source`` when it names the passage, its document, or the
+    document without its extension (``install`` for ``install.md``)."""
+    doc = passage_id.rsplit("#", 1)[0]
+    return source in (passage_id, doc) or (doc.rsplit(".", 1)[0] == source and "." in doc.rsplit("/", 1)[-1])
+
+
+@METRICS.register("retrieval_recall@k", higher_is_better=True, needs_retrieval=True, **_REF)
+def retrieval_recall(outputs: list[str], examples: list, retrieved: list[list[str]] | None = None,
+                     k: int | None = None) -> MetricResult:
+    """Share of each test record's ``source`` documents among the passages retrieved for it
+    (the first ``k`` when given; else all the candidate retrieved). Records without a source,
+    and every example of a candidate that retrieves nothing, are left out (no value, a note why)."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise InputError(Problem("<goal>", None, "retrieval_recall@k.k", f"k must be an integer >= 1, got {k!r}"))
+    sources = [_sources(e) for e in examples]
+    note = ('no test record names its document ("source": "<document id>")' if not any(sources) else
+            "the candidate retrieves no passages" if retrieved is None else None)
+    if note:
+        res = from_values("retrieval_recall@k", [None] * len(examples))
+        res.extra["note"] = note
+        return res
+    values: list[float | None] = []
+    for srcs, ids in zip(sources, retrieved):
+        top = list(ids)[:k] if k else list(ids)
+        values.append(sum(any(_names_source(p, s) for p in top) for s in srcs) / len(srcs) if srcs else None)
+    res = from_values("retrieval_recall@k", values)
+    res.extra["k"] = k or max((len(r) for r in retrieved), default=0)
+    return res

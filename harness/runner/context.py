@@ -45,6 +45,7 @@ class Outputs:
     cost_usd: float = 0.0
     gen_seconds: float = 0.0
     train: dict[str, Any] = field(default_factory=dict)
+    retrieved: list[list[str]] | None = None  # passage ids per test example, best first (kind: rag)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class Run:
         self.rubrics_dir = rubrics_dir_for(goal, rubrics_dir)
         self._models: dict[tuple[str, str | None], Any] = {}
         self.counts = {"generated": 0, "reused": 0, "judged": 0, "judgments_reused": 0, "judgments_failed": 0,
-                       "trained": 0, "adapters_reused": 0}
+                       "trained": 0, "adapters_reused": 0, "indexes_built": 0, "indexes_reused": 0}
         self.classification = is_classification(goal, prepared.examples)
         self.labels = label_set(prepared.train + prepared.test) if self.classification else []
 

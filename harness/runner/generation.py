@@ -39,8 +39,10 @@ def generation_plan(run: Run, cand: "Candidate", keys: list[str]) -> CandidatePl
 
 
 def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str]]],
-                   adapter: str | None = None, *, model: str | None = None) -> Outputs:
-    """Outputs of a local model (``model``, default the candidate's or goal's, + ``adapter``)."""
+                   adapter: str | None = None, *, model: str | None = None,
+                   passages: list[list[str]] | None = None) -> Outputs:
+    """Outputs of a local model (``model``, default the candidate's or goal's, + ``adapter``);
+    ``passages``: the ids of the passages each prompt holds, stored with its prediction."""
     spec = model or cand.model or run.goal.model
     params = run.decoding()
     model_id, keys = local_prediction_keys(run, cand, prompts, adapter, model=spec)
@@ -52,11 +54,13 @@ def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str
                            "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
                            "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
 
-    return generate_cached(run, cand, keys, model_id, produce)
+    return generate_cached(run, cand, keys, model_id, produce, passages=passages)
 
 
-def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce) -> Outputs:
-    """Reuse the stored predictions among ``keys``; ``produce`` the rest, storing as they come."""
+def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce, *,
+                    passages: list[list[str]] | None = None) -> Outputs:
+    """Reuse the stored predictions among ``keys``; ``produce`` the rest, storing as they come
+    (with ``passages``, the retrieved passage ids of each, when the candidate retrieves)."""
     test = run.prepared.test
     stored = run.store.get_predictions(keys)
     todo = [i for i, k in enumerate(keys) if k not in stored]
@@ -68,7 +72,7 @@ def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str,
     results: dict[int, dict[str, Any]] = {}
     if todo:
         run.say(f"  {cand.name}: generating {len(todo)} of {len(keys)} ({len(keys) - len(todo)} stored)")
-        writer = _Writer(run, cand.name, model_id, keys, test)
+        writer = _Writer(run, cand.name, model_id, keys, test, passages)
 
         def on_result(i: int, row: dict[str, Any]) -> None:
             results[i] = row
@@ -90,14 +94,16 @@ def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str,
         cost += float(row.get("cost_usd") or 0.0)
     run.counts["generated"] += len(todo)
     run.counts["reused"] += len(keys) - len(todo)
-    return Outputs(cand.name, texts, len(todo), len(keys) - len(todo), cost, gen_seconds)
+    return Outputs(cand.name, texts, len(todo), len(keys) - len(todo), cost, gen_seconds, retrieved=passages)
 
 
 class _Writer:
     """Collects (index, row) results and writes them to the store every few results."""
 
-    def __init__(self, run: Run, cand: str, model_id: str, keys: list[str], examples: Sequence[Any]):
+    def __init__(self, run: Run, cand: str, model_id: str, keys: list[str], examples: Sequence[Any],
+                 passages: list[list[str]] | None = None):
         self.run, self.cand, self.model_id, self.keys, self.examples = run, cand, model_id, keys, examples
+        self.passages = passages
         self.buf: list[tuple[int, dict[str, Any]]] = []
 
     def add(self, i: int, row: dict[str, Any]) -> None:
@@ -108,7 +114,8 @@ class _Writer:
     def flush(self) -> None:
         if not self.buf:
             return
-        rows = [dict(r, cache_key=self.keys[i], model_id=self.model_id) for i, r in self.buf]
+        rows = [dict(r, cache_key=self.keys[i], model_id=self.model_id,
+                     passages=self.passages[i] if self.passages is not None else None) for i, r in self.buf]
         links = [(self.run.run_id, self.cand, self.examples[i].id, self.keys[i]) for i, _ in self.buf]
         self.run.store.put_predictions(rows, links)
         self.buf.clear()

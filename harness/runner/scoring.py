@@ -25,13 +25,15 @@ def metric_args(run: Run, name: str) -> tuple[str, dict[str, Any]]:
 
 
 def score_candidate(run: Run, outputs: Outputs, names: list[str]) -> dict[str, Any]:
-    from harness.metrics import compute_metric
+    from harness.metrics import METRICS, compute_metric
 
     results = {}
     for name in names:
         if parse_metric_name(name).rated:
             continue
         base, args = metric_args(run, name)
+        if base in METRICS and METRICS.meta(base).get("needs_retrieval"):
+            args["retrieved"] = outputs.retrieved  # passage ids per example; None: it retrieves nothing
         res = compute_metric(base, outputs.texts, run.prepared.test, **args)
         res.name = name
         res.extra["ids"] = [ex.id for ex in run.prepared.test]  # pairing is checked by example
@@ -77,6 +79,7 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
     judge, baseline = make_run_judge(run)
     test = run.prepared.test
     out: dict[str, dict[str, Any]] = {}
+    spend: dict[str, float] = {}  # what the judgments of each candidate cost (stored ones too)
     for rubric_name in spec.rubrics:
         rubric = load_rubric(rubric_name, run.rubrics_dir)
         cached = {key: _judgment_from_row(Judgment, r) for key, r in run.store.judgments_by(judge.spec,
@@ -102,7 +105,7 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                 items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
                 pairs, judgments = [], run_pointwise(judge, rubric, items, cached=cached, on_result=on_result)
             _store_judgments(run, new)
-            _count_judgments(run, cname, rubric.name, judgments, cached)
+            spend[cname] = spend.get(cname, 0.0) + _count_judgments(run, cname, rubric.name, judgments, cached)
             for j in judgments:
                 if j.error is None:
                     cached.setdefault(j.key, j)
@@ -120,11 +123,14 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                     per, extra = metric_scores(metric, judgments), {"ids": ids, "bounds": RUBRIC_BOUNDS}
                 extra["failed"] = sum(per.get(i) is None for i in ids)  # unparseable or errored judgments
                 out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
+    for cname, usd in spend.items():
+        run.store.update_candidate(run.run_id, cname, judge_cost_usd=usd)
     return out
 
 
-def _count_judgments(run: Run, cname: str, rubric: str, judgments: Sequence[Any], cached: dict[str, Any]) -> None:
-    """New, reused and failed judgments into the run's counts; failures are printed."""
+def _count_judgments(run: Run, cname: str, rubric: str, judgments: Sequence[Any], cached: dict[str, Any]) -> float:
+    """New, reused and failed judgments into the run's counts (failures are printed); returns
+    what the judgments cost."""
     failures = [j for j in judgments if j.error is not None]
     reused = {j.key for j in judgments} & set(cached)
     run.counts["judged"] += len(judgments) - len(reused) - len(failures)  # new successful judgments
@@ -133,6 +139,7 @@ def _count_judgments(run: Run, cname: str, rubric: str, judgments: Sequence[Any]
         run.counts["judgments_failed"] += len(failures)
         run.say(f"  [yellow]{cname}[/]: {len(failures)} of {len(judgments)} {rubric} judgments failed "
                 f"(stored as failures, asked again next run); first: {failures[0].error}")
+    return sum(float(j.cost_usd or 0.0) for j in judgments)
 
 
 class JudgePlan:
@@ -188,7 +195,8 @@ def _judgment_from_row(cls: Any, row: dict[str, Any]) -> Any:
     return cls(key=row["cache_key"], judge=row["judge"], rubric=row["rubric"], rubric_hash=row["rubric_hash"],
                criterion=row["criterion"], mode=row["mode"], order=row["order"], score=row["score"],
                winner=row["winner"], rationale=row["rationale"] or "", raw=row["raw"] or "",
-               attempts=row["attempts"] or 0, error=row["error"])
+               attempts=row["attempts"] or 0, error=row["error"], input_tokens=row.get("input_tokens") or 0,
+               output_tokens=row.get("output_tokens") or 0, cost_usd=row.get("cost_usd") or 0.0)
 
 
 def _store_judgments(run: Run, judgments: Sequence[Any]) -> None:
