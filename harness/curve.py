@@ -150,15 +150,13 @@ def _train_sizes(store: "Store", goal: Any, fractions: Sequence[float]) -> dict[
     return {f: len(nested_subset(train, f, goal.data.split.seed)) for f in fractions}
 
 
-def curve_section(store: "Store", goal: Any, res: dict[str, Any]) -> list[str]:
-    """Markdown lines for the report: per sweep over ``train_fraction`` and absolute criterion,
-    the metric with its interval at each training-set size, and the extrapolation."""
-    run_id = res["run"]["id"]
-    groups = curve_groups(store, goal, run_id)
-    if not groups:
-        return []
+def curve_data(store: "Store", goal: Any, res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per sweep over ``train_fraction`` and absolute criterion: the points (metric with its
+    interval at each training-set size), the threshold and the extrapolation. The report and
+    the app's Training page both draw these."""
+    groups = curve_groups(store, goal, res["run"]["id"])
     by_name = {c["name"]: c for c in res["candidates"]}
-    lines = ["", "## Data-size curve", ""]
+    out = []
     for group, members in groups.items():
         sizes = _train_sizes(store, goal, [m["fraction"] for m in members])
         for crit in goal.success:
@@ -167,21 +165,34 @@ def curve_section(store: "Store", goal: Any, res: dict[str, Any]) -> list[str]:
             points = []
             for m in members:
                 metric = by_name.get(m["candidate"], {}).get("metrics", {}).get(crit.metric)
-                if metric:
-                    lo, hi = metric["ci"]
+                if metric and metric["value"] is not None:
+                    lo, hi = (math.nan if x is None else x for x in metric["ci"])
                     points.append(CurvePoint(m["candidate"], m["fraction"], sizes.get(m["fraction"]) or 0,
                                              metric["value"], lo, hi))
             if len(points) < 2:
                 continue
             ext = extrapolate(points, crit.threshold, higher_is_better=crit.op == "at_least",
                               confidence=goal.confidence)
-            sign = ">=" if crit.op == "at_least" else "<="
-            lines += [f"**{group}**, {crit.metric} (needs {sign} {crit.threshold:g}):", "",
-                      "| candidate | share of train | training examples | value [interval] |", "|---|---|---|---|"]
-            lines += [f"| {p.candidate} | {p.fraction:.0%} | {p.n_train} | {p.value:.3g} [{p.lo:.3g}, {p.hi:.3g}] |"
-                      for p in points]
-            lines += ["", f"To reach the threshold: {ext.describe()}.", ""]
+            out.append({"group": group, "metric": crit.metric, "op": crit.op, "threshold": crit.threshold,
+                        "points": points, "extrapolation": ext})
+    return out
+
+
+def curve_section(store: "Store", goal: Any, res: dict[str, Any]) -> list[str]:
+    """Markdown lines for the report: the curve's table per sweep and criterion, and the
+    extrapolation."""
+    curves = curve_data(store, goal, res)
+    if not curves:
+        return []
+    lines = ["", "## Data-size curve", ""]
+    for c in curves:
+        sign = ">=" if c["op"] == "at_least" else "<="
+        lines += [f"**{c['group']}**, {c['metric']} (needs {sign} {c['threshold']:g}):", "",
+                  "| candidate | share of train | training examples | value [interval] |", "|---|---|---|---|"]
+        lines += [f"| {p.candidate} | {p.fraction:.0%} | {p.n_train} | {p.value:.3g} [{p.lo:.3g}, {p.hi:.3g}] |"
+                  for p in c["points"]]
+        lines += ["", f"To reach the threshold: {c['extrapolation'].describe()}.", ""]
     return lines
 
 
-__all__ = ["CurvePoint", "Extrapolation", "curve_groups", "curve_section", "extrapolate"]
+__all__ = ["CurvePoint", "Extrapolation", "curve_data", "curve_groups", "curve_section", "extrapolate"]

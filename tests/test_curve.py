@@ -80,3 +80,17 @@ def test_train_fraction_sweeps_train_nested_subsets_and_the_report_plots_the_cur
     counts = [int(ln.split("|")[3]) for ln in table[:3]]
     assert counts == sorted(counts) and counts[-1] == len(store.split_labels(goal.goal, "train"))
     assert counts[0] < counts[1] < counts[2]
+
+    # The app's Training page draws the same curve, with the extrapolation under it.
+    from streamlit.testing.v1 import AppTest
+
+    def page(db: str, run_id: str) -> None:
+        from harness.app import training
+        from harness.store import Store
+
+        training.render(Store(db), run_id)
+
+    at = AppTest.from_function(page, args=(str(tmp_path / "s.duckdb"), res.run_id), default_timeout=60).run()
+    assert not at.exception
+    assert any("Data-size curve: lora" in h.value for h in at.subheader)
+    assert any("To reach" in c.value for c in at.caption)

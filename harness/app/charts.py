@@ -33,6 +33,21 @@ def loss_chart(points: Sequence[dict[str, Any]], candidate: str, best_step: int 
     return chart.properties(title=f"{candidate}: loss", height=260)
 
 
+def curve_chart(points: Sequence[Any], threshold: float, title: str) -> alt.Chart:
+    """A criterion's metric (with its interval) against the number of training examples, and
+    the threshold as a dashed rule: the data-size curve."""
+    df = pd.DataFrame([{"n": p.n_train, "value": p.value, "lo": p.lo, "hi": p.hi, "candidate": p.candidate}
+                       for p in points])
+    x = alt.X("n:Q", title="training examples")
+    line = alt.Chart(df).mark_line(point=True).encode(
+        x=x, y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=False)),
+        tooltip=["candidate", "n", alt.Tooltip("value:Q", format=".3f")])
+    bars = alt.Chart(df).mark_errorbar().encode(x=x, y="lo:Q", y2="hi:Q")
+    rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(strokeDash=[4, 4], color="firebrick").encode(
+        y="threshold:Q", tooltip=["threshold"])
+    return (bars + line + rule).properties(title=f"{title} by training-set size", height=260)
+
+
 def score_distribution(rows: Sequence[dict[str, Any]], title: str) -> alt.Chart:
     """Counts of each score level, side by side per source (e.g. judge vs humans)."""
     df = pd.DataFrame(rows)

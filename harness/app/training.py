@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 def render(store: Store, run_id: str) -> None:
     st.title(f"Training · {run_id}")
+    _data_size_curves(store, run_id)
     points = store.curves(run_id)
     cands = {c["name"]: c for c in store.candidates(run_id)}
     trained = sorted({p["candidate"] for p in points})
@@ -50,3 +51,18 @@ def render(store: Store, run_id: str) -> None:
                 st.markdown("**Hyperparameters**")
                 st.dataframe(pd.DataFrame([{"parameter": k, "value": str(v)} for k, v in params.items()]),
                              hide_index=True, width="stretch")
+
+
+def _data_size_curves(store: Store, run_id: str) -> None:
+    """The data-size curve of each `train_fraction` sweep, with the extrapolation (harness.curve)."""
+    from harness.curve import curve_data
+    from harness.results import results_dict
+
+    goal = data.goal_from_run(store.run(run_id))
+    if goal is None:
+        return
+    res = results_dict(store, goal.goal, run_id)
+    for c in curve_data(store, goal, res) if res else []:
+        st.subheader(f"Data-size curve: {c['group']}, {c['metric']}")
+        st.altair_chart(charts.curve_chart(c["points"], c["threshold"], c["metric"]), width="stretch")
+        st.caption(f"To reach {c['threshold']:g}: {c['extrapolation'].describe()}.")
