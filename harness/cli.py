@@ -493,7 +493,8 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
 
 @app.command()
 def estimate(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
-             params: Optional[str] = typer.Option(None, "--params", help="Model size to project to, e.g. 8B or 1.5e9 "
+             params: Optional[str] = typer.Option(None, "--params", "--model-params",
+                                                  help="Model size to project to, e.g. 8B or 8e9 "
                                                                          "(default: the goal's model)."),
              device: Optional[str] = typer.Option(None, help="a100, h100, h200, l40s, a10g, l4, t4, rtx4090 "
                                                              "(default: the goal's cost.device)."),
@@ -609,18 +610,144 @@ def ratings_export(goal_path: Path = typer.Argument(..., help="Goal YAML file (o
                       markup=False, highlight=False)
 
 
+panel_app = typer.Typer(no_args_is_help=True, help="Who may rate a goal's human panel: per-rater invitations, "
+                                                     "each a token bound to one rater's name (the store keeps its "
+                                                     "hash, never the token).")
+app.add_typer(panel_app, name="panel")
+PanelGoalArg = typer.Argument(..., help="Goal YAML file (or goal name).")
+RaterArg = typer.Argument(..., help="The rater's name; compared and stored normalised (NFKC, casefolded, "
+                                    "invisible characters dropped, whitespace collapsed).")
+
+
+def _panel_goal(goal_path: Path) -> str:
+    """The goal's name; a goal file must have a ``human:`` section."""
+    if goal_path.suffix in (".yaml", ".yml") or goal_path.exists():
+        goal = _load_goal(goal_path)
+        if goal.human is None:
+            _fail(HarnessError(f"{goal_path}: goal {goal.goal!r} has no human panel; add a `human:` section first"))
+        return goal.goal
+    return str(goal_path)
+
+
+def _panel_rater(name: str) -> str:
+    from harness.panel import rater_name
+
+    try:
+        return rater_name(name)
+    except HarnessError as exc:
+        _fail(exc)
+
+
+@panel_app.command("invite")
+def panel_invite(goal_path: Path = PanelGoalArg, name: str = RaterArg,
+                 url: str = typer.Option("http://localhost:8501", "--url", help="The app's address, for the link."),
+                 db: Optional[Path] = DbOpt,
+                 as_json: bool = typer.Option(False, "--json", help="Print goal, rater, token and link as JSON.")) -> None:
+    """Invite one rater: print a token and a link bound to their name, shown this once.
+
+    Once a goal has an invitation only invitations rate it (its `tokens:` no longer let anyone in), each
+    under the name it is bound to. Inviting the same rater again revokes their earlier invitation."""
+    from harness.panel import invitation_hash, invitation_link, new_invitation_token
+
+    goal_name = _panel_goal(goal_path)
+    rater = _panel_rater(name)
+    token = new_invitation_token()
+    replaced = _store(db).put_invitation(goal_name, rater, invitation_hash(token))
+    link = invitation_link(token, url)
+    if as_json:
+        print(json.dumps({"goal": goal_name, "rater": rater, "token": token, "link": link, "replaced": replaced}))
+        return
+    note = " (their earlier invitation is revoked)" if replaced else ""
+    console.print(f"invited rater {rater!r} to goal {goal_name}{note}", markup=False, highlight=False)
+    print(f"token: {token}")  # plain print: a terminal-width wrap must not break the token or the link
+    print(f"link:  {link}")
+    console.print(f"The token is shown only now (the store keeps its hash). Revoke it with "
+                  f"`harness panel revoke {goal_name} '{rater}'`.", markup=False, highlight=False)
+
+
+@panel_app.command("revoke")
+def panel_revoke(goal_path: Path = PanelGoalArg, name: str = RaterArg, db: Optional[Path] = DbOpt) -> None:
+    """Revoke a rater's invitation at once: their open sessions save nothing more (ratings made are kept)."""
+    from harness.registry import did_you_mean
+
+    goal_name = _panel_goal(goal_path)
+    rater = _panel_rater(name)
+    store = _store(db)
+    n = store.revoke_invitations(goal_name, rater)
+    if n:
+        console.print(f"revoked the invitation of {rater!r} to goal {goal_name}; their ratings so far are kept",
+                      markup=False, highlight=False)
+        return
+    known = sorted({r["rater"] for r in store.invitations(goal_name)})
+    if rater in known:
+        console.print(f"{rater!r} has no live invitation to goal {goal_name} (already revoked)",
+                      markup=False, highlight=False)
+        return
+    err_console.print(f"error: no invitation for rater {rater!r} of goal {goal_name}{did_you_mean(rater, known)}"
+                      + ("" if known else "; the goal has no invitations"), markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+@panel_app.command("list")
+def panel_list(goal_path: Path = PanelGoalArg, db: Optional[Path] = DbOpt,
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the goal's invited raters: live or revoked, when, and how many ratings each made (never tokens)."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    goal_name = _panel_goal(goal_path)
+    store = _store(db)
+    made = Counter(r["rater"] for r in store.ratings(goal_name))
+    rows = [{"rater": r["rater"], "status": "revoked" if r["revoked_at"] else "live", "invited": str(r["created_at"])[:19],
+             "revoked": str(r["revoked_at"])[:19] if r["revoked_at"] else None, "ratings": made[r["rater"]]}
+            for r in store.invitations(goal_name)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print(f"no invitations for goal {goal_name}: anyone may rate it under a typed name (or, when the "
+                      "goal lists `tokens:`, holders of one); `harness panel invite` closes it to invitations",
+                      markup=False, highlight=False)
+        return
+    t = Table(title=f"raters invited to {goal_name}")
+    for col in ("rater", "status", "invited", "revoked", "ratings"):
+        t.add_column(col, justify="right" if col == "ratings" else "left")
+    for r in rows:
+        t.add_row(r["rater"], r["status"], r["invited"], r["revoked"] or "-", str(r["ratings"]))
+    console.print(t)
+
+
 @app.command("app")
-def app_cmd(port: int = typer.Option(8501, help="Port."), db: Optional[Path] = DbOpt) -> None:
+def app_cmd(port: int = typer.Option(8501, help="Port."), db: Optional[Path] = DbOpt,
+            host: str = typer.Option("localhost", help="Address to listen on. Anything but loopback (e.g. 0.0.0.0) "
+                                                       "needs --owner-token, unless --rater."),
+            rater: bool = typer.Option(False, "--rater", help="Rater-only app: the Rate page alone, no candidate "
+                                                              "names, no references (unless human.show_reference)."),
+            owner_token: Optional[str] = typer.Option(None, "--owner-token", envvar="HARNESS_OWNER_TOKEN",
+                                                      help="Opens the owner's pages (leaderboard, compare, ...) "
+                                                           "when not on localhost.")) -> None:
     """Open the Streamlit leaderboard and rating app."""
     import os
     import subprocess
 
+    from harness.app.access import is_loopback
+
+    if not rater and not is_loopback(host) and not (owner_token or "").strip():
+        _fail(HarnessError(f"--host {host} makes the owner's pages (leaderboard, compare: outputs and references "
+                           "of the sealed test set) reachable from other machines: pass --owner-token (or set "
+                           "HARNESS_OWNER_TOKEN), or --rater for a rater-only app"))
     env = dict(os.environ)
     if db:
         env["HARNESS_DB"] = str(db)
+    if rater:
+        env["HARNESS_APP_MODE"] = "rater"
+    if owner_token:
+        env["HARNESS_OWNER_TOKEN"] = owner_token  # the environment, not argv: argv is visible to `ps`
     app_file = Path(__file__).resolve().parent.parent / "app.py"
     raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file),
-                                      "--server.port", str(port), "--server.headless", "true"], env=env))
+                                      "--server.port", str(port), "--server.headless", "true",
+                                      "--server.address", host], env=env))
 
 
 def main() -> None:  # pragma: no cover - console entry

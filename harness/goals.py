@@ -179,7 +179,7 @@ class Candidate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str
-    kind: str = Field(description="prompt, lora, qlora, prefix, prompt_tuning, full, api, file, or a registered kind.")
+    kind: str = Field(description="prompt, lora, qlora, prefix, prompt_tuning, full, api, file, rag, or a registered kind.")
     model: str | None = Field(None, description="Base model (local kinds) or API model id; default: the goal's model.")
     sweep_of: str | None = Field(None, description="Set by a sweep: the name of the entry it expanded from.")
 
@@ -207,7 +207,9 @@ class HumanSpec(BaseModel):
     items: int = Field(60, ge=1)
     raters_per_item: int = Field(3, ge=1)
     mode: Literal["pointwise", "pairwise"] = "pointwise"
-    tokens: list[str] = Field(default_factory=list, description="Access tokens; when set, only holders can rate.")
+    tokens: list[str] = Field(default_factory=list, description="Access tokens; when set, only holders can rate. "
+                              "Deprecated (shared and plaintext): invite raters with `harness panel invite`.")
+    show_reference: bool = Field(False, description="Show raters the reference answer (hidden by default).")
     min_ratings: int = Field(10, ge=1, description="Ratings needed before a human criterion gets a verdict.")
     agreement_threshold: float = Field(0.4, description="Judge-vs-human agreement below this flags the judge.")
 

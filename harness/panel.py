@@ -17,6 +17,9 @@ import hmac
 import itertools
 import math
 import random
+import secrets
+import unicodedata
+import urllib.parse
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -136,12 +139,67 @@ def check_rater(name: str | None) -> str:
 
 
 def check_access(tokens: Sequence[str], token: str | None) -> bool:
-    """With tokens configured for the goal, only a listed token may rate; without, anyone."""
+    """With tokens configured for the goal, only a listed token may rate; without, anyone.
+    (Goal ``tokens`` are deprecated: shared and plaintext; invitations bind a token to a rater.)"""
     if not tokens:
         return True
     given = (token or "").strip().encode("utf-8")
     # Compare against every token in constant time, so timing says nothing about which.
     return any(hmac.compare_digest(given, str(t).encode("utf-8")) for t in tokens) and bool(given)
+
+
+# Code points that show nothing but are not category Cf (which is dropped whole): the combining
+# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation selectors.
+_INVISIBLE = frozenset([0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0, *range(0x180B, 0x1810),
+                        *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
+
+
+def normalise_rater(name: str) -> str:
+    """The one form a rater name is compared and stored in: NFKC, casefolded, invisible and
+    format characters (Unicode Cf: zero-width spaces, bidi overrides …) dropped, whitespace
+    collapsed. ``ALICE``, ``Alice\u200b`` and ``  alice `` are one rater; ``A1ice`` is another
+    (look-alikes are not folded, which is why invitations bind a name to a token).
+
+    >>> normalise_rater("  \u202eAL\u200bICE\u00a0 Smith ")
+    'alice smith'
+    """
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name or "").casefold())
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf" and ord(ch) not in _INVISIBLE)
+    return " ".join(text.split())
+
+
+def rater_name(name: str | None) -> str:
+    """A usable rater name, normalised (:func:`normalise_rater`), or a HarnessError saying what
+    is wrong. Ratings from the app and invitations are stored under this form."""
+    text = check_rater(name)
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise HarnessError("a rater name cannot contain control characters")
+    norm = normalise_rater(text)
+    if not norm:
+        raise HarnessError("enter your name to rate (invisible characters do not count)")
+    if len(norm) > MAX_RATER_NAME:
+        raise HarnessError(f"a rater name has at most {MAX_RATER_NAME} characters")
+    return norm
+
+
+INVITATION_BYTES = 24
+
+
+def new_invitation_token() -> str:
+    """A fresh invitation token: 24 random bytes, URL-safe text. Shown once, stored as a hash."""
+    return secrets.token_urlsafe(INVITATION_BYTES)
+
+
+def invitation_hash(token: str) -> str:
+    """What the store keeps of an invitation token: its sha256 (with a purpose prefix). The
+    token is 192 random bits, so a plain hash can be neither reversed nor guessed; no salt or
+    slow hash is needed, and a token is found by its hash in one lookup."""
+    return digest("harness-invitation/v1\x1f" + (token or "").strip())
+
+
+def invitation_link(token: str, base_url: str = "http://localhost:8501") -> str:
+    """The link a rater opens: the app's address with the token as ``?token=``."""
+    return f"{base_url.rstrip('/')}/?token={urllib.parse.quote(token, safe='')}"
 
 
 def blind_labels(item: PanelItem) -> list[tuple[str, str]]:

@@ -25,6 +25,18 @@ APP = str(REPO / "app.py")
 TIMEOUT = 90
 BADGE = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
 
+@pytest.fixture(autouse=True)
+def served_on_localhost():
+    """AppTest starts no server: the app reads the address it is bound to from Streamlit's
+    config, so say loopback (as ``harness app`` binds by default); tests may rebind."""
+    from streamlit import config
+
+    old = config.get_option("server.address")
+    config.set_option("server.address", "localhost")
+    yield config
+    config.set_option("server.address", old)
+
+
 @pytest.fixture
 def project(tiny_run_project, tmp_path, monkeypatch):
     """A private copy of the session's real-run project. Tests that use it are marked slow:
@@ -383,13 +395,13 @@ def _rewrite_goal(project, **kwargs) -> None:
 def test_rate_page_saves_each_answer_at_once_blind_and_updates(project):
     store, goal = project["store"], project["goal"]
     at = _sign_in(_app("Rate"), goal, "Alice")
-    assert "Item 1 of 12" in _texts(at)
+    assert "Item 1 of 12" in _texts(at) and "Rating as **alice**" in _texts(at)  # names are normalised
     text = _texts(at)
     for cand in project["candidates"]:
         assert cand not in text, f"candidate name {cand!r} shown to the rater"
     # What is shown is a real test input and one candidate's real output.
     item = next(it for it in _drawn(project) if it.item_id in {
-        it.item_id for it in panel.queue_for_rater(_drawn(project), [], "Alice", 2, goal=goal)[:1]})
+        it.item_id for it in panel.queue_for_rater(_drawn(project), [], "alice", 2, goal=goal)[:1]})
     ex = store.query("SELECT input FROM examples WHERE goal = ? AND example_id = ?", [goal, item.example_id])[0]
     out = next(r["output"] for r in store.run_outputs(item.run_id, item.candidate) if r["example_id"] == item.example_id)
     assert [c.value for c in at.code][:2] == [ex["input"], out or "(output missing)"]
@@ -400,7 +412,7 @@ def test_rate_page_saves_each_answer_at_once_blind_and_updates(project):
     radios[0].set_value(4).run()
     # Saved the moment it was chosen, before any submit.
     rows = store.ratings(goal)
-    assert [(r["rater"], r["item_id"], r["criterion"], r["score"]) for r in rows] == [("Alice", item.item_id, "formal", 4.0)]
+    assert [(r["rater"], r["item_id"], r["criterion"], r["score"]) for r in rows] == [("alice", item.item_id, "formal", 4.0)]
     _radios(at, goal)[1].set_value(2).run()
     at.button(key=f"rate:{goal}:submit").click().run()
     assert "Item 2 of 12" in _texts(at)
@@ -423,13 +435,13 @@ def test_rate_page_saves_each_answer_at_once_blind_and_updates(project):
 def test_rate_order_is_per_rater_and_reproducible(project):
     goal = project["goal"]
     first = {}
-    for name in ("Alice", "Bob", "Alice"):
+    for name in ("Alice", "Bob", "ALICE\u200b"):
         at = _sign_in(_app("Rate"), goal, name)
-        first.setdefault(name, set()).add((at.code[0].value, at.code[1].value))
-    assert len(first["Alice"]) == 1  # Alice sees the same first item each time
+        first.setdefault(panel.normalise_rater(name), set()).add((at.code[0].value, at.code[1].value))
+    assert len(first["alice"]) == 1  # Alice sees the same first item each time, however she types her name
     items = _drawn(project)
-    a = [i.item_id for i in panel.rater_order(items, goal, "Alice")]
-    b = [i.item_id for i in panel.rater_order(items, goal, "Bob")]
+    a = [i.item_id for i in panel.rater_order(items, goal, "alice")]
+    b = [i.item_id for i in panel.rater_order(items, goal, "bob")]
     assert a != b and sorted(a) == sorted(b)
 
 
@@ -445,7 +457,7 @@ def test_rate_requires_a_known_token(project):
     radios = _radios(at, goal)
     assert radios
     radios[0].set_value(3).run()
-    assert [r["rater"] for r in project["store"].ratings(goal)] == ["Trudy"]
+    assert [r["rater"] for r in project["store"].ratings(goal)] == ["trudy"]
 
 
 @pytest.mark.slow
@@ -470,6 +482,155 @@ def test_rate_pairwise_mode_stores_choices(project):
     scores = panel.human_scores(store.ratings(goal), items, "tone", "formal")
     assert scores[item.candidate][item.example_id] == 1.0
     assert scores[item.other_candidate][item.example_id] == 0.0
+
+
+# --------------------------------------------------------------------------- raters are who they say
+
+def _invite(project, name: str) -> str:
+    token = panel.new_invitation_token()
+    project["store"].put_invitation(project["goal"], panel.rater_name(name), panel.invitation_hash(token))
+    return token
+
+
+def _app_with(**query: str) -> AppTest:
+    """The app opened at a URL with these query parameters (an invitation link's ``token``)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _rows(store, goal):
+    return sorted((r["rater"], r["item_id"], r["criterion"], r["score"]) for r in store.ratings(goal))
+
+
+@pytest.mark.slow
+def test_bobs_invitation_cannot_save_under_alice_or_her_variants(project):
+    from harness.app.access import INVITATION, Rater
+
+    store, goal = project["store"], project["goal"]
+    alice, bob = _invite(project, "Alice"), _invite(project, "bob")
+    at = _app_with(token=alice)  # the invitation link opens the Rate page of its goal, signed in
+    assert "Rating as **alice**" in _texts(at) and "Item 1 of 12" in _texts(at)
+    _radios(at, goal)[0].set_value(4).run()
+    alices = _rows(store, goal)
+    assert [r[0] for r in alices] == ["alice"]
+    # Without the link: no name to type, only the invitation token.
+    at = _app("Rate")
+    keys = {t.key for t in at.text_input}
+    assert f"rate:{goal}:invite" in keys and f"rate:{goal}:name" not in keys and f"rate:{goal}:token" not in keys
+    at.text_input(key=f"rate:{goal}:invite").input(bob)
+    at.button[0].click().run()
+    assert "Rating as **bob**" in _texts(at)
+    _radios(at, goal)[0].set_value(2).run()
+    assert [r for r in _rows(store, goal) if r[0] != "bob"] == alices
+    bobs = [r for r in _rows(store, goal) if r[0] == "bob"]
+    assert len(bobs) == 1 and bobs[0][3] == 2.0
+    # A session that claims another name with Bob's invitation is signed out before it can save.
+    secret = panel.invitation_hash(bob)
+    for claimed in ("alice", "ALICE", "Alice\u200b", "A1ice"):
+        at.session_state[f"rate:{goal}:rater"] = Rater(goal, claimed, INVITATION, secret)
+        at.run()
+        assert not _radios(at, goal) and any("not the one its invitation is for" in e.value for e in at.error)
+        at.text_input(key=f"rate:{goal}:invite").input(bob)
+        at.button[0].click().run()
+        assert "Rating as **bob**" in _texts(at)
+    assert [r for r in _rows(store, goal) if r[0] != "bob"] == alices
+    assert {r[0] for r in _rows(store, goal)} == {"alice", "bob"}
+    # A typed name and the goal's old plaintext tokens no longer let anyone in.
+    _rewrite_goal(project, human_extra={"tokens": ["s3cret-token"]})
+    at = _app("Rate")
+    assert f"rate:{goal}:name" not in {t.key for t in at.text_input}
+
+
+@pytest.mark.slow
+def test_a_revoked_invitation_cannot_save_from_its_open_session(project):
+    store, goal = project["store"], project["goal"]
+    token = _invite(project, "Dana")
+    at = _app_with(token=token)
+    _radios(at, goal)[0].set_value(3).run()
+    before = _rows(store, goal)
+    assert [(r[0], r[2], r[3]) for r in before] == [("dana", "formal", 3.0)]
+    assert store.revoke_invitations(goal, "dana") == 1  # `harness panel revoke`, while the tab is open
+    _radios(at, goal)[1].set_value(5).run()
+    assert _rows(store, goal) == before
+    assert any("revoked" in e.value for e in at.error) and not _radios(at, goal)
+    at = _app_with(token=token)  # the link is dead too
+    assert any("unknown or was revoked" in e.value for e in at.error) and not _radios(at, goal)
+    assert _rows(store, goal) == before
+
+
+@pytest.mark.slow
+def test_removing_a_goal_token_ends_the_sessions_that_used_it(project):
+    store, goal = project["store"], project["goal"]
+    _rewrite_goal(project, human_extra={"tokens": ["old-token"]})
+    at = _sign_in(_app("Rate"), goal, "Trudy", token="old-token")
+    _radios(at, goal)[0].set_value(3).run()
+    before = _rows(store, goal)
+    assert [r[0] for r in before] == ["trudy"]
+    _rewrite_goal(project, human_extra={"tokens": ["new-token"]})
+    _radios(at, goal)[1].set_value(5).run()
+    assert _rows(store, goal) == before
+    assert any("withdrawn" in e.value for e in at.error) and not _radios(at, goal)
+
+
+def _reference_shown(at: AppTest) -> bool:
+    return any(e.label == "Reference answer" for e in at.expander)
+
+
+@pytest.mark.slow
+def test_rate_page_hides_the_reference_unless_the_goal_shows_it(project):
+    store, goal = project["store"], project["goal"]
+    at = _sign_in(_app("Rate"), goal, "Erin")
+    assert "Item 1 of 12" in _texts(at) and not _reference_shown(at)
+    _rewrite_goal(project, human_extra={"show_reference": True})
+    at = _sign_in(_app("Rate"), goal, "Erin")
+    assert _reference_shown(at)
+    item = panel.queue_for_rater(_drawn(project), [], "erin", 2, goal=goal)[0]
+    ref = store.query("SELECT reference FROM examples WHERE goal = ? AND example_id = ?", [goal, item.example_id])
+    assert ref[0]["reference"] in [c.value for c in at.code]
+
+
+@pytest.mark.slow
+def test_rater_mode_has_only_the_rate_page_and_no_candidate_names(project, monkeypatch):
+    monkeypatch.setenv("HARNESS_APP_MODE", "rater")
+    goal = project["goal"]
+    for page in (None, "Leaderboard", "Compare"):
+        at = _app_with(**({"page": page} if page else {}))
+        assert "page" not in {r.key for r in at.radio}
+        assert [t.value for t in at.title] == [f"Rate · {goal}"]
+    at = _sign_in(at, goal, "Frank")
+    assert "Item 1 of 12" in _texts(at) and not _reference_shown(at)
+    text = _texts(at) + "\n".join(str(getattr(e, "value", "")) for e in at.sidebar)
+    for cand in project["candidates"]:
+        assert cand not in text, f"candidate name {cand!r} shown in rater mode"
+    _radios(at, goal)[0].set_value(4).run()
+    assert [r["rater"] for r in project["store"].ratings(goal)] == ["frank"]
+
+
+@pytest.mark.slow
+def test_owner_pages_need_the_owner_token_off_localhost(project, monkeypatch, served_on_localhost):
+    served_on_localhost.set_option("server.address", "0.0.0.0")
+    store = project["store"]
+    refs = {r["reference"] for r in store.query("SELECT reference FROM examples WHERE split = 'test'")}
+    at = _app("Compare")  # no owner token configured: the owner's pages are closed
+    assert any("need an owner token" in w.value for w in at.warning)
+    assert not at.code and not at.dataframe
+    monkeypatch.setenv("HARNESS_OWNER_TOKEN", "own3r-t0ken")
+    at = _app("Compare")
+    assert not at.code and not at.dataframe and any("enter the owner token" in i.value for i in at.info)
+    at.text_input(key="owner:token").input("guess").run()
+    assert any("Wrong owner token" in e.value for e in at.error) and not at.code
+    at.text_input(key="owner:token").input("own3r-t0ken").run()
+    assert refs & {c.value for c in at.code}  # the Compare page, with the reference, for the owner
+    at.radio(key="page").set_value("Rate").run()
+    at.radio(key="page").set_value("Compare").run()
+    assert refs & {c.value for c in at.code}  # still the owner after a visit to the Rate page
+    # Raters still reach the Rate page without the owner token.
+    at = _sign_in(_app("Rate"), project["goal"], "Gus")
+    assert "Item 1 of 12" in _texts(at)
 
 
 # --------------------------------------------------------------------------- agreement

@@ -1,6 +1,7 @@
 """End to end in headless Chromium: a rater rates three items in the browser, the rows are
-in the store, and the leaderboard then shows the human score. The store is a copy of the
-one filled by real tiny-model runs (``tiny_run_project`` in conftest)."""
+in the store, and the leaderboard then shows the human score; a rater-only app, opened from
+an invitation link, shows the Rate page alone, without candidate names or references. The
+store is a copy of the one filled by real tiny-model runs (``tiny_run_project`` in conftest)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,15 +49,12 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
     raise TimeoutError("streamlit did not come up")
 
 
-@pytest.fixture
-def served(tiny_run_project, tmp_path):
-    if not Path(CHROMIUM).exists() or shutil.which("streamlit", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium) and streamlit")
-    pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (pip), no browser download")
-    info = copy_project(tiny_run_project, tmp_path / "proj")
+@contextmanager
+def _serving(info: dict, **env_extra: str):
+    """The app on a free loopback port, against the project copy; its URL."""
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HARNESS_DB=str(info["db"]), HARNESS_GOALS=str(info["goals_dir"]),
-               HARNESS_RUBRICS=str(info["rubrics_dir"]), HARNESS_LEADERBOARDS=str(REPO / "leaderboards"))
+               HARNESS_RUBRICS=str(info["rubrics_dir"]), HARNESS_LEADERBOARDS=str(REPO / "leaderboards"), **env_extra)
     cmd = [str(Path(sys.executable).parent / "streamlit"), "run", str(REPO / "app.py"), "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
@@ -63,13 +62,39 @@ def served(tiny_run_project, tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        yield url, info
+        yield url
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _needs_a_browser() -> None:
+    if not Path(CHROMIUM).exists() or shutil.which("streamlit", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium) and streamlit")
+    pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (pip), no browser download")
+
+
+@pytest.fixture
+def served(tiny_run_project, tmp_path):
+    _needs_a_browser()
+    info = copy_project(tiny_run_project, tmp_path / "proj")
+    with _serving(info) as url:
+        yield url, info
+
+
+@pytest.fixture
+def served_to_raters(tiny_run_project, tmp_path):
+    """The rater-only app (``HARNESS_APP_MODE=rater``, as ``harness app --rater`` starts it),
+    and an invitation for rater Dana."""
+    _needs_a_browser()
+    info = copy_project(tiny_run_project, tmp_path / "proj")
+    token = panel.new_invitation_token()
+    Store(info["db"]).put_invitation(info["goal"], panel.rater_name("Dana"), panel.invitation_hash(token))
+    with _serving(info, HARNESS_APP_MODE="rater") as url:
+        yield url, info, token
 
 
 def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
@@ -106,7 +131,7 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
 
         store = Store(info["db"])
         rows = store.ratings(goal)
-        assert len(rows) == 6 and {r["rater"] for r in rows} == {"Dana"}
+        assert len(rows) == 6 and {r["rater"] for r in rows} == {"dana"}  # names are stored normalised
         assert sorted((r["criterion"], r["score"]) for r in rows) == [("empathetic", 3.0)] * 3 + [("formal", 4.0)] * 3
         items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal)]
         assert len(items) == 12 and {it.run_id for it in items} == {info["latest"]}
@@ -127,4 +152,43 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         unrated = set(info["candidates"]) - set(expected)
         for cand in unrated:
             expect(table.locator("tr", has_text=cand)).to_have_count(0)
+        browser.close()
+
+
+def test_rater_only_app_from_an_invitation_link_shows_no_candidate_names_or_references(served_to_raters):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, info, token = served_to_raters
+    goal, store = info["goal"], Store(info["db"])
+    rubric = load_rubric("tone", info["rubrics_dir"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        for wanted in ("Leaderboard", "Compare"):  # no other page, whatever the URL asks for
+            page.goto(f"{url}/?page={wanted}&goal={goal}")
+            expect(page.get_by_role("heading", name=f"Rate · {goal}")).to_be_visible()
+            expect(page.get_by_label("Invitation token", exact=True)).to_be_visible()  # by invitation: no name to type
+            expect(page.get_by_label("Your name")).to_have_count(0)
+        page.goto(f"{url}/?token={token}")
+        item = page.locator(".st-key-rate-item-0")
+        expect(item.get_by_text("Item 1 of 12")).to_be_visible()
+        expect(page.get_by_text("Rating as dana")).to_be_visible()
+        shown = page.locator("body").inner_text()
+        for cand in info["candidates"]:
+            assert cand not in shown, f"candidate name {cand!r} shown to a rater"
+        expect(page.get_by_text("Reference answer")).to_have_count(0)
+        for label in ("Page", "Leaderboard", "Compare", "Run (latest first)"):
+            expect(page.get_by_text(label, exact=True)).to_have_count(0)
+        # The item shown is Dana's first (her own order), with its input and one output: two
+        # code blocks, no third one for a reference.
+        items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal)]  # drawn on the first visit
+        first = panel.rater_order(items, goal, "dana")[0]
+        codes = [c.inner_text() for c in item.locator("[data-testid='stCode']").all()]
+        assert len(codes) == 2 and codes[0].strip() == store.example(goal, first.example_id)["input"].strip()
+        label = f"4 · {rubric.criteria[0].scale[4]}"
+        item.get_by_role("radiogroup", name="formal").get_by_text(label, exact=True).click()
+        expect(item.get_by_text("Saved ✓ (formal)")).to_be_visible()
+        assert [(r["rater"], r["item_id"], r["score"]) for r in store.ratings(goal)] == [("dana", first.item_id, 4.0)]
         browser.close()

@@ -178,3 +178,41 @@ def test_human_aggregates_rows():
         assert rows[cand]["ci_low"] <= rows[cand]["value"] <= rows[cand]["ci_high"]
         assert rows[cand]["n"] == 25 and rows[cand]["extra"]["n_ratings"] == 100
         assert rows[cand]["extra"]["interval"].startswith(intervals.RANDOM_EFFECTS)
+
+
+# --------------------------------------------------------------------------- rater names and invitations
+
+@pytest.mark.parametrize("variant", ["alice", "ALICE", "Alice", " alice ", "Alice\u200b", "\u202eAlice",
+                                     "A\u200dlice", "Ａｌｉｃｅ", "alice\ufe0f", "ali\u00adce"])
+def test_variants_of_a_name_normalise_to_one_rater(variant):
+    assert panel.normalise_rater(variant) == "alice"
+    assert panel.rater_name(variant) == "alice"
+
+
+def test_normalisation_folds_case_width_and_whitespace_but_not_look_alikes():
+    assert panel.normalise_rater("Ann  Lee\u00a0\t Smith") == "ann lee smith"
+    assert panel.normalise_rater("STRASSE") == panel.normalise_rater("Straße") == "strasse"
+    assert panel.normalise_rater("ﬁona") == "fiona"  # NFKC: the ligature is two letters
+    # Look-alikes are other names: an invitation, not the name, says who a rater is.
+    assert panel.normalise_rater("A1ice") != "alice" and panel.normalise_rater("Аlice") != "alice"  # Cyrillic А
+
+
+def test_rater_name_refuses_empty_invisible_control_and_long_names():
+    for bad in ("", "   ", None, "\u200b\u200b", "\u202e", "a\x00b", "a\x7fb", "a\x85b", "x" * 81, "a\nb"):
+        with pytest.raises(HarnessError):
+            panel.rater_name(bad)
+    assert panel.rater_name("x" * 80) == "x" * 80
+
+
+def test_invitation_tokens_are_random_and_stored_as_a_hash():
+    import hashlib
+
+    tokens = {panel.new_invitation_token() for _ in range(50)}
+    assert len(tokens) == 50 and all(len(t) >= 32 for t in tokens)
+    token = next(iter(tokens))
+    h = panel.invitation_hash(token)
+    assert len(h) == 64 and token not in h and h == panel.invitation_hash(f" {token}\n")
+    assert h == hashlib.sha256(("harness-invitation/v1\x1f" + token).encode()).hexdigest()
+    assert panel.invitation_hash(token + "x") != h
+    assert panel.invitation_link("a-b_c", "http://host:9000/") == "http://host:9000/?token=a-b_c"
+    assert panel.invitation_link(token) == f"http://localhost:8501/?token={token}"

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from harness.store import Store
 
 ENV_GOALS, ENV_RUBRICS, ENV_LEADERBOARDS = "HARNESS_GOALS", "HARNESS_RUBRICS", "HARNESS_LEADERBOARDS"
+ENV_MODE, ENV_OWNER_TOKEN = "HARNESS_APP_MODE", "HARNESS_OWNER_TOKEN"
+RATER_MODE = "rater"
 
 
 @dataclass
@@ -28,11 +30,14 @@ class AppConfig:
     goals_dir: Path
     rubrics_dir: Path
     leaderboards_dir: Path
+    rater_only: bool = False            # only the Rate page: no candidate names, no references
+    owner_token: str | None = None      # opens the owner's pages when not bound to localhost
 
     @classmethod
     def from_args(cls, argv: Sequence[str] = ()) -> "AppConfig":
-        """``--db``, ``--goals``, ``--rubrics``, ``--leaderboards``; else the environment
-        (``HARNESS_DB`` ...); else the defaults in the current folder."""
+        """``--db``, ``--goals``, ``--rubrics``, ``--leaderboards``, ``--rater``, ``--owner-token``;
+        else the environment (``HARNESS_DB`` ..., ``HARNESS_APP_MODE=rater``,
+        ``HARNESS_OWNER_TOKEN``); else the defaults in the current folder."""
         import argparse
 
         from harness.store import default_db_path
@@ -42,11 +47,15 @@ class AppConfig:
         p.add_argument("--goals", default=None)
         p.add_argument("--rubrics", default=None)
         p.add_argument("--leaderboards", default=None)
+        p.add_argument("--rater", action="store_true")
+        p.add_argument("--owner-token", default=None)
         args, _ = p.parse_known_args(list(argv))
         return cls(db=Path(args.db) if args.db else default_db_path(),
                    goals_dir=Path(args.goals or os.environ.get(ENV_GOALS) or "goals"),
                    rubrics_dir=Path(args.rubrics or os.environ.get(ENV_RUBRICS) or "rubrics"),
-                   leaderboards_dir=Path(args.leaderboards or os.environ.get(ENV_LEADERBOARDS) or "leaderboards"))
+                   leaderboards_dir=Path(args.leaderboards or os.environ.get(ENV_LEADERBOARDS) or "leaderboards"),
+                   rater_only=args.rater or os.environ.get(ENV_MODE, "").strip().lower() == RATER_MODE,
+                   owner_token=args.owner_token or os.environ.get(ENV_OWNER_TOKEN) or None)
 
 
 # --------------------------------------------------------------------------- goals
@@ -109,6 +118,16 @@ def goal_names(store: "Store", goals: dict[str, GoalInfo]) -> list[str]:
     return sorted(set(store.goals()) | set(goals))
 
 
+def current_goal(store: "Store", goals_dir: Path, name: str) -> Any | None:
+    """The goal as its file says now (re-read), for checks that must not trust a session's copy."""
+    return resolve_goal(store, name, load_goals(goals_dir))
+
+
+def panel_goal_names(store: "Store", goals: dict[str, GoalInfo]) -> list[str]:
+    """The goals with a human panel (what a rater may pick)."""
+    return [n for n in goal_names(store, goals) if getattr(resolve_goal(store, n, goals), "human", None) is not None]
+
+
 # --------------------------------------------------------------------------- runs
 
 def example(store: "Store", goal: str, example_id: str) -> dict[str, Any]:
@@ -162,11 +181,12 @@ def draw_panel(store: "Store", goal: Any) -> list[panel.PanelItem]:
     return drawn
 
 
-def item_content(store: "Store", item: panel.PanelItem) -> dict[str, Any]:
-    """What a rater sees: input, reference and the outputs under blind labels."""
+def item_content(store: "Store", item: panel.PanelItem, *, show_reference: bool = False) -> dict[str, Any]:
+    """What a rater sees: input, the outputs under blind labels and, only when the goal says
+    ``human.show_reference``, the reference answer."""
     ex = example(store, item.goal, item.example_id)
     outs = store.outputs_for_example(item.run_id, item.example_id)
-    return {"input": ex.get("input"), "reference": ex.get("reference"),
+    return {"input": ex.get("input"), "reference": ex.get("reference") if show_reference else None,
             "responses": [(label, outs.get(cand, "(output missing)")) for label, cand in panel.blind_labels(item)]}
 
 

@@ -1,8 +1,13 @@
 """Rate page: the human panel. Blind items, one at a time; every answer is saved at once.
 
-A rater signs in with a name (and the goal's access token when tokens are configured).
-Each criterion's answer is written to the store the moment it is chosen (and again on
-"Submit & next"), so closing the tab loses nothing; rating an item again updates the row.
+Who rates, under which name, is :mod:`harness.app.access`: with invitations the link's
+``?token=`` (or the token pasted here) signs the rater in under the name it is bound to, and
+there is no name to type; without, a typed name (normalised), plus the goal's access token
+when it lists ``tokens`` (deprecated). Access is checked again on every page load and inside
+every save, so a revoked invitation or a removed token saves nothing more. Each criterion's
+answer is written to the store the moment it is chosen (and again on "Submit & next"), so
+closing the tab loses nothing; rating an item again updates the row. Candidate names are never
+shown; the reference answer only when the goal says ``human.show_reference``.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from harness import panel
-from harness.app import data
+from harness.app import access, data
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -29,11 +34,11 @@ def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any) -> None
     if goal is None or goal.human is None:
         st.info("This goal has no human panel: add a `human:` section (rubrics, items, raters_per_item) to its goal file.")
         return
-    rubrics = _rubrics(goal, cfg)
-    rater = st.session_state.get(_k(goal_name, "rater"))
-    if rater is None:
-        _sign_in(goal_name, goal)
+    signed_in = _signed_in(store, goal_name, goal)
+    if signed_in is None:
         return
+    rater = signed_in.name
+    rubrics = _rubrics(goal, cfg)
     items = data.ensure_items(store, goal, cfg.rubrics_dir)
     if not items:
         st.info("No items to rate yet: the goal needs a finished run with outputs.")
@@ -57,8 +62,7 @@ def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any) -> None
     top = st.columns([4, 1])
     top[0].markdown(f"Rating as **{rater}**")
     if top[1].button("Sign out", key=_k(goal_name, "signout")):
-        for key in [k for k in st.session_state if str(k).startswith(f"rate:{goal_name}:")]:
-            del st.session_state[key]
+        _sign_out(goal_name)
         st.rerun()
     st.progress(len(done) / max(1, len(queue)), text=f"{len(done)} of {len(queue)} items rated")
     if not queue:
@@ -73,7 +77,7 @@ def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any) -> None
     # One keyed container per position: a browser (or test) can tell this item's widgets from
     # the previous item's while a rerun replaces them.
     with st.container(key=f"rate-item-{pos}"):
-        _item(store, goal_name, queue[pos], pos, len(queue), rater, rubrics, mine, pkey)
+        _item(store, cfg, goal, queue[pos], pos, len(queue), signed_in, rubrics, mine, pkey)
 
 
 def _rubrics(goal: Any, cfg: data.AppConfig) -> dict[str, Any]:
@@ -82,23 +86,60 @@ def _rubrics(goal: Any, cfg: data.AppConfig) -> dict[str, Any]:
     return {name: load_rubric(name, cfg.rubrics_dir) for name in goal.human.rubrics}
 
 
-def _sign_in(goal_name: str, goal: Any) -> None:
-    tokens = list(goal.human.tokens or [])
+def _sign_out(goal_name: str) -> None:
+    """Forget the session's rater (and the link's token, which would sign them straight back in)."""
+    for key in [k for k in st.session_state if str(k).startswith(f"rate:{goal_name}:")]:
+        del st.session_state[key]
+    if "token" in st.query_params:
+        del st.query_params["token"]
+
+
+def _signed_in(store: Store, goal_name: str, goal: Any) -> access.Rater | None:
+    """The session's rater if their access still holds, else the sign-in (None until done).
+    An invitation link's ``?token=`` signs in without a form."""
+    rater = st.session_state.get(_k(goal_name, "rater"))
+    if isinstance(rater, access.Rater):
+        reason = access.still_valid(store, goal, rater)
+        if reason is None:
+            return rater
+        _sign_out(goal_name)
+        st.error(reason)
+        return _sign_in(store, goal_name, goal)
+    token = str(st.query_params.get("token") or "")
+    if token and access.access_mode(store, goal) == access.INVITATION:
+        try:
+            rater = access.sign_in(store, goal, token=token)
+        except HarnessError as exc:
+            if store.invitation(panel.invitation_hash(token)) is None:  # not one for another goal
+                st.error(str(exc))
+        else:
+            st.session_state[_k(goal_name, "rater")] = rater
+            return rater
+    return _sign_in(store, goal_name, goal)
+
+
+def _sign_in(store: Store, goal_name: str, goal: Any) -> None:
+    mode = access.access_mode(store, goal)
+    name = token = None
     with st.form(_k(goal_name, "signin")):
-        name = st.text_input("Your name", key=_k(goal_name, "name"))
-        token = st.text_input("Access token", type="password", key=_k(goal_name, "token")) if tokens else None
+        if mode == access.INVITATION:
+            token = st.text_input("Invitation token", type="password", key=_k(goal_name, "invite"),
+                                  help="The token in the link the goal's owner sent you.")
+        else:
+            name = st.text_input("Your name", key=_k(goal_name, "name"))
+            if mode == access.TOKEN:
+                token = st.text_input("Access token", type="password", key=_k(goal_name, "token"))
         submitted = st.form_submit_button("Start rating")
     if not submitted:
+        if mode == access.INVITATION:
+            st.caption("This panel is by invitation: open the link the goal's owner sent you, or paste its token.")
         st.caption("Outputs are shown without candidate names, in an order of their own for each rater.")
-        return
+        return None
     try:
-        rater = panel.check_rater(name)
+        rater = access.sign_in(store, goal, token=token, name=name)
     except HarnessError as exc:
         st.error(str(exc))
-        return
-    if not panel.check_access(tokens, token):
-        st.error("Unknown access token: you cannot rate this goal. Ask the goal's owner for a token.")
-        return
+        return None
     st.session_state[_k(goal_name, "rater")] = rater
     st.rerun()
 
@@ -118,26 +159,29 @@ def _complete(item: panel.PanelItem, mine: dict[str, dict[str, Any]], rubrics: d
     return bool(names) and all(n in got for n in names)
 
 
-def _save(store: Store, goal: str, rater: str, item: panel.PanelItem, criterion: str, value: Any) -> None:
+def _save(store: Store, cfg: data.AppConfig, rater: access.Rater, item: panel.PanelItem, criterion: str,
+          value: Any) -> None:
+    """Save one answer, access re-checked against the store and the goal file as they are now."""
     if value is None:
         return
-    if item.mode == panel.PAIRWISE:
-        store.put_rating(goal, rater, item.item_id, criterion, choice=str(value))
-    else:
-        store.put_rating(goal, rater, item.item_id, criterion, score=float(value))
+    goal = None if rater.via == access.INVITATION else data.current_goal(store, cfg.goals_dir, rater.goal)
+    if rater.via != access.INVITATION and goal is None:
+        raise HarnessError(f"goal {rater.goal!r} is gone: nothing was saved")
+    access.save_rating(store, goal, rater, item, criterion, value)
 
 
-def _on_change(store: Store, goal: str, rater: str, item: panel.PanelItem, criterion: str, key: str) -> None:
+def _on_change(store: Store, cfg: data.AppConfig, rater: access.Rater, item: panel.PanelItem, criterion: str,
+               key: str) -> None:
     try:
-        _save(store, goal, rater, item, criterion, st.session_state.get(key))
-        st.session_state[_k(goal, "saved")] = criterion
+        _save(store, cfg, rater, item, criterion, st.session_state.get(key))
+        st.session_state[_k(rater.goal, "saved")] = criterion
     except HarnessError as exc:
-        st.session_state[_k(goal, "error")] = str(exc)
+        st.session_state[_k(rater.goal, "error")] = str(exc)
 
 
-def _item(store: Store, goal: str, item: panel.PanelItem, pos: int, total: int, rater: str,
-          rubrics: dict[str, Any], mine: dict[str, dict[str, Any]], pkey: str) -> None:
-    content = data.item_content(store, item)
+def _item(store: Store, cfg: data.AppConfig, goal: Any, item: panel.PanelItem, pos: int, total: int,
+          rater: access.Rater, rubrics: dict[str, Any], mine: dict[str, dict[str, Any]], pkey: str) -> None:
+    content = data.item_content(store, item, show_reference=bool(goal.human.show_reference))
     st.subheader(f"Item {pos + 1} of {total}")
     st.markdown("**Input**")
     st.code(content["input"] or "(not stored)", language=None, wrap_lines=True)
@@ -154,42 +198,59 @@ def _item(store: Store, goal: str, item: panel.PanelItem, pos: int, total: int, 
         st.error(f"Item uses rubric {item.rubric!r}, which this goal's panel does not list.")
         return
     st.caption(rubric.description)
-    previous = mine.get(item.item_id, {})
+    keys = _criteria(store, cfg, item, rater, rubric, mine.get(item.item_id, {}))
+    error = st.session_state.pop(_k(rater.goal, "error"), None)
+    if error:
+        st.error(f"That answer was not saved: {error}")
+    saved = st.session_state.pop(_k(rater.goal, "saved"), None)
+    if saved:
+        st.caption(f"Saved ✓ ({saved})")
+    _buttons(store, cfg, item, pos, rater, keys, pkey)
+
+
+def _criteria(store: Store, cfg: data.AppConfig, item: panel.PanelItem, rater: access.Rater, rubric: Any,
+              previous: dict[str, Any]) -> dict[str, str]:
+    """One radio per criterion, each saving on change; {criterion: widget key}."""
     keys = {}
     for crit in rubric.criteria:
-        key = _k(goal, f"w:{rater}:{item.item_id}:{crit.name}")
+        key = _k(rater.goal, f"w:{rater.name}:{item.item_id}:{crit.name}")
         keys[crit.name] = key
         old = previous.get(crit.name)
         st.markdown(f"**{crit.name}**: {crit.description}")
+        args = (store, cfg, rater, item, crit.name, key)
         if item.mode == panel.PAIRWISE:
             options = list(panel.PAIR_CHOICES)
             index = options.index(old["choice"]) if old and old.get("choice") in options else None
             st.radio(crit.name, options, index=index, key=key, format_func=CHOICE_TEXT.get, horizontal=True,
-                     label_visibility="collapsed", on_change=_on_change, args=(store, goal, rater, item, crit.name, key))
+                     label_visibility="collapsed", on_change=_on_change, args=args)
         else:
             options = list(crit.scale)
             index = options.index(int(old["score"])) if old and old.get("score") is not None else None
             st.radio(crit.name, options, index=index, key=key, format_func=lambda v, c=crit: f"{v} · {c.scale[v]}",
-                     label_visibility="collapsed", on_change=_on_change, args=(store, goal, rater, item, crit.name, key))
-    if st.session_state.pop(_k(goal, "error"), None):
-        st.error("That answer could not be saved; please choose it again.")
-    saved = st.session_state.pop(_k(goal, "saved"), None)
-    if saved:
-        st.caption(f"Saved ✓ ({saved})")
+                     label_visibility="collapsed", on_change=_on_change, args=args)
+    return keys
+
+
+def _buttons(store: Store, cfg: data.AppConfig, item: panel.PanelItem, pos: int, rater: access.Rater,
+             keys: dict[str, str], pkey: str) -> None:
     back, skip, submit = st.columns(3)
-    if back.button("◀ Back", key=_k(goal, "back"), disabled=pos == 0):
+    if back.button("◀ Back", key=_k(rater.goal, "back"), disabled=pos == 0):
         st.session_state[pkey] = max(0, pos - 1)
         st.rerun()
-    if skip.button("Skip ▶", key=_k(goal, "skip")):
+    if skip.button("Skip ▶", key=_k(rater.goal, "skip")):
         st.session_state[pkey] = pos + 1
         st.rerun()
-    if submit.button("Submit & next", key=_k(goal, "submit"), type="primary"):
+    if submit.button("Submit & next", key=_k(rater.goal, "submit"), type="primary"):
         answers = {c: st.session_state.get(k) for c, k in keys.items()}
         missing = [c for c, v in answers.items() if v is None]
         if missing:
             st.warning(f"Rate every criterion first ({', '.join(missing)}), or Skip.")
             return
-        for crit_name, value in answers.items():
-            _save(store, goal, rater, item, crit_name, value)
+        try:
+            for crit_name, value in answers.items():
+                _save(store, cfg, rater, item, crit_name, value)
+        except HarnessError as exc:
+            st.error(f"Not saved: {exc}")
+            return
         st.session_state[pkey] = pos + 1
         st.rerun()
