@@ -79,6 +79,8 @@ def write_starter(name: str, root: Path, *, force: bool = False) -> list[Path]:
             raise HarnessError(f"{p} exists; pass --force to overwrite")
     goal.parent.mkdir(parents=True, exist_ok=True)
     rubric.parent.mkdir(parents=True, exist_ok=True)
-    goal.write_text(GOAL_TEMPLATE.format(name=name))
-    rubric.write_text(RUBRIC_TEMPLATE.format(name=name))
+    from harness.fsutil import atomic_write_text
+
+    atomic_write_text(goal, GOAL_TEMPLATE.format(name=name))
+    atomic_write_text(rubric, RUBRIC_TEMPLATE.format(name=name))
     return [goal, rubric]
