@@ -6,17 +6,22 @@ Each criterion type is one row, over the grid of n where the type makes sense
 
 * ``validity_proportion`` — ``at_least``/``at_most`` on a proportion (Clopper–Pearson):
   exact binomial enumeration over n × truth ∈ {0.01, 0.05, 0.5, 0.9, 0.99};
-* ``validity_paired`` — ``improve_by``/``reduce_by`` on a paired difference (Newcombe) and a
-  paired ratio (MOVER-R) of proportions, correlated pairs (ρ = 0.6);
+* ``validity_paired`` — ``improve_by``/``reduce_by`` on a paired difference (the SCAS paired score
+  interval) and a paired ratio (MOVER-R) of proportions, correlated pairs (ρ = 0.6). The
+  difference is exact: every 2x2 table weighted by its multinomial probability (all tables at
+  n ≤ 80; the tables within 7 sd, all but 1e-10 of the mass, above), with the Newcombe interval it
+  replaced on the same tables (n ≤ 80) or samples (n ≥ 300); the ratio is simulated;
 * ``validity_rating_mean`` — a 1–5 rating mean near the ceiling (studentised bootstrap);
-* ``validity_bleu`` / ``validity_rouge`` — corpus BLEU (BCa on sacrebleu's sufficient
-  statistics) and mean ROUGE-L (studentised): synthetic outputs and references scored once
+* ``validity_bleu`` / ``validity_rouge`` — corpus BLEU (studentised bootstrap with a
+  delta-method SE on sacrebleu's sufficient statistics, small-n expanded) and mean ROUGE-L
+  (studentised): synthetic outputs and references scored once
   by the registered metrics (5,000 examples, the population); each replication draws n
   examples from it with replacement, so the truth is the population's aggregate;
 * ``validity_judge_ppi`` — a 1–5 judge biased by +1 (clipped, noisy) with humans rating m =
-  max(20, N/5) of the N outputs (PPI++); the truth is the human score's population mean; the
-  judge alone (studentised) on the same data shows what the bias does, the m human ratings
-  alone (studentised) what the judge adds;
+  max(20, N/5) of the N outputs (PPI++ estimate, bootstrap-t interval with λ re-tuned in each
+  resample); the truth is the human score's population mean; PPI++'s normal interval
+  (``ppi_mean``, as ppi_py) on the same data is what it replaced, the judge alone (studentised)
+  shows what the bias does, the m human ratings alone (studentised) what the judge adds;
 * ``validity_panel`` — a human panel of 3 raters whose leniency varies (sd 0.6) over 30/80/300
   items (two-way random effects); the truth is the mean over the rater population; the
   item-only interval (raters ignored) is the contrast;
@@ -35,8 +40,8 @@ Clopper–Pearson, MOVER-R, two-way random effects), false pass ≤ 2.5% in ever
 either side, family-wise ≤ 5%, power ≥ 80%. A rate from R replications has a Monte Carlo
 standard error of about sqrt(p(1-p)/R) (0.5% for 2.5% at R = 1000, 0.8% at R = 400); the worst
 of several cells is biased upwards by that noise. ``false_pass_max_ci`` is the worst cell's
-exact 95% interval over its replications; ``cells_fp_over_target_beyond_noise`` counts the
-cells whose interval lies wholly above 2.5%.
+exact 95% interval over its replications (the rate itself for an exact cell);
+``cells_fp_over_target_beyond_noise`` counts the cells whose interval lies wholly above 2.5%.
 """
 from __future__ import annotations
 
@@ -96,6 +101,34 @@ class Cell:
                 "mean_width": round(float(np.mean(self.widths)), 4) if self.widths else None}
 
 
+class ExactCell(Cell):
+    """A cell whose rates are exact: every outcome weighted by its probability (reps = 1)."""
+
+    exact = True
+
+    def __init__(self, **key):
+        super().__init__(**key)
+        self._width = 0.0
+
+    def add_exact(self, lo: np.ndarray, hi: np.ndarray, truth: float, prob: np.ndarray) -> None:
+        self.reps = 1
+        self.cover = float(prob[(lo <= truth) & (truth <= hi)].sum())
+        self.fp_least = float(prob[lo >= truth].sum())
+        self.fp_most = float(prob[hi <= truth].sum())
+        self._width = float((prob * (hi - lo)).sum() / prob.sum())
+
+    def set_rates(self, cover: float, fp_least: float, fp_most: float, width: float) -> None:
+        self.reps, self.cover, self.fp_least, self.fp_most, self._width = 1, cover, fp_least, fp_most, width
+
+    def over_beyond_noise(self) -> bool:
+        return self.fp > FP_TARGET  # no Monte Carlo noise
+
+    def row(self) -> dict:
+        return {**self.key, "reps": "exact", "coverage": round(self.cover, 4),
+                "false_pass_at_least": round(self.fp_least, 4), "false_pass_at_most": round(self.fp_most, 4),
+                "mean_width": round(self._width, 4)}
+
+
 def _check_verdict(result, truth: float, iv: intervals.Interval) -> None:
     """The bench's pass rule must be the verdict's: decide one replication both ways."""
     v = judge_criterion("m", "at_least", truth, result, n_resamples=N_RESAMPLES)
@@ -116,10 +149,10 @@ def _summary(bench: str, cells: list[Cell], method: str, conservative: bool, cov
         cov_ok = cov_min >= CONSERVATIVE_MIN
     else:
         cov_ok = COVERAGE_BAND[0] <= cov_min and cov_max <= COVERAGE_BAND[1]
-    lo, hi = intervals.clopper_pearson(k, worst.reps)
+    lo, hi = (fp, fp) if getattr(worst, "exact", False) else intervals.clopper_pearson(k, worst.reps)
     return {"bench": bench, "ratio": round(fp, 4), "target": FP_TARGET, "higher_is_better": False,
             "method": method, "false_pass_max": round(fp, 4),
-            "false_pass_max_cell": {**worst.key, "reps": worst.reps},
+            "false_pass_max_cell": {**worst.key, "reps": worst.row()["reps"]},
             "false_pass_max_ci": [round(lo, 4), round(hi, 4)],
             f"coverage_min_{n_key}{cov_min_n}": cov_min, f"coverage_max_{n_key}{cov_min_n}": cov_max,
             "coverage_target": f">= {CONSERVATIVE_MIN}" if conservative else f"{COVERAGE_BAND[0]}-{COVERAGE_BAND[1]}",
@@ -162,27 +195,127 @@ def _paired_sample(rng, n, p_base, delta, rho=0.6):
     return (v < p_base + delta).astype(float), (u < p_base).astype(float)
 
 
+PAIRED_SETTINGS = ((0.5, 0.1), (0.3, 0.0), (0.8, 0.1))
+PAIRED_FULL_NS = (30, 80)   # every 2x2 table; above, the tables within 7 sd (all but < 1e-9 of the mass)
+PAIRED_RHO = 0.6
+PAIRED_WIDTH_DRAWS = 4000   # tables drawn to estimate the mean width where the limits are not solved for all
+
+
+def paired_cells(p_base: float, delta: float, rho: float = PAIRED_RHO) -> tuple[float, float, float, float]:
+    """P(both, only the candidate, only the baseline, neither) of :func:`_paired_sample`."""
+    pc = p_base + delta
+    both = rho * min(p_base, pc) + (1 - rho) * p_base * pc
+    return (both, pc - both, p_base - both, 1 - pc - p_base + both)
+
+
+def paired_tables(n: int) -> np.ndarray:
+    """Every paired 2x2 table of n pairs: rows (both, only_a, only_b, neither)."""
+    a, b, c = np.meshgrid(*(np.arange(n + 1),) * 3, indexing="ij")
+    keep = a + b + c <= n
+    a, b, c = a[keep], b[keep], c[keep]
+    return np.stack([a, b, c, n - a - b - c], axis=1).astype(float)
+
+
+def _window(m: int, p: float, k: float) -> tuple[int, int]:
+    mu, sd = m * p, math.sqrt(m * p * (1 - p))
+    return max(0, math.floor(mu - k * sd) - 1), min(m, math.ceil(mu + k * sd) + 1)
+
+
+def paired_tables_near(n: int, cells, k: float = 7.0) -> np.ndarray:
+    """The tables within k conditional sd of the expected counts (both; only_a given both; only_b
+    given both and only_a): what the rest of the multinomial's mass is, is reported."""
+    p11, p12, p21, p22 = cells
+    rows = []
+    a0, a1 = _window(n, p11, k)
+    for a in range(a0, a1 + 1):
+        b0, b1 = _window(n - a, p12 / (1 - p11), k)
+        for b in range(b0, b1 + 1):
+            m = n - a - b
+            c0, c1 = _window(m, p21 / (p21 + p22), k)
+            c = np.arange(c0, c1 + 1)
+            rows.append(np.stack([np.full(c.size, a), np.full(c.size, b), c, m - c], axis=1))
+    return np.concatenate(rows).astype(float)
+
+
+def paired_table_probs(tables: np.ndarray, cells) -> np.ndarray:
+    """Multinomial probability of each table."""
+    from scipy.special import gammaln
+
+    n = tables.sum(axis=1)
+    logp = np.log(np.maximum(np.asarray(cells, dtype=float), 1e-300))
+    return np.exp(gammaln(n + 1) - gammaln(tables + 1).sum(axis=1) + np.where(tables > 0, tables * logp, 0.0).sum(1))
+
+
+def _counts(c: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:
+    ca, cb = c.astype(bool), b.astype(bool)
+    return int(np.sum(ca & cb)), int(np.sum(ca & ~cb)), int(np.sum(~ca & cb)), int(np.sum(~ca & ~cb))
+
+
 def paired(reps: int = 1000) -> list[dict]:
-    """improve_by/reduce_by at the true difference and the true ratio (both directions)."""
-    rng = np.random.default_rng(7)
-    diff_cells, ratio_cells = [], []
+    """improve_by/reduce_by at the true difference and the true ratio (both directions).
+
+    The difference is exact in every cell: its error rates are summed over the multinomial's
+    tables (all of them for n in PAIRED_FULL_NS, where the limits are solved for every table and
+    the same rates also come from the score statistic at the truth; above, from the statistic
+    alone: the low limit clears the truth exactly when the statistic there is >= z). The Newcombe
+    interval it replaces is exact at n <= 80 and simulated above. The ratio (MOVER-R) is
+    simulated; the first replication of each cell goes through ``intervals.paired``."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.975))
+    rng, rng_width = np.random.default_rng(7), np.random.default_rng(8)
+    diff_cells, ratio_cells, newcombe_cells, mass_left = [], [], [], 0.0
     for n in NS:
-        for p_base, delta in ((0.5, 0.1), (0.3, 0.0), (0.8, 0.1)):
+        full = n in PAIRED_FULL_NS
+        if full:
+            tables = paired_tables(n)
+            lo, hi = intervals.paired_score_limits(tables)
+            nc = np.array([intervals.newcombe_paired(*map(int, t)) for t in tables])
+        for p_base, delta in PAIRED_SETTINGS:
+            cells = paired_cells(p_base, delta)
             truth_ratio = (p_base + delta) / p_base
-            cd = Cell(n=n, p_base=p_base, delta=delta)
+            cd = ExactCell(n=n, p_base=p_base, delta=delta)
+            cn = (ExactCell if full else Cell)(n=n, p_base=p_base, delta=delta)
             cr = Cell(n=n, p_base=p_base, delta=delta)
-            for _ in range(reps):
+            if full:
+                prob = paired_table_probs(tables, cells)
+                cd.add_exact(lo, hi, delta, prob)
+                cn.add_exact(nc[:, 0], nc[:, 1], delta, prob)
+                stat = intervals.paired_score_statistic(delta, tables)
+                live = prob > 1e-15  # the test inversion the large-n cells rely on
+                assert ((stat >= z) == (lo >= delta))[live].all() and ((stat <= -z) == (hi <= delta))[live].all()
+            else:
+                near = paired_tables_near(n, cells)
+                prob = paired_table_probs(near, cells)
+                mass_left = max(mass_left, 1 - float(prob.sum()))
+                stat = intervals.paired_score_statistic(delta, near)
+                drawn = rng_width.multinomial(n, cells, size=PAIRED_WIDTH_DRAWS).astype(float)
+                dlo, dhi = intervals.paired_score_limits(drawn)
+                cd.set_rates(float(prob[(stat < z) & (stat > -z)].sum()), float(prob[stat >= z].sum()),
+                             float(prob[stat <= -z].sum()), float(np.mean(dhi - dlo)))
+            for rep in range(reps):
                 c, b = _paired_sample(rng, n, p_base, delta)
-                pi = intervals.paired(from_values("m", list(c)), from_values("m", list(b)))
-                cd.add(*pi.diff_ci, delta)
-                if all(math.isfinite(x) for x in pi.ratio_ci):
-                    cr.add(*pi.ratio_ci, truth_ratio)
+                k1, k2 = int(c.sum()), int(b.sum())
+                ratio_ci = intervals.mover_ratio(k1, k2, n) if k2 else (math.nan, math.nan)
+                if rep == 0:  # what a verdict computes, the same
+                    pi = intervals.paired(from_values("m", list(c)), from_values("m", list(b)))
+                    assert np.allclose(pi.diff_ci, np.ravel(intervals.paired_score_limits([_counts(c, b)])), atol=1e-9)
+                    assert pi.ratio_ci == ratio_ci or not k2
+                if not full:
+                    cn.add(*intervals.newcombe_paired(*_counts(c, b)), delta)
+                if all(math.isfinite(x) for x in ratio_ci):
+                    cr.add(*ratio_ci, truth_ratio)
                 else:  # an unbounded ratio interval never passes, and covers
-                    cr.add(pi.ratio_ci[0] if math.isfinite(pi.ratio_ci[0]) else 0.0, math.inf, truth_ratio)
+                    cr.add(ratio_ci[0] if math.isfinite(ratio_ci[0]) else 0.0, math.inf, truth_ratio)
             diff_cells.append(cd)
+            newcombe_cells.append(cn)
             ratio_cells.append(cr)
-    return [_summary("validity_paired_diff", diff_cells, intervals.NEWCOMBE, conservative=False,
-                     criterion="improve_by/reduce_by (absolute) at the true difference, rho 0.6"),
+    return [_summary("validity_paired_diff", diff_cells, pi.method, conservative=False,
+                     criterion="improve_by/reduce_by (absolute) at the true difference, rho 0.6",
+                     exact=True, tables=f"all for n in {list(PAIRED_FULL_NS)}; within 7 sd above "
+                                        f"(mass left out <= {mass_left:.1e})",
+                     replaced={"method": intervals.NEWCOMBE, "exact_n": list(PAIRED_FULL_NS),
+                               "cells": [c.row() for c in newcombe_cells]}),
             _summary("validity_paired_ratio", ratio_cells, intervals.MOVER_R, conservative=True,
                      criterion="improve_by/reduce_by (%) at the true ratio, rho 0.6")]
 
@@ -190,7 +323,8 @@ def paired(reps: int = 1000) -> list[dict]:
 # ---------------------------------------------------------------- means
 
 RATING_REPS = {30: 2000, 80: 2000, 300: 1000, 1000: 1000}
-CORPUS_REPS = {30: 1000, 80: 1000, 300: 1000, 1000: 600}
+CORPUS_REPS = {"bleu": {30: 2000, 80: 2000, 300: 1500, 1000: 600},   # BLEU's small-n cells were the misses
+               "rouge": {30: 1000, 80: 1000, 300: 1000, 1000: 600}}
 
 
 def rating_means() -> dict:
@@ -245,7 +379,8 @@ def _text_population(size: int = 5000, seed: int = 17):
 
 
 def corpus_metrics() -> list[dict]:
-    """Corpus BLEU (BCa over its sufficient statistics) and mean ROUGE-L (studentised), each
+    """Corpus BLEU (studentised, delta-method SE over its sufficient statistics) and mean ROUGE-L
+    (studentised), each
     replication n examples drawn with replacement from a scored population of 5,000."""
     outputs, examples = _text_population()
     bleu = compute_metric("bleu", outputs, examples)
@@ -257,7 +392,7 @@ def corpus_metrics() -> list[dict]:
         cells, method = [], ""
         for n in NS:
             cell = Cell(n=n)
-            for rep in range(CORPUS_REPS[n]):
+            for rep in range(CORPUS_REPS[name][n]):
                 idx = rng.integers(0, pop.n, size=n)
                 st = pop.stats[idx]
                 res = MetricResult(pop.name, float(pop.aggregate(st.sum(0))), [None] * n, st, pop.aggregate,
@@ -279,7 +414,7 @@ def corpus_metrics() -> list[dict]:
 # ---------------------------------------------------------------- judge + humans (PPI++)
 
 PPI_NS = (30, 80, 300, 1000)
-PPI_REPS = 1000
+PPI_REPS = {30: 1000, 80: 2000, 300: 1500, 1000: 1000}  # N = 80 and 300 were the misses
 JUDGE_ALONE_REPS = 400
 
 
@@ -289,11 +424,11 @@ def judge_ppi() -> dict:
     rng = np.random.default_rng(13)
     probs = np.array([0.10, 0.15, 0.30, 0.30, 0.15])
     truth = float(np.dot(probs, np.arange(1, 6)))  # 3.25
-    cells, alone, humans, method = [], [], [], ""
+    cells, alone, humans, normals, method = [], [], [], [], ""
     for big_n in PPI_NS:
         m = max(20, big_n // 5)
-        cell, solo, few = Cell(N=big_n, m=m), Cell(N=big_n, m=0), Cell(N=big_n, m=m)
-        for rep in range(PPI_REPS):
+        cell, solo, few, normal = Cell(N=big_n, m=m), Cell(N=big_n, m=0), Cell(N=big_n, m=m), Cell(N=big_n, m=m)
+        for rep in range(PPI_REPS[big_n]):
             human = rng.choice(np.arange(1, 6), size=big_n, p=probs).astype(float)
             judge = np.clip(np.round(human + 1 + rng.normal(0, 0.8, big_n)), 1, 5)
             ids = [f"e{i}" for i in range(big_n)]
@@ -302,9 +437,13 @@ def judge_ppi() -> dict:
             res = from_values("judge", list(judge), extra={"ids": ids, "human_labels": labels})
             iv = intervals.interval(res, n_resamples=N_RESAMPLES)
             cell.add(iv.lo, iv.hi, truth)
-            method = iv.method.split(":")[0]
+            method = f"{iv.method.split(':')[0]}; {iv.method.split('; ')[-1]}"
             if rep == 0:
                 _check_verdict(res, truth, iv)
+            mask = np.zeros(big_n, dtype=bool)
+            mask[rated] = True
+            _, nlo, nhi, _ = intervals.ppi_mean(human[mask], judge[mask], judge[~mask])
+            normal.add(nlo, nhi, truth)
             h = intervals.studentized(human[rated], n_resamples=N_RESAMPLES)
             few.add(h.lo, h.hi, truth)
             if rep < JUDGE_ALONE_REPS:
@@ -313,11 +452,14 @@ def judge_ppi() -> dict:
         cells.append(cell)
         alone.append(solo)
         humans.append(few)
+        normals.append(normal)
     return _summary("validity_judge_ppi", cells, method, conservative=False, n_key="N", truth=truth,
                     setting="judge = clip(round(human + 1 + N(0, 0.8)), 1, 5); humans rate m = max(20, N/5)",
                     judge_alone={"method": intervals.STUDENTIZED, "cells": [c.row() for c in alone]},
                     humans_alone={"method": f"{intervals.STUDENTIZED} of the m human ratings",
-                                  "cells": [c.row() for c in humans]})
+                                  "cells": [c.row() for c in humans]},
+                    replaced={"method": "PPI++ normal interval (ppi_mean, = ppi_py.ppi_mean_ci)",
+                              "cells": [c.row() for c in normals]})
 
 
 # ---------------------------------------------------------------- human panel (two-way)
