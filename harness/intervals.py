@@ -24,9 +24,9 @@ known (exact) or measured (``bench/bench_validity.py``), never assumed:
   delta-method one (the aggregate's numerical gradient at each resample's totals; 3% under
   the exact jackknife at n = 30 on corpus BLEU, 1% from n = 80 on), with the quantile levels
   expanded for small n as Student's t on n - 1 df widens a normal interval (``expanded_alpha``:
-  1.9% a side at n = 30, 2.3% at 80). The BCa bootstrap it replaces passed corpus BLEU at the threshold 3.8–4.0% of the time at
-  n = 30 (this: 1.8–1.9%) and 2.9–3.8% at n = 80 (this: 2.1%); 2.3–2.7% at n = 300 and 1000,
-  within Monte Carlo noise;
+  1.9% a side at n = 30, 2.3% at 80). The BCa bootstrap it replaces passed corpus BLEU at the
+  threshold 3.8–4.0% of the time at n = 30 (this: 1.8–1.9%) and 2.9–3.8% at n = 80 (this:
+  2.1%); this one 2.3–2.7% at n = 300 and 1000, within Monte Carlo noise;
 * both bootstraps only from ``MIN_N`` examples on: below that a criterion is inconclusive
   whatever the data say. When the resamples cannot vary (every example scored the same) a
   bootstrap would claim certainty; a mean on known bounds (``extra["bounds"]``) then gets the

@@ -9,9 +9,9 @@
   means cand - base >= 0.1. The direction comes from the criterion, not the metric.
 
 Each verdict names the interval it rests on (``harness.intervals``: Clopper–Pearson for
-proportions, Newcombe / MOVER-R for paired ones, PPI++ for a judge with human ratings, a
-two-way random-effects interval for a human panel, bootstrap-t / BCa from ``MIN_N`` examples for
-the rest), the two-sided confidence it used, and the multiplicity rule that set that confidence
+proportions, the SCAS paired score / MOVER-R for paired ones, PPI++ for a judge with human
+ratings, a two-way random-effects interval for a human panel, studentised bootstraps from
+``MIN_N`` examples for the rest), the two-sided confidence it used, and the multiplicity rule that set that confidence
 (``harness.multiplicity``). An inconclusive verdict says how many test examples in total would
 settle it with 80% power if the estimate is the truth, or, when the estimate sits on the
 threshold, what distance from it 10x the data would resolve.
