@@ -175,14 +175,17 @@ def test_rater_only_app_from_an_invitation_link_shows_no_candidate_names_or_refe
         item = page.locator(".st-key-rate-item-0")
         expect(item.get_by_text("Item 1 of 12")).to_be_visible()
         expect(page.get_by_text("Rating as dana")).to_be_visible()
+        # The whole item is on the page (its last criterion comes after input and output) before
+        # anything is read from it.
+        expect(item.get_by_role("radiogroup", name="empathetic")).to_be_visible()
+        expect(item.locator("[data-testid='stCode']")).to_have_count(2)  # input and output, no reference
         shown = page.locator("body").inner_text()
         for cand in info["candidates"]:
             assert cand not in shown, f"candidate name {cand!r} shown to a rater"
         expect(page.get_by_text("Reference answer")).to_have_count(0)
         for label in ("Page", "Leaderboard", "Compare", "Run (latest first)"):
             expect(page.get_by_text(label, exact=True)).to_have_count(0)
-        # The item shown is Dana's first (her own order), with its input and one output: two
-        # code blocks, no third one for a reference.
+        # The item shown is Dana's first (her own order): its input, then one output.
         items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal)]  # drawn on the first visit
         first = panel.rater_order(items, goal, "dana")[0]
         codes = [c.inner_text() for c in item.locator("[data-testid='stCode']").all()]
