@@ -47,3 +47,16 @@ def tiny_run_project(tmp_path_factory, tiny_model_dir):
     latest = run_goal(goal, store, progress=False, work_dir=work, rubrics_dir=ROOT / "rubrics")
     return {"root": root, "goal": APP_GOAL, "runs": [first.run_id, latest.run_id], "latest": latest.run_id,
             "candidates": ["few-shot", "lora", "zero-shot"], "model_dir": tiny_model_dir}
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored():
+    """Streamlit's AppTest runs a page as ``__main__`` and can leave it installed; a process
+    spawned afterwards (multiprocessing's ``spawn``) would then re-run that page and die. Each
+    test gets back the ``__main__`` it started with."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main

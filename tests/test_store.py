@@ -1,5 +1,7 @@
 import multiprocessing as mp
 import time
+import traceback
+from pathlib import Path
 
 import duckdb
 
@@ -58,6 +60,17 @@ def test_predictions_are_content_keyed(store):
     assert store.get_predictions(["k1", "nope"]).keys() == {"k1"}
 
 
+def _reporting(fn):
+    """Run ``fn`` in a spawned child; a failure leaves its traceback beside the database."""
+    def run(path, *args):
+        try:
+            fn(path, *args)
+        except BaseException:
+            Path(f"{path}.{fn.__name__}.err").write_text(traceback.format_exc())
+            raise
+    return run
+
+
 def _long_writer(path, n, hold_s):
     s = Store(path)
     for i in range(n):
@@ -72,17 +85,22 @@ def _rater(path, rater, n):
         s.put_rating("g", rater, f"item{i}", "tone", score=float(i % 5 + 1))
 
 
+def _child(name, path, *args):
+    _reporting({"writer": _long_writer, "rater": _rater}[name])(path, *args)
+
+
 def test_two_processes_write_at_once_and_lose_nothing(tmp_path):
     path = tmp_path / "shared.duckdb"
     Store(path).schema_version()
     ctx = mp.get_context("spawn")
-    writer = ctx.Process(target=_long_writer, args=(path, 60, 0.02))
-    rater = ctx.Process(target=_rater, args=(path, "ann", 40))
+    writer = ctx.Process(target=_child, args=("writer", path, 60, 0.02))
+    rater = ctx.Process(target=_child, args=("rater", path, "ann", 40))
     writer.start()
     rater.start()
     writer.join(120)
     rater.join(120)
-    assert writer.exitcode == 0 and rater.exitcode == 0
+    failures = "\n".join(p.read_text() for p in tmp_path.glob("*.err"))
+    assert writer.exitcode == 0 and rater.exitcode == 0, failures
     s = Store(path)
     assert s.count("predictions") == 60
     assert s.count("ratings") == 40
