@@ -141,6 +141,58 @@ def test_exact_match_normalisation():
     assert res.value == pytest.approx(2 / 3)
 
 
+# ---------------------------------------------------------------- contains reference
+
+def _squad_oracle():
+    import importlib
+
+    return importlib.import_module("torchmetrics.functional.text.squad")._normalize_text
+
+
+def test_squad_normalize_equals_the_squad_scripts(texts):
+    """torchmetrics' copy of SQuAD v1.1's normalize_answer is the oracle, on random texts with
+    punctuation, articles, case and odd whitespace mixed in."""
+    from harness.metrics.reference import squad_normalize
+
+    oracle = _squad_oracle()
+    rng = random.Random(7)
+    hyps, examples = texts
+    pool = hyps + [e.reference for e in examples]
+    noisy = list(pool)
+    for t in pool:
+        words = t.split()
+        noisy.append(" ".join(rng.choice(["The", "an", "A", "the.", "3.5", "E-11", "--", "\t", "x!"]) + w
+                              for w in words))
+    noisy += ["", "   ", "The", "a an the", "Théâtre, l'été!", "3.5 bar?", "9\u00a0bar", "(it's) THE end."]
+    assert [squad_normalize(t) for t in noisy] == [oracle(t) for t in noisy]
+
+
+def test_contains_reference_finds_the_key_fact_as_whole_words():
+    from harness.metrics.reference import squad_normalize
+
+    oracle = _squad_oracle()
+    refs = ["Answer: 9 bar", "Answer: 0.7 litres", "Answer: the E-11 code", "Answer:", "Paris"]
+    outs = ["Answer: it gives 9 bar.", "Answer: 07 litres", "The e11 code, I think", "anything", "paris!"]
+    ex = [completion(r) for r in refs]
+    res = compute_metric("contains_reference", outs, ex, after="Answer:")
+    # By hand: "9 bar" in "answer it gives 9 bar"; "07 litres" (SQuAD drops the point); "e11
+    # code" (articles and the hyphen go); "Answer:" keys to nothing: no value; no marker in
+    # "Paris": the whole reference is the key.
+    assert res.per_example == [1.0, 1.0, 1.0, None, 1.0]
+    assert res.extra["empty_references"] == 1
+    assert res.value == pytest.approx(1.0)
+    # Whole words only, and the same answer against the oracle's normalisation.
+    res = compute_metric("contains_reference", ["Answer: 19 bar", "Answer: 9 barrels"], [completion("Answer: 9 bar")] * 2,
+                         after="Answer:")
+    assert res.per_example == [0.0, 0.0]
+    # The same values from the oracle's normalisation, word-bounded.
+    keys = [oracle(r.split("Answer:", 1)[-1]) for r in refs]
+    assert compute_metric("contains_reference", outs, ex, after="Answer:").per_example == [
+        (float(f" {k} " in f" {oracle(o)} ") if k else None) for o, k in zip(outs, keys)]
+    with pytest.raises(InputError, match="after"):
+        compute_metric("contains_reference", ["x"], [completion("x")], after="  ")
+
+
 # ---------------------------------------------------------------- ROUGE, BLEU, chrF
 
 @pytest.mark.parametrize("kind", ["rouge1", "rouge2", "rougeL", "rougeLsum"])

@@ -156,6 +156,52 @@ def exact_match(outputs: list[str], examples: list) -> MetricResult:
                                        for o, e in zip(outputs, examples)])
 
 
+# ---------------------------------------------------------------- contains reference
+
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SQUAD_PUNCT = frozenset(string.punctuation)
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD v1.1's ``normalize_answer``: lowercase, drop ASCII punctuation (``3.5`` becomes
+    ``35``, ``E-11`` becomes ``e11``), drop the articles a/an/the, collapse whitespace.
+
+    >>> squad_normalize("The pump: 9 BAR, at most!")
+    'pump 9 bar at most'
+    """
+    text = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCT)
+    return " ".join(_SQUAD_ARTICLES.sub(" ", text).split())
+
+
+def reference_key(reference: str, after: str | None = None) -> str:
+    """The part of ``reference`` to look for: what follows the first ``after`` marker
+    (case-insensitive, e.g. ``"Answer:"``), or the whole reference without one or when the
+    marker is absent."""
+    if after:
+        at = reference.lower().find(after.lower())
+        if at >= 0:
+            return reference[at + len(after):]
+    return reference
+
+
+@METRICS.register("contains_reference", higher_is_better=True, **_REF)
+def contains_reference(outputs: list[str], examples: list, after: str | None = None) -> MetricResult:
+    """1.0 where the SQuAD-normalised reference (with ``after: "Answer:"``, only the part after
+    that marker: the key fact) occurs in the SQuAD-normalised output as whole words (``9 bar``
+    is in ``it gives 9 bar`` but not in ``19 bar``); anything else the output says is allowed.
+    A reference that normalises to nothing cannot be checked: no value, counted in the extra."""
+    if after is not None and (not isinstance(after, str) or not after.strip()):
+        raise InputError(Problem("<goal>", None, "contains_reference.after",
+                                 f"after must be a non-empty string, got {after!r}"))
+    values: list[float | None] = []
+    for out, ex in zip(outputs, examples):
+        key = squad_normalize(reference_key(ex.reference, after))
+        values.append(float(f" {key} " in f" {squad_normalize(out)} ") if key else None)
+    res = from_values("contains_reference", values)
+    res.extra["empty_references"] = sum(v is None for v in values)
+    return res
+
+
 # ---------------------------------------------------------------- ROUGE
 
 def _rouge(kind: str, outputs: list[str], examples: list, use_stemmer: bool = False) -> MetricResult:
