@@ -570,6 +570,14 @@ class Store:
                           "WHERE o.run_id = ? AND o.example_id = ? ORDER BY o.candidate", [run_id, example_id])
         return {r["candidate"]: r["output"] for r in rows}
 
+    def passages_for_example(self, run_id: str, example_id: str) -> dict[str, list[str]]:
+        """{candidate: the retrieved passage ids its prompt held, best first} of one run on one
+        example, for the candidates that retrieved (``kind: rag``)."""
+        rows = self.query("SELECT o.candidate, p.passages FROM outputs o JOIN predictions p USING (cache_key) "
+                          "WHERE o.run_id = ? AND o.example_id = ? AND p.passages IS NOT NULL ORDER BY o.candidate",
+                          [run_id, example_id])
+        return {r["candidate"]: json.loads(r["passages"]) for r in rows}
+
     def run_example_ids(self, run_id: str) -> list[str]:
         return [r["example_id"] for r in self.query(
             "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]

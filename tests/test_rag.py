@@ -232,6 +232,36 @@ def test_a_rag_candidate_runs_end_to_end_and_retrieval_recall_is_computed(tmp_pa
         assert after[(cand, "index")] == (0, 1) and after[(cand, "generate")] == (0, n)  # the plan's keys = the run's
     second = run_goal(goal, store, progress=False, work_dir=work, rubrics_dir=ROOT / "rubrics")
     assert second.counts["indexes_built"] == 0 and second.counts["generated"] == 0 and second.counts["trained"] == 0
+    _compare_page_shows_passage_ids(monkeypatch, tmp_path, store, second.run_id)
+
+
+def _compare_page_shows_passage_ids(monkeypatch, root: Path, store, run_id: str) -> None:
+    """The app's Compare page names, under each retrieving candidate's output, the passages its
+    prompt held (as stored), and nothing under a candidate that retrieved nothing."""
+    from streamlit import config
+
+    address = config.get_option("server.address")
+    config.set_option("server.address", "localhost")  # as `harness app` binds by default
+    try:
+        _read_compare_page(monkeypatch, root, store, run_id)
+    finally:
+        config.set_option("server.address", address)
+
+
+def _read_compare_page(monkeypatch, root: Path, store, run_id: str) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    for name, value in {"HARNESS_DB": store.path, "HARNESS_GOALS": root / "goals",
+                        "HARNESS_RUBRICS": ROOT / "rubrics", "HARNESS_LEADERBOARDS": ROOT / "leaderboards"}.items():
+        monkeypatch.setenv(name, str(value))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.radio(key="page").set_value("Compare").run()
+    at.multiselect(key="cmp:cands").set_value(["rag", "zero-shot"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    example = at.selectbox(key="cmp:example").value
+    ids = json.loads(next(r for r in store.run_outputs(run_id, "rag") if r["example_id"] == example)["passages"])
+    captions = [c.value for c in at.caption if c.value.startswith("Retrieved passages")]
+    assert captions == ["Retrieved passages, best first: " + ", ".join(ids)]
 
 
 def test_documents_sent_to_an_api_model_are_scrubbed_of_pii(tmp_path, monkeypatch):

@@ -52,11 +52,14 @@ def render(store: Store, goal_name: str, run_id: str) -> None:
     st.markdown("**Reference**")
     st.code(ex.get("reference") or "(none)", language=None, wrap_lines=True)
     outputs = store.outputs_for_example(run_id, example_id)
+    passages = store.passages_for_example(run_id, example_id)
     cols = st.columns(max(1, len(chosen)))
     for col, cand in zip(cols, chosen):
         with col:
             st.markdown(f"#### {html.escape(cand)}")
             st.code(outputs.get(cand, "(no output)"), language=None, wrap_lines=True)
+            if cand in passages:
+                st.caption("Retrieved passages, best first: " + ", ".join(passages[cand]))
             if ex.get("reference"):
                 st.caption("Diff against the reference (red: missing, green: added)")
                 st.markdown(tables.word_diff_html(ex.get("reference"), outputs.get(cand)), unsafe_allow_html=True)
