@@ -270,9 +270,22 @@ judge:
   prices: {{input_per_mtok: 1000000, output_per_mtok: 0}}
 """)
         store = Store(tmp_path / "s.duckdb")
+        from harness.data.split import prepare
+        from harness.runner import plan
+
+        def judge_step():
+            goal = load_goal(g)
+            (step,) = [s for s in plan(goal, store, prepare(goal, store, record=False)) if s.action == "judge"]
+            return step
+
+        before = judge_step()  # the dry run prices the judge too, from the judge prompts it would send
+        assert before.todo == len(test_rows) and before.est_cost_usd > 0 and "list price" in before.note
         res = run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
         spent = store.query("SELECT sum(cost_usd) AS usd, sum(input_tokens) AS tok FROM judgments")[0]
         assert spent["usd"] > 0 and spent["usd"] == pytest.approx(spent["tok"])  # $1 per input token
+        assert 0.5 < before.est_cost_usd / spent["usd"] < 2  # ~1.4 tokens a word: an estimate, not a bill
+        after = judge_step()
+        assert (after.todo, after.cached, after.est_cost_usd) == (0, len(test_rows), 0.0)
         from harness.results import results_dict
 
         (cand,) = results_dict(store, "spend", res.run_id)["candidates"]

@@ -41,20 +41,27 @@ class FileKind(CandidateKind):
         return resolve_data_path(options.path, goal.root)
 
     def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
+        """Reading the file is the work; its outputs are known now, so the judge's part of the
+        plan counts exactly what is left."""
         from harness.runner.context import Step
 
-        n = len(run.prepared.test)
-        return CandidatePlan([Step(cand.name, cand.kind, "read", n, 0)])
+        _, texts, keys = self._read(run, cand)
+        return CandidatePlan([Step(cand.name, cand.kind, "read", len(texts), 0)], keys,
+                             {k: {"output": t} for k, t in zip(keys, texts)})
 
-    def produce(self, run: "Run", cand: "Candidate") -> "Outputs":
-        from harness.runner.context import Outputs
-
+    def _read(self, run: "Run", cand: "Candidate") -> tuple[str, list[str], list[str]]:
+        """(model id, the outputs in test order, their prediction keys)."""
         path = self.path(run.goal, self.options(cand))
         found = read_outputs(path, run)
         texts = [found[ex.id] for ex in run.prepared.test]
         stat = path.stat()
         model_id = f"file:{content_key(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}"
-        keys = [content_key("file-output", model_id, ex.id, t) for ex, t in zip(run.prepared.test, texts)]
+        return model_id, texts, [content_key("file-output", model_id, ex.id, t) for ex, t in zip(run.prepared.test, texts)]
+
+    def produce(self, run: "Run", cand: "Candidate") -> "Outputs":
+        from harness.runner.context import Outputs
+
+        model_id, texts, keys = self._read(run, cand)
         run.store.put_predictions([{"cache_key": k, "model_id": model_id, "output": t, "cost_usd": 0.0}
                                    for k, t in zip(keys, texts)],
                                   [(run.run_id, cand.name, ex.id, k) for ex, k in zip(run.prepared.test, keys)])

@@ -153,13 +153,19 @@ class JudgePlan:
         self.run = run
         self.rubrics = [load_rubric(r, run.rubrics_dir) for r in run.goal.judge.rubrics] if run.goal.judge else []
         self._stored: tuple[str, dict[str, set[str]]] | None = None
+        self._made: tuple[Any, str] | None = None
 
     def _stored_keys(self) -> tuple[str, dict[str, set[str]]]:
         if self._stored is None:
-            judge, _ = make_run_judge(self.run)
+            judge, _ = self._judge()
             self._stored = (judge.spec, {r.hash: self.run.store.judgment_keys(judge.spec, r.hash)
                                          for r in self.rubrics})
         return self._stored
+
+    def _judge(self) -> tuple[Any, str]:
+        if self._made is None:
+            self._made = make_run_judge(self.run)  # builds no model and sends nothing
+        return self._made
 
     def step(self, cand: Any, part: Any) -> Any:
         from harness.judge.judge import judgment_key
@@ -169,16 +175,47 @@ class JudgePlan:
         per_example = sum(len(r.criterion_names) for r in rubrics) * (2 if spec.mode == "pairwise" else 1)
         total = len(run.prepared.test) * per_example
         if not part.outputs_known or spec.mode == "pairwise":
-            return Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; up to")
+            outputs = [part.stored[k]["output"] or "" for k in part.keys] if part.outputs_known else None
+            return self._priced(Step(cand.name, cand.kind, "judge", total, 0, note=f"{spec.model}; up to"), outputs)
         judge_spec, have = self._stored_keys()
-        done = 0
+        done, left = 0, []
         for rubric in rubrics:
             for ex, key in zip(run.prepared.test, part.keys):
                 output = part.stored[key]["output"] or ""
-                done += sum(judgment_key(judge_spec, rubric.hash, c, ex.input_text, output, None,
-                                         reference=ex.reference) in have[rubric.hash]
-                            for c in rubric.criterion_names)
-        return Step(cand.name, cand.kind, "judge", total - done, done, note=spec.model)
+                stored = sum(judgment_key(judge_spec, rubric.hash, c, ex.input_text, output, None,
+                                          reference=ex.reference) in have[rubric.hash]
+                             for c in rubric.criterion_names)
+                done += stored
+                left += [output] * (stored < len(rubric.criterion_names))
+        return self._priced(Step(cand.name, cand.kind, "judge", total - done, done, note=spec.model), left or None)
+
+    def _priced(self, step: Any, outputs: list[str] | None) -> Any:
+        """``step`` with the list-price cost of its judgments when the judge is an API model:
+        the judge prompts rendered on the stored outputs (or, before there are any, on outputs
+        of ``max_new_tokens``), ~1.4 tokens a word in, up to the judge's ``max_tokens`` out."""
+        from harness.judge.judge import is_external
+        from harness.judge.prompt import pairwise_messages, pointwise_messages
+
+        judge, _ = self._judge()
+        if not step.todo or not is_external(judge):
+            return step
+        from harness.backends.api import estimate_cost
+
+        test = self.run.prepared.test[:50]  # the prompts' length is an average: a sample does
+        filler = " ".join(["word"] * int(self.run.goal.decoding.max_new_tokens / 1.4))
+        texts = (outputs or [filler] * len(test))[:50]
+        words = []
+        for rubric in self.rubrics:
+            crit = rubric.criterion_names[0]
+            for ex, out in zip(test, texts):
+                msgs = (pairwise_messages(rubric, crit, ex.input_text, out, out, reference=ex.reference)
+                        if self.run.goal.judge.mode == "pairwise" else
+                        pointwise_messages(rubric, crit, ex.input_text, out, reference=ex.reference))
+                words.append(len(" ".join(m["content"] for m in msgs).split()))
+        estimate = estimate_cost(judge.config, step.todo, 1.4 * sum(words) / len(words), judge.max_tokens)
+        step.est_cost_usd = float(estimate)
+        step.note += "; " + (estimate.note or f"list price; ~1.4 tokens a word, up to {judge.max_tokens} out")
+        return step
 
 
 class _LazyModel:
