@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from harness.backends.device import check_device, check_dtype
 from harness.errors import InputError, Problem
 from harness.yamlfile import line_for, load_yaml, parse_model
 
@@ -182,15 +183,32 @@ class Candidate(BaseModel):
     kind: str = Field(description="prompt, lora, qlora, prefix, prompt_tuning, full, api, file, rag, or a registered kind.")
     model: str | None = Field(None, description="Base model (local kinds) or API model id; default: the goal's model.")
     sweep_of: str | None = Field(None, description="Set by a sweep: the name of the entry it expanded from.")
+    device: str | None = Field(None, description="Where this candidate's local model runs and trains "
+                                                 "(auto, cpu, cuda, cuda:N, mps); default: the goal's device.")
+    dtype: str | None = Field(None, description="Precision of this candidate's local model (auto, bfloat16, "
+                                                "float16, float32); default: the goal's dtype.")
+    generation_batch_size: int | None = Field(
+        None, ge=1, description="Prompts per generation batch of this candidate's local model; default: the goal's.")
 
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
         return _check_name("candidate", v)
 
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, v: Any) -> Any:
+        return v if v is None else check_device(v)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_ok(cls, v: Any) -> Any:
+        return v if v is None else check_dtype(v)
+
     @property
     def options(self) -> dict[str, Any]:
-        """The kind's options: every key besides name, kind, model and sweep_of."""
+        """The kind's options: every key besides name, kind, model, sweep_of and the runtime keys
+        (device, dtype, generation_batch_size)."""
         return dict(self.model_extra or {})
 
 
@@ -199,6 +217,19 @@ class JudgeSpec(BaseModel):
     model: str = Field("local:default", description="openai:MODEL, anthropic:MODEL, openai-compatible:MODEL@URL, local:default|PATH")
     rubrics: list[str] = Field(default_factory=list)
     mode: Literal["pointwise", "pairwise"] = "pointwise"
+    device: str | None = Field(None, description="Where a local judge runs (auto, cpu, cuda, cuda:N, mps); "
+                                                 "default: the goal's device.")
+    dtype: str | None = Field(None, description="A local judge's precision; default: the goal's dtype.")
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, v: Any) -> Any:
+        return v if v is None else check_device(v)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_ok(cls, v: Any) -> Any:
+        return v if v is None else check_dtype(v)
 
 
 class HumanSpec(BaseModel):
@@ -228,6 +259,15 @@ class Goal(Strict):
     goal: str = Field(description="Short name; results are stored under it.")
     description: str = ""
     model: str = Field("default", description="Base model for local candidates: default (SmolLM2-135M-Instruct), a folder or a cached hub id.")
+    device: str = Field("auto", description="Where local models run and train (generation, the local judge, "
+                                            "embeddings, training): auto (cuda, else mps, else cpu), cpu, cuda, "
+                                            "cuda:N or mps. A candidate may set its own.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Precision of local models: auto (bfloat16 on a CUDA GPU that has it, else float32), "
+                            "bfloat16, float16 (GPU only) or float32. A candidate may set its own.")
+    generation_batch_size: int | None = Field(
+        None, ge=1, description="Prompts per generation batch of local models; default 16 on CPU and mps, "
+                                "chosen from free memory on a GPU.")
     data: DataSpec
     system_prompt: str | None = Field(None, description="System instruction used by the `system` baseline.")
     task: Literal["generation", "classification", "auto"] = "auto"
@@ -257,6 +297,11 @@ class Goal(Strict):
     @classmethod
     def _goal_name(cls, v: str) -> str:
         return _check_name("goal", v)
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, v: Any) -> Any:
+        return check_device(v)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -94,6 +94,7 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
     rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
     if rules:
         lines += ["", "Across candidates: " + "; ".join(rules) + " (each cell names its interval and two-sided level)."]
+    lines += runtime_section(res)
     plots = []
     plotted: set[str] = set()
     for i, crit in enumerate(goal.success):
@@ -125,6 +126,23 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
             " report</title><style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>"
             + body + "".join(f"<div>{p}</div>" for p in plots if p) + "</body></html>\n")
+
+
+def runtime_section(res: dict[str, Any]) -> list[str]:
+    """Where each local candidate ran: device, dtype, quantization and peak memory (what measured it)."""
+    rows = [c for c in res["candidates"] if (c.get("runtime") or {}).get("device")]
+    if not rows:
+        return []
+    out = ["", "## Where each candidate ran", "", "| candidate | device | dtype | base | peak memory |",
+           "|---|---|---|---|---|"]
+    sources = {"cuda_max_memory_allocated": "CUDA max allocated", "process_peak_rss": "process peak RSS"}
+    for c in rows:
+        r = c["runtime"]
+        peak = "-" if r.get("peak_memory_mb") is None else \
+            f"{r['peak_memory_mb']:.0f} MiB ({sources.get(r.get('peak_memory_source'), r.get('peak_memory_source'))})"
+        base = {"nf4": "4-bit nf4", "none": "full precision (trained 4-bit)"}.get(r.get("quantization"), "full precision")
+        out.append(f"| {c['name']} | {r['device']} | {r['dtype']} | {base} | {peak} |")
+    return out
 
 
 def _f(x: Any) -> str:

@@ -9,6 +9,8 @@
                  "cost": {"generation_usd", "judging_usd", "total_usd", "training_seconds",
                           "tokens_trained"},
                  "train_seconds", "adapter_path", "overfitting",
+                 "runtime": {"device", "dtype", "quantization", "peak_memory_mb",
+                             "peak_memory_source"},
                  "metrics": {METRIC: {"value", "ci": [low, high], "n"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
                                "ci": [low, high], "needed_n", "detail",
@@ -18,7 +20,11 @@ Metric names are as the goal writes them (``accuracy``, ``rougeL``, ``judge.tone
 ``human.tone``...). NaN becomes null. ``interval`` names the method behind ``ci``
 (``harness.intervals``), ``confidence`` its two-sided level after the multiplicity rule
 ``multiplicity`` (``harness.multiplicity``); all three are null for runs stored before they
-were recorded.
+were recorded. ``runtime`` says where a local candidate ran (``harness.backends.device``):
+device (cpu, cuda:N, mps), dtype, the base's quantization (``nf4``; ``none`` for a qlora adapter
+on a full-precision base), and peak memory in MiB with what measured it
+(``cuda_max_memory_allocated`` over the candidate, or ``process_peak_rss``, the process's peak
+so far); all null for API and file candidates and for runs stored before.
 
 Without a run id the results are each candidate's latest *finished* result on the current
 sealed test set: a later ``run --only zero-shot`` does not hide the LoRA candidate's verdict
@@ -116,7 +122,10 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
             "cost": {"generation_usd": gen, "judging_usd": judging, "total_usd": gen + judging,
                      "training_seconds": _clean(c["train_seconds"]), "tokens_trained": c.get("tokens_seen")},
             "train_seconds": _clean(c["train_seconds"]), "adapter_path": c["adapter_path"],
-            "overfitting": c["overfitting"], "metrics": metrics, "criteria": criteria}
+            "overfitting": c["overfitting"],
+            "runtime": {k: _clean(c.get(k)) for k in ("device", "dtype", "quantization", "peak_memory_mb",
+                                                      "peak_memory_source")},
+            "metrics": metrics, "criteria": criteria}
 
 
 # --------------------------------------------------------------------------- results out

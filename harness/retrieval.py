@@ -265,8 +265,9 @@ def index_key(docs: Sequence[Document], chunk_chars: int, retriever: str) -> str
 class Index:
     """A built index in its cache folder: the passages and what ranks them."""
 
-    def __init__(self, folder: Path, retriever: str, chunks: list[Chunk], built: bool):
+    def __init__(self, folder: Path, retriever: str, chunks: list[Chunk], built: bool, device: str | None = None):
         self.folder, self.retriever, self.chunks, self.built = folder, retriever, chunks, built
+        self.device = device  # where dense queries are embedded (None: the process's default)
         self._ranker: Any = None
 
     def lookup(self, queries: Sequence[str], k: int) -> list[list[Chunk]] | None:
@@ -308,7 +309,7 @@ class Index:
 
         if self._ranker is None:
             self._ranker = np.load(self.folder / "embeddings.npy")
-        return embed(list(queries)) @ self._ranker.T if queries else np.zeros((0, len(self.chunks)))
+        return embed(list(queries), self.device) @ self._ranker.T if queries else np.zeros((0, len(self.chunks)))
 
 
 def index_folder(work_dir: str | Path, docs: Sequence[Document], chunk_chars: int, retriever: str) -> Path:
@@ -316,14 +317,16 @@ def index_folder(work_dir: str | Path, docs: Sequence[Document], chunk_chars: in
 
 
 def open_index(work_dir: str | Path, docs: Sequence[Document], *, chunk_chars: int = DEFAULT_CHUNK_CHARS,
-               retriever: str = "bm25", build: bool = True) -> Index | None:
-    """The cached index of ``docs``; built (once) when missing and ``build``, else None."""
+               retriever: str = "bm25", build: bool = True, device: str | None = None) -> Index | None:
+    """The cached index of ``docs``; built (once) when missing and ``build``, else None. Dense
+    embeddings run on ``device`` (resolved; None: the process's default); the index's key does
+    not name it (float32 embeddings agree across devices to rounding)."""
     folder = index_folder(work_dir, docs, chunk_chars, retriever)
     meta = folder / "index.json"
     if meta.is_file():
         try:
             chunks = [Chunk(**c) for c in json.loads((folder / "chunks.json").read_text(encoding="utf-8"))]
-            return Index(folder, retriever, chunks, built=False)
+            return Index(folder, retriever, chunks, built=False, device=device)
         except (OSError, ValueError, TypeError):
             pass  # damaged: build it again
     if not build:
@@ -335,13 +338,13 @@ def open_index(work_dir: str | Path, docs: Sequence[Document], *, chunk_chars: i
         else:
             from harness.metrics.semantic import embed
 
-            np.save(tmp / "embeddings.npy", embed([c.text for c in chunks]))
+            np.save(tmp / "embeddings.npy", embed([c.text for c in chunks], device))
         (tmp / "chunks.json").write_text(json.dumps([c.__dict__ for c in chunks], ensure_ascii=False),
                                          encoding="utf-8")
         (tmp / "index.json").write_text(json.dumps({"version": INDEX_VERSION, "retriever": retriever,
                                                     "chunk_chars": chunk_chars, "documents": len(docs),
                                                     "passages": len(chunks)}), encoding="utf-8")
-    return Index(folder, retriever, chunks, built=True)
+    return Index(folder, retriever, chunks, built=True, device=device)
 
 
 __all__ = ["Chunk", "DEFAULT_CHUNK_CHARS", "Document", "Index", "RETRIEVERS", "bm25_tokens", "chunk_documents",

@@ -183,9 +183,21 @@ def m006_judge_spend(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE candidates ADD COLUMN judge_cost_usd DOUBLE")
 
 
+def m007_candidate_runtime(con: duckdb.DuckDBPyConnection) -> None:
+    """Where a local candidate ran: its device (cpu, cuda:N, mps), dtype, the base's quantization
+    (``nf4``; ``none`` for a qlora adapter run on a full-precision base; NULL otherwise), and its
+    peak memory in MiB with what measured it (``cuda_max_memory_allocated`` over the candidate, or
+    ``process_peak_rss``: the process's peak so far). NULL for API and file candidates and for
+    candidates stored before."""
+    for column, kind in (("device", "VARCHAR"), ("dtype", "VARCHAR"), ("quantization", "VARCHAR"),
+                         ("peak_memory_mb", "DOUBLE"), ("peak_memory_source", "VARCHAR")):
+        con.execute(f"ALTER TABLE candidates ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
                                                                    m003_verdict_interval, m004_rater_invitations,
-                                                                   m005_prediction_passages, m006_judge_spend]
+                                                                   m005_prediction_passages, m006_judge_spend,
+                                                                   m007_candidate_runtime]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -12,6 +12,8 @@ version: 1
 goal: {name}
 description: What the specialist model should do better than the base model.
 model: default            # SmolLM2-135M-Instruct shipped offline; or a local HF folder
+device: auto              # auto (cuda, else mps, else cpu) | cpu | cuda | cuda:N | mps
+dtype: auto               # auto (bfloat16 on a GPU that has it, else float32) | bfloat16 | float16 | float32
 
 data:
   path: data/{name}.jsonl # chat {{"messages": [...]}}, {{"prompt","completion"}} or {{"text","label"}}

@@ -51,18 +51,7 @@ def render(store: Store, goal_name: str, run_id: str) -> None:
     st.code(ex.get("input") or "(not stored)", language=None, wrap_lines=True)
     st.markdown("**Reference**")
     st.code(ex.get("reference") or "(none)", language=None, wrap_lines=True)
-    outputs = store.outputs_for_example(run_id, example_id)
-    passages = store.passages_for_example(run_id, example_id)
-    cols = st.columns(max(1, len(chosen)))
-    for col, cand in zip(cols, chosen):
-        with col:
-            st.markdown(f"#### {html.escape(cand)}")
-            st.code(outputs.get(cand, "(no output)"), language=None, wrap_lines=True)
-            if cand in passages:
-                st.caption("Retrieved passages, best first: " + ", ".join(passages[cand]))
-            if ex.get("reference"):
-                st.caption("Diff against the reference (red: missing, green: added)")
-                st.markdown(tables.word_diff_html(ex.get("reference"), outputs.get(cand)), unsafe_allow_html=True)
+    _side_by_side(store, run_id, example_id, chosen, ex.get("reference"))
     scores = [s for s in store.example_scores(run_id, example_id) if s["candidate"] in chosen]
     if scores:
         st.markdown("**Metrics on this example**")
@@ -78,3 +67,19 @@ def render(store: Store, goal_name: str, run_id: str) -> None:
         if len(pairs):
             st.caption("Pairwise judgments run both orders (AB: candidate shown first; BA: swapped); "
                        "orders that disagree count as a tie.")
+
+
+def _side_by_side(store: Store, run_id: str, example_id: str, chosen: list[str], reference: str | None) -> None:
+    """One column per chosen candidate: its output, the passages it retrieved, the diff."""
+    outputs = store.outputs_for_example(run_id, example_id)
+    passages = store.passages_for_example(run_id, example_id)
+    cols = st.columns(max(1, len(chosen)))
+    for col, cand in zip(cols, chosen):
+        with col:
+            st.markdown(f"#### {html.escape(cand)}")
+            st.code(outputs.get(cand, "(no output)"), language=None, wrap_lines=True)
+            if cand in passages:
+                st.caption("Retrieved passages, best first: " + ", ".join(passages[cand]))
+            if reference:
+                st.caption("Diff against the reference (red: missing, green: added)")
+                st.markdown(tables.word_diff_html(reference, outputs.get(cand)), unsafe_allow_html=True)

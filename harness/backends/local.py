@@ -3,17 +3,21 @@
 Generation is batched with left padding, prompts sorted by length so a batch pads little,
 results handed back in the caller's order. Prompts that share a long token prefix (system
 prompt + few-shot examples) have that prefix's KV cache computed once and reused for every
-batch, so k-shot costs far less than k+1 times zero-shot. Runs in fp32 (bf16 is hundreds of
-times slower on CPUs like ours).
+batch, so k-shot costs far less than k+1 times zero-shot. Runs where
+:mod:`harness.backends.device` places it: fp32 on the CPU by default (bf16 is many times slower
+on CPUs without bf16 units), bf16 on a GPU that has it; a qlora adapter runs on its 4-bit base
+where bitsandbytes can (CUDA), on a full-precision base elsewhere (``quantization: none``).
 """
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.backends.device import Placement, auto_generation_batch_size, four_bit_problem, resolve_placement
 from harness.backends.modelhub import ResolvedModel, adapter_hash, model_hash, resolve_model
 from harness.errors import HarnessError, InputError, ModelNotAvailableError, Problem
 from harness.prompts import render_prompt
@@ -64,22 +68,54 @@ class Generation:
     latency_s: float  # the batch's wall time divided by its size (amortised per example)
 
 
-def local_model_id(spec: str | Path | None, adapter: str | Path | None = None) -> str:
-    """The content identity of a base model (+ adapter), without loading any weights: a
-    rerun looks its stored predictions up by it before deciding to load the model at all."""
+def local_model_id(spec: str | Path | None, adapter: str | Path | None = None, precision: str = "") -> str:
+    """The content identity of a base model (+ adapter) as it runs, without loading any weights: a
+    rerun looks its stored predictions up by it before deciding to load the model at all.
+    ``precision`` (:func:`precision_tag`) is empty for float32, so float32 ids are those stored
+    before other precisions existed."""
     base = model_hash(resolve_model(None if spec is None else str(spec)).path)
-    return f"{base}+{adapter_hash(Path(adapter))}" if adapter is not None else base
+    ident = f"{base}+{adapter_hash(Path(adapter))}" if adapter is not None else base
+    return f"{ident}@{precision}" if precision else ident
+
+
+def adapter_quantization(placement: Placement, adapter: str | Path | None) -> str | None:
+    """How the base of ``adapter`` loads on ``placement``: ``"nf4"`` for an adapter trained on a
+    4-bit base (qlora) where bitsandbytes runs (a CUDA GPU), ``"none"`` for such an adapter on a
+    full-precision base (the CPU: the outputs are those of the adapter on an unquantised base),
+    None for every other adapter. Reads ``harness_adapter.json`` only."""
+    if adapter is None:
+        return None
+    meta_file = Path(adapter) / "harness_adapter.json"
+    try:
+        method = json.loads(meta_file.read_text(encoding="utf-8")).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None  # not a harness adapter (or damaged): nothing says its base was quantised
+    from harness.train.methods import METHODS
+
+    if method not in METHODS or METHODS.meta(method).get("quantize") != "4bit":
+        return None
+    return "nf4" if four_bit_problem(placement) is None else "none"
+
+
+def precision_tag(placement: Placement, quantization: str | None) -> str:
+    """What a model id adds for how the model runs: nothing for float32 on a full-precision base."""
+    if quantization == "nf4":
+        return f"nf4-{placement.dtype}"
+    return placement.tag
 
 
 class LocalModel:
-    """A causal LM (plus optional peft adapter) loaded offline for generation and scoring."""
+    """A causal LM (plus optional peft adapter) loaded offline for generation and scoring, on
+    ``placement`` (or the ``device`` and ``dtype`` resolved by :mod:`harness.backends.device`)."""
 
     def __init__(
         self,
         spec: str | None = None,
         adapter: str | Path | None = None,
         *,
-        dtype: str = "float32",
+        device: str = "auto",
+        dtype: str = "auto",
+        placement: Placement | None = None,
         threads: int | None = None,
     ):
         import torch
@@ -87,13 +123,20 @@ class LocalModel:
 
         if threads:
             torch.set_num_threads(threads)
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise InputError(Problem("<model>", None, "dtype", f"unknown torch dtype {dtype!r}; use float32"))
+        self.placement = placement or resolve_placement(device, dtype)
         self.resolved: ResolvedModel = resolve_model(spec)
         path = self.resolved.path
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
+        # A qlora adapter generates on the 4-bit base it was trained on, where bitsandbytes runs.
+        self.quantization = adapter_quantization(self.placement, adapter)
+        load: dict[str, Any] = {}
+        if self.quantization == "nf4":
+            from harness.train.methods import four_bit_load_kwargs
+
+            load = four_bit_load_kwargs(self.placement)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=self.placement.torch_dtype(), local_files_only=True,
+                                                     **load)
         self.name = self.resolved.name
         self.adapter_path: Path | None = None
         # Prompt-learning adapters (prefix / prompt tuning) put virtual tokens before the
@@ -103,12 +146,21 @@ class LocalModel:
             model = self._load_adapter(model, Path(adapter))
             self.adapter_path = Path(adapter).resolve()
             self.name = f"{self.resolved.name}+{self.adapter_path.name}"
-        self.model_hash = local_model_id(path, adapter)  # after the adapter check: clear errors first
+        # after the adapter check: clear errors first
+        self.model_hash = local_model_id(path, adapter, precision_tag(self.placement, self.quantization))
+        if not load:
+            model = model.to(self.placement.device)  # a 4-bit base is placed by its device_map
+        self.device = torch.device(self.placement.device)
         self.model = model.eval()
         self.eos_ids = end_of_turn_ids(self.tokenizer)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token_id = self.eos_ids[0]
         self.max_positions = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """Where and how the model runs, as the store records it with each candidate."""
+        return {"device": self.placement.device, "dtype": self.placement.dtype, "quantization": self.quantization}
 
     def _load_adapter(self, model: Any, adapter: Path) -> Any:
         from peft import PeftConfig, PeftModel
@@ -143,7 +195,7 @@ class LocalModel:
         prompts: list[list[dict]],
         params: DecodingParams = DecodingParams(),
         *,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         progress: bool = True,
         on_result: Callable[[int, Generation], None] | None = None,
         reuse_prefix: bool = True,
@@ -152,11 +204,12 @@ class LocalModel:
 
         ``on_result(index, generation)`` is called as soon as each reply is ready, so a
         caller can store it before the rest finish. Sampling (temperature > 0) is seeded
-        once per call with ``params.seed``.
+        once per call with ``params.seed``. ``batch_size`` None: 16 on the CPU and mps, on a GPU
+        :func:`harness.backends.device.generation_batch_size` of its free memory.
         """
         import torch
 
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise InputError(Problem("<generate>", None, "batch_size", f"must be >= 1, got {batch_size}"))
         ids = self.encode(prompts)
         for i, row in enumerate(ids):
@@ -169,6 +222,9 @@ class LocalModel:
         prefix_len = shared_prefix_length(ids) if reuse_prefix and not self.prompt_learning else 0
         if prefix_len < MIN_SHARED_PREFIX:
             prefix_len = 0
+        if batch_size is None:
+            longest = max((len(r) for r in ids), default=1) + params.max_new_tokens
+            batch_size = auto_generation_batch_size(self.model, self.placement, longest)
         results: list[Generation | None] = [None] * len(ids)
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -199,7 +255,7 @@ class LocalModel:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
-        self.model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True)
+        self.model(input_ids=torch.tensor([prefix], device=self.device), cache=cache, use_cache=True)
         return cache
 
     def _generate_batch(self, rows: list[list[int]], params: DecodingParams, prefix_len: int, prefix_cache: Any):
@@ -218,6 +274,7 @@ class LocalModel:
             input_ids[j, prefix_len + width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
             mask[j, :prefix_len] = 1
             mask[j, prefix_len + width - len(tail) :] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         kwargs: dict[str, Any] = dict(
             input_ids=input_ids,
             attention_mask=mask,
@@ -262,7 +319,8 @@ class LocalModel:
             n_virtual = virtual.shape[1]
             embeds = base.get_input_embeddings()(input_ids)
             kwargs["inputs_embeds"] = torch.cat([virtual.to(embeds.dtype), embeds], dim=1)
-        kwargs["attention_mask"] = torch.cat([torch.ones(n, n_virtual, dtype=mask.dtype), mask], dim=1)
+        kwargs["attention_mask"] = torch.cat([torch.ones(n, n_virtual, dtype=mask.dtype, device=mask.device), mask],
+                                             dim=1)
         # With input_ids passed beside inputs_embeds, the output is still input_ids + new tokens.
         return base.generate(**kwargs)
 
@@ -311,7 +369,8 @@ class LocalModel:
                     input_ids[j, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
                     mask[j, mask.shape[1] - len(tail):] = 1
                 # Positions from the mask, so padding shifts nothing (absolute-position models too).
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:].to(self.device)
+                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
                 kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=mask, logits_to_keep=1)
                 if prefix_cache is not None:
                     cache = copy.deepcopy(prefix_cache)
@@ -321,7 +380,7 @@ class LocalModel:
                     kwargs["position_ids"] = positions
                 logits = self.model(**kwargs).logits[:, -1, :].float()
                 chosen = logits[:, cand_ids]
-                out[batch] = torch.softmax(chosen, dim=-1).double().numpy()
+                out[batch] = torch.softmax(chosen, dim=-1).double().cpu().numpy()
         return out
 
     def expected_scores(

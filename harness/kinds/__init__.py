@@ -7,6 +7,8 @@ lives in one module of this package and owns, for its candidates:
   parsed from the candidate's keys besides ``name``, ``kind``, ``model`` and ``sweep_of``;
 * ``check`` — validation beyond the options' own (files present, providers known), run by
   ``validate_goal`` before any work;
+* ``preflight`` — what can only be checked once the data is split (an adapter still to train
+  whose method cannot run on this machine), before the run is booked;
 * ``plan`` — what a run would do and what is already stored (``--dry-run``), from file hashes
   and stored rows only: no model is loaded, nothing is written;
 * ``produce`` — the candidate's outputs on the sealed test set (training first, if it trains).
@@ -64,6 +66,11 @@ class CandidateKind:
 
     def check(self, cand: "Candidate", goal: "Goal", options: Any) -> list[Problem]:
         """Problems that need more than the options model (files, providers); none by default."""
+        return []
+
+    def preflight(self, run: "Run", cand: "Candidate") -> list[Problem]:
+        """Problems found once the data is split, before the run is booked (an artifact that
+        cannot be trained on this machine); none by default."""
         return []
 
     def model_of(self, goal: "Goal", cand: "Candidate") -> str | None:

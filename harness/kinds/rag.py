@@ -87,11 +87,19 @@ class RagKind(CandidateKind):
 
     # ------------------------------------------------------------------ plan and produce
 
+    def preflight(self, run: "Run", cand: "Candidate") -> list[Problem]:
+        """The adapter this candidate answers with must be trainable here, if not trained yet."""
+        name = self.options(cand).adapter_of
+        if not name:
+            return []
+        other = run.goal.candidate(name)
+        return kind_of(other).preflight(run, other)
+
     def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
         from harness.runner.context import Step
 
         options = self.options(cand)
-        docs, index, hits = self._retrieve(run, options, build=False)
+        docs, index, hits = self._retrieve(run, cand, options, build=False)
         note = f"{options.retriever}, {len(docs)} documents" + (f", {len(index.chunks)} passages" if index else "")
         steps = [Step(cand.name, cand.kind, "index", int(index is None), int(index is not None), note=note)]
         if hits is None:
@@ -110,7 +118,7 @@ class RagKind(CandidateKind):
         from harness.runner.generation import generate_local
 
         options = self.options(cand)
-        _, index, hits = self._retrieve(run, options, build=True)
+        _, index, hits = self._retrieve(run, cand, options, build=True)
         assert index is not None and hits is not None  # built on demand
         run.counts["indexes_built" if index.built else "indexes_reused"] += 1
         run.say(f"  {cand.name}: {'built' if index.built else 'reusing'} the {options.retriever} index of "
@@ -129,7 +137,7 @@ class RagKind(CandidateKind):
         out.train = info
         return out
 
-    def _retrieve(self, run: "Run", options: RagOptions, *, build: bool
+    def _retrieve(self, run: "Run", cand: "Candidate", options: RagOptions, *, build: bool
                   ) -> tuple[list[Document], Index | None, list[list[Chunk]] | None]:
         """(documents, their index or None if not built, the passages of each test input or None
         if unknown without building). ``build=False`` writes nothing: a cached index answers, or
@@ -138,7 +146,7 @@ class RagKind(CandidateKind):
 
         docs = load_documents(documents_path(run.goal, options))
         index = open_index(run.work_dir, docs, chunk_chars=options.chunk_chars, retriever=options.retriever,
-                           build=build)
+                           build=build, device=run.placement_of(cand).device)
         queries, k = [ex.input_text for ex in run.prepared.test], options.k
         if index is not None:
             hits = index.search(queries, k) if build else index.lookup(queries, k)

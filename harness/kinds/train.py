@@ -44,6 +44,7 @@ class Artifact:
     base: Any               # harness.backends.modelhub.ResolvedModel
     folder: Path
     train: list = None      # type: ignore[assignment]  # the training examples (a subset of the split)
+    placement: Any = None   # harness.backends.device.Placement it trains on
 
     @property
     def finished(self) -> bool:
@@ -98,6 +99,22 @@ class TrainKind(CandidateKind):
 
     # ------------------------------------------------------------------ plan and produce
 
+    def preflight(self, run: "Run", cand: "Candidate") -> list[Problem]:
+        """An artifact still to train whose method cannot run here (qlora off CUDA or without
+        bitsandbytes) stops the run before it is booked; a trained one generates anywhere."""
+        from harness.errors import GPURequiredError
+        from harness.train.sft import runs_here
+
+        opts = self.options(cand)
+        art = artifact(run, cand, opts.params, opts.train_fraction)
+        if art.finished:
+            return []
+        try:
+            runs_here(art.params, art.placement)
+        except GPURequiredError as exc:
+            return [Problem(f"candidate {cand.name}", None, "kind", str(exc))]
+        return []
+
     def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
         from harness.runner.context import Step
         from harness.runner.generation import generation_plan, local_prediction_keys
@@ -139,23 +156,28 @@ class TrainKind(CandidateKind):
 
 def artifact(run: "Run", cand: "Candidate", params: "TrainParams", train_fraction: float = 1.0) -> Artifact:
     """The candidate's artifact folder, keyed by everything that decides its weights (the
-    training examples' ids cover ``train_fraction``: a full split keys as it always did)."""
+    training examples' ids cover ``train_fraction``: a full split keys as it always did; the
+    precision it trains in unless float32, so float32 adapters key as they always did)."""
     from harness.backends.modelhub import model_hash, resolve_model
     from harness.data.split import nested_subset
     from harness.train.sft import TRAINER_VERSION
 
     base = resolve_model(cand.model or run.goal.model)
+    placement = run.placement_of(cand)
     train = nested_subset(run.prepared.train, train_fraction, run.goal.data.split.seed)
-    key = content_key("adapter/v1", TRAINER_VERSION, model_hash(base.path), params.model_dump(),
-                      sorted(e.id for e in train), sorted(e.id for e in run.prepared.validation))
-    return Artifact(params, base, run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}", train)
+    parts = ["adapter/v1", TRAINER_VERSION, model_hash(base.path), params.key_fields(),
+             sorted(e.id for e in train), sorted(e.id for e in run.prepared.validation)]
+    key = content_key(*parts, *([{"dtype": placement.dtype}] if placement.tag else []))
+    return Artifact(params, base, run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}", train,
+                    placement)
 
 
 def ensure_artifact(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, Any]:
     """Train the artifact unless it is finished already; returns what the store keeps about it.
 
     Reusing reads ``harness_adapter.json`` only (no peft, no torch); training checks the
-    method can run here (qlora without CUDA stops before anything loads).
+    method can run here (qlora without CUDA stops before anything loads; :meth:`TrainKind.preflight`
+    said so before the run began).
     """
     from harness.train.sft import METADATA_FILE, read_metadata
 
@@ -166,13 +188,13 @@ def ensure_artifact(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, A
         run.counts["adapters_reused"] += 1
         run.say(f"  {cand.name}: adapter already trained ({art.folder}), reusing it")
     else:
-        from harness.train.methods import peft_config_for
-        from harness.train.sft import train_adapter
+        from harness.train.sft import runs_here, train_adapter
 
-        peft_config_for(art.params)
-        run.say(f"  {cand.name}: training {art.params.method} on {len(art.train)} examples")
+        runs_here(art.params, art.placement)
+        run.say(f"  {cand.name}: training {art.params.method} on {len(art.train)} examples "
+                f"({art.placement.device}, {art.placement.dtype})")
         result = train_adapter(str(art.base.path), art.train, run.prepared.validation, art.params,
-                               art.folder, progress=run.progress,
+                               art.folder, progress=run.progress, placement=art.placement,
                                meta={"test_hash": run.prepared.test_hash, "goal": run.goal.goal,
                                      "candidate": cand.name})
         run.counts["trained"] += 1

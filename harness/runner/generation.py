@@ -23,10 +23,14 @@ Produce = Callable[[list[int], Callable[[int, dict], None]], Any]
 
 def local_prediction_keys(run: Run, cand: "Candidate", prompts: list[list[dict[str, str]]],
                           adapter: str | Path | None = None, *, model: str | None = None) -> tuple[str, list[str]]:
-    """(model id, one cache key per prompt) of a local candidate, from file hashes only."""
-    from harness.backends.local import local_model_id
+    """(model id, one cache key per prompt) of a local candidate, from file hashes only. The id
+    names the precision the candidate runs in unless float32 on a full-precision base (then it is
+    the id predictions were always stored under)."""
+    from harness.backends.local import adapter_quantization, local_model_id, precision_tag
 
-    model_id = local_model_id(model or cand.model or run.goal.model, adapter)
+    placement = run.placement_of(cand)
+    precision = precision_tag(placement, adapter_quantization(placement, adapter))
+    model_id = local_model_id(model or cand.model or run.goal.model, adapter, precision)
     decoding = run.decoding().to_dict()
     return model_id, [prediction_key(model_id, p, decoding) for p in prompts]
 
@@ -43,18 +47,27 @@ def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str
                    passages: list[list[str]] | None = None) -> Outputs:
     """Outputs of a local model (``model``, default the candidate's or goal's, + ``adapter``);
     ``passages``: the ids of the passages each prompt holds, stored with its prediction."""
+    from harness.backends.local import adapter_quantization
+
     spec = model or cand.model or run.goal.model
-    params = run.decoding()
+    params, placement = run.decoding(), run.placement_of(cand)
     model_id, keys = local_prediction_keys(run, cand, prompts, adapter, model=spec)
 
     def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
-        local = run.local_model(spec, adapter)  # loads only when work is left
+        local = run.local_model(spec, adapter, placement)  # loads only when work is left
         local.generate([prompts[i] for i in todo], params, progress=run.progress,
+                       batch_size=run.generation_batch_size(cand),
                        on_result=lambda j, g: on_result(todo[j], {
                            "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
                            "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
 
-    return generate_cached(run, cand, keys, model_id, produce, passages=passages)
+    out = generate_cached(run, cand, keys, model_id, produce, passages=passages)
+    quantization = adapter_quantization(placement, adapter)
+    if quantization == "none":
+        run.say(f"  {cand.name}: [yellow]the adapter was trained on a 4-bit base; here the base is not 4-bit[/] "
+                f"(4-bit needs a CUDA GPU and bitsandbytes)")
+    out.runtime = {"device": placement.device, "dtype": placement.dtype, "quantization": quantization}
+    return out
 
 
 def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce, *,

@@ -55,8 +55,10 @@ def make_run_judge(run: Run) -> tuple[Any, str]:
 
         local_spec = spec.model.split(":", 1)[1] or "default"
         model_spec = None if local_spec == "default" else local_spec
-        judge = make_judge(spec.model, model=_LazyModel(lambda: run.local_model(model_spec)), **opts)
-        judge.spec = f"{spec.model}#{local_model_id(model_spec)[:16]}"
+        placement = run.placement(spec.device, spec.dtype)
+        judge = make_judge(spec.model, model=_LazyModel(lambda: run.local_model(model_spec, None, placement)), **opts)
+        # float32 adds nothing: judgments stored before other precisions existed are found
+        judge.spec = f"{spec.model}#{local_model_id(model_spec)[:16]}" + (f"@{placement.tag}" if placement.tag else "")
     else:
         if run.goal.data.scrub_pii:
             from harness.data.pii import scrub_text

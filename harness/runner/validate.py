@@ -1,24 +1,42 @@
 """Checks of a goal that need the registries and the rubric files, all before any work.
 
 :func:`harness.goals.load_goal` checks the file's shape; this checks what it names: candidate
-kinds and their options, metrics, rubrics of the judge and the panel, the judge itself. Every
-problem is collected (not just the first) with the goal file's line and field.
+kinds and their options, metrics, rubrics of the judge and the panel, the judge itself, and the
+devices and precisions asked for (:mod:`harness.backends.device`). Every problem is collected
+(not just the first) with the goal file's line and field. :func:`preflight` adds what needs the
+split data (an adapter still to train that cannot train here).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError, InputError, Problem
 from harness.goals import Goal
 from harness.metric_names import parse_metric_name
 from harness.runner.context import rubrics_dir_for
 
+if TYPE_CHECKING:
+    from harness.runner.context import Run
+
 
 def validate_goal(goal: Goal, rubrics_dir: str | Path = "rubrics") -> None:
     """Raise InputError listing every problem of ``goal``'s names and options."""
     rubrics = rubrics_dir_for(goal, rubrics_dir)
     problems = (_metric_problems(goal, rubrics) + _candidate_problems(goal) + _judge_problems(goal, rubrics)
-                + _panel_problems(goal, rubrics))
+                + _panel_problems(goal, rubrics) + _placement_problems(goal))
+    if problems:
+        raise InputError(problems)
+
+
+def preflight(run: "Run") -> None:
+    """Raise InputError for what each kind finds wrong once the data is split (a qlora adapter
+    still to train on a machine without CUDA), at the candidate's line, before the run is booked."""
+    from harness.kinds import kind_of
+
+    index = {c.name: i for i, c in enumerate(run.goal.candidates)}
+    problems = [_option_problem(run.goal, index[cand.name], p)
+                for cand in run.candidates for p in kind_of(cand).preflight(run, cand)]
     if problems:
         raise InputError(problems)
 
@@ -108,6 +126,42 @@ def _judge_problems(goal: Goal, rubrics: Path) -> list[Problem]:
     except TypeError as exc:  # an option the judge's factory does not take
         problems.append(_problem(goal, ("judge",), f"judge {goal.judge.model!r}: {exc}"))
     return problems
+
+
+def _placement_problems(goal: Goal) -> list[Problem]:
+    """Every device / dtype the goal, its candidates and a local judge ask for that this machine
+    cannot run (no CUDA, cuda:N past the count, float16 on the CPU...), at the line that set it."""
+    from harness.backends.device import placement_problems
+
+    problems, seen = [], set()
+
+    def check(section: tuple, device: str | None, dtype: str | None) -> None:
+        device, dtype = device or goal.device, dtype or goal.dtype
+        for field, message in placement_problems(device, dtype):
+            set_here = getattr(_at(goal, section), field, None) is not None
+            loc = (*section, field) if set_here else (field,)  # the line that chose the value
+            if (loc, message) not in seen:
+                seen.add((loc, message))
+                problems.append(_problem(goal, loc, message))
+
+    check((), goal.device, goal.dtype)
+    for i, cand in enumerate(goal.candidates):
+        if cand.device is not None or cand.dtype is not None:
+            check(("candidates", i), cand.device, cand.dtype)
+    if goal.judge is not None and goal.judge.model.startswith("local:"):
+        check(("judge",), goal.judge.device, goal.judge.dtype)
+    elif goal.judge is not None and (goal.judge.device or goal.judge.dtype):
+        field = "device" if goal.judge.device else "dtype"
+        problems.append(_problem(goal, ("judge", field), f"{field} applies to a local judge only "
+                                                         f"(judge {goal.judge.model!r} runs elsewhere)"))
+    return problems
+
+
+def _at(goal: Goal, section: tuple) -> object:
+    """The goal part a location names: the goal itself, ``("candidates", i)`` or ``("judge",)``."""
+    if not section:
+        return goal
+    return goal.candidates[section[1]] if section[0] == "candidates" else goal.judge
 
 
 def _panel_problems(goal: Goal, rubrics: Path) -> list[Problem]:

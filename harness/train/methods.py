@@ -2,9 +2,10 @@
 
 Each entry is a function ``(params) -> peft config | None`` (``None`` means full fine-tuning,
 no peft) with metadata the planner and exporter read without calling it: ``peft`` (is it an
-adapter), ``mergeable`` (can ``merge_and_unload`` fold it into the base), ``needs_gpu`` and
-``default_lr``. Building the config is cheap and happens before any model is loaded, so a
-method that cannot run here (``qlora`` without CUDA) fails in well under a second.
+adapter), ``mergeable`` (can ``merge_and_unload`` fold it into the base), ``needs_gpu``,
+``default_lr`` and ``checkpointing`` (False: gradient checkpointing cannot work with it).
+Building the config is cheap and happens before any model is loaded, so a method that cannot
+run here (``qlora`` without CUDA) fails in well under a second.
 
 Third-party methods register through the entry-point group ``harness.training_method``.
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import GPURequiredError
 from harness.registry import Registry, did_you_mean
+
+if TYPE_CHECKING:
+    from harness.backends.device import Placement
 
 METHODS = Registry("training_method")
 
@@ -51,6 +55,10 @@ class TrainParams(BaseModel):
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps with linear learning-rate warmup.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; None = no clipping.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward pass instead of keeping them: "
+                           "less memory, about a third more compute. Off by default (a small model fits "
+                           "without it); the same weights either way, so it is not part of the adapter's key.")
 
     @field_validator("method")
     @classmethod
@@ -64,7 +72,15 @@ class TrainParams(BaseModel):
     def _method_defaults(self) -> "TrainParams":
         if self.learning_rate is None:
             self.learning_rate = float(METHODS.meta(self.method).get("default_lr", 2e-4))
+        if self.gradient_checkpointing and not METHODS.meta(self.method).get("checkpointing", True):
+            raise ValueError(f"gradient_checkpointing does not work with {self.method}: transformers drops the "
+                             "layers' cache under checkpointing, and the trained prefix lives in that cache")
         return self
+
+    def key_fields(self) -> dict[str, Any]:
+        """The hyperparameters that decide the weights (the adapter's cache key): all but how
+        memory is spent, so an adapter trained before ``gradient_checkpointing`` existed is found."""
+        return self.model_dump(exclude={"gradient_checkpointing"})
 
     @property
     def lr(self) -> float:
@@ -91,8 +107,9 @@ def lora(params: TrainParams) -> Any:
     return _lora_config(params)
 
 
-def require_cuda_and_bitsandbytes() -> None:
-    """Raise GPURequiredError unless CUDA and bitsandbytes are both present; loads no model."""
+def require_cuda_and_bitsandbytes(placement: Placement | None = None) -> None:
+    """Raise GPURequiredError unless CUDA and bitsandbytes are both present (and ``placement``,
+    when given, is a CUDA device); loads no model."""
     missing = []
     if importlib.util.find_spec("bitsandbytes") is None:
         missing.append("bitsandbytes is not installed")
@@ -100,6 +117,8 @@ def require_cuda_and_bitsandbytes() -> None:
     # `import torch` takes seconds, and the answer is "no" either way without bitsandbytes.
     if (not missing or "torch" in sys.modules) and not _cuda_available():
         missing.insert(0, "no CUDA GPU is visible")
+    elif placement is not None and placement.type != "cuda":
+        missing.insert(0, f"the candidate's device is {placement.device}")
     if not missing:
         return
     raise GPURequiredError(
@@ -110,9 +129,9 @@ def require_cuda_and_bitsandbytes() -> None:
 
 
 def _cuda_available() -> bool:
-    import torch
+    from harness.backends.device import cuda_device_count
 
-    return bool(torch.cuda.is_available())
+    return cuda_device_count() > 0
 
 
 @METHODS.register("qlora", peft=True, mergeable=True, needs_gpu=True, default_lr=2e-4, quantize="4bit",
@@ -122,7 +141,7 @@ def qlora(params: TrainParams) -> Any:
     return _lora_config(params)
 
 
-@METHODS.register("prefix", peft=True, mergeable=False, needs_gpu=False, default_lr=1e-2,
+@METHODS.register("prefix", peft=True, mergeable=False, needs_gpu=False, default_lr=1e-2, checkpointing=False,
                   description="Prefix tuning: trained key/value prefixes in every layer (peft).")
 def prefix(params: TrainParams) -> Any:
     from peft import PrefixTuningConfig
@@ -155,20 +174,30 @@ def peft_config_for(params: TrainParams) -> Any:
     return METHODS.get(params.method)(params)
 
 
-def model_load_kwargs(params: TrainParams) -> dict[str, Any]:
+def model_load_kwargs(params: TrainParams, placement: Placement | None = None) -> dict[str, Any]:
     """Extra ``from_pretrained`` arguments the method needs (4-bit quantisation for qlora)."""
     if METHODS.meta(params.method).get("quantize") != "4bit":
         return {}
+    from harness.backends.device import Placement
+
+    return four_bit_load_kwargs(placement or Placement("cuda:0"))
+
+
+def four_bit_load_kwargs(placement: Placement) -> dict[str, Any]:
+    """The one 4-bit (NF4, double-quantised) load of a base model, for qlora training and for
+    generating with its adapter: the same ``BitsAndBytesConfig`` both times. Compute runs in the
+    placement's dtype, bfloat16 when that is float32 (4-bit matmuls in fp32 gain nothing)."""
     import torch
     from transformers import BitsAndBytesConfig
 
+    compute = torch.bfloat16 if placement.dtype == "float32" else placement.torch_dtype()
     return {
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=compute,
         ),
-        "device_map": {"": 0},
+        "device_map": {"": placement.index or 0},
     }
 

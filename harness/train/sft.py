@@ -10,7 +10,8 @@ linear schedule, clipping) with less wasted work:
   right, where causal attention keeps it out of every real token's view;
 * the model body runs once and ``lm_head`` (49k x 576 for the default model, about a fifth
   of its FLOPs) is applied only at positions whose label is not -100 (the answer tokens);
-* fp32, no gradient checkpointing (a 135M model fits easily), torch threads = cores;
+* fp32 on the CPU (bf16 on a GPU that has it: :mod:`harness.backends.device`), gradient
+  checkpointing only when asked (a 135M model fits easily), torch threads = cores;
 * LoRA dropout draws its mask as four 15-bit uniforms per 64-bit random draw instead of one
   ``bernoulli_`` float per element (same distribution up to p's rounding to 1/32768, ~4x
   cheaper; with per-element draws, dropout on 7 adapter inputs per layer was ~12% of a step).
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.backends.device import Placement, resolve_placement
 from harness.backends.modelhub import adapter_hash
 from harness.data.formats import Example
 from harness.data.split import data_hash
@@ -39,7 +41,8 @@ from harness.errors import HarnessError, InputError, Problem
 from harness.fsutil import atomic_dir
 from harness.prompts import render_prompt
 from harness.provenance import TRAIN_PACKAGES, package_versions
-from harness.train.methods import METHODS, TrainParams, model_load_kwargs, peft_config_for
+from harness.train.methods import (METHODS, TrainParams, model_load_kwargs, peft_config_for,
+                                   require_cuda_and_bitsandbytes)
 
 METADATA_FILE = "harness_adapter.json"
 # Bumped whenever this loop's numerics change (batching, dropout draws, loss maths): the same
@@ -180,7 +183,7 @@ def install_answer_only_head(model: Any) -> Callable[[], None]:
         hidden = getattr(self, self.base_model_prefix)(*args, **kwargs).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
-        logits = self.get_output_embeddings()(hidden[:, :-1][keep])
+        logits = self.get_output_embeddings()(hidden[:, :-1][keep]).float()  # bf16 logits lose the loss's digits
         return F.cross_entropy(logits, targets[keep], reduction="sum"), int(keep.sum())
 
     model.forward = types.MethodType(forward, model)
@@ -384,35 +387,54 @@ def _load_trainable_state(model: Any, state: dict[str, Any]) -> None:
             params[name].copy_(value)
 
 
-def load_for_training(base_path: str | Path, params: TrainParams) -> tuple[Any, Callable[[], None]]:
-    """The base model (fp32, or 4-bit for qlora) with the answer-only head and the method's
-    adapter, seeded with ``params.seed``; returns it and the function that removes the head patch.
-    Tests call it to get the exact initial weights a training run starts from.
+def load_for_training(base_path: str | Path, params: TrainParams,
+                      placement: Placement | None = None) -> tuple[Any, Callable[[], None]]:
+    """The base model on ``placement`` (default: device and dtype ``auto``; 4-bit for qlora) with
+    the answer-only head and the method's adapter, seeded with ``params.seed``; returns it and
+    the function that removes the head patch. peft keeps adapter weights in float32 on a
+    bfloat16 base. Tests call it to get the exact initial weights a training run starts from.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     peft_config = peft_config_for(params)
+    placement = placement or resolve_placement()
+    load = model_load_kwargs(params, placement)
     torch.manual_seed(params.seed)
     model = AutoModelForCausalLM.from_pretrained(
-        base_path, dtype=torch.float32, local_files_only=True, **model_load_kwargs(params)
+        base_path, dtype=placement.torch_dtype(), local_files_only=True, **load
     )
-    if next(model.parameters()).device.type == "cpu" and torch.cuda.is_available():
-        model.to("cuda")
+    if not load:
+        model.to(placement.device)  # a 4-bit base is placed by its device_map
     model.config.use_cache = False
     restore = install_answer_only_head(model)
+    checkpointing = {"use_reentrant": False}
     if peft_config is not None:
         from peft import get_peft_model
 
         if METHODS.meta(params.method).get("quantize"):
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs=checkpointing)
+        elif params.gradient_checkpointing:
+            _enable_checkpointing(model, checkpointing)
+            model.enable_input_require_grads()  # frozen embeddings: the checkpointed layers still need grads
         model = get_peft_model(model, peft_config)
         use_fast_lora_dropout(model)
         fuse_lora_forward(model)
+    elif params.gradient_checkpointing:
+        _enable_checkpointing(model, checkpointing)
     model.train()
     return model, restore
+
+
+def _enable_checkpointing(model: Any, kwargs: dict[str, Any]) -> None:
+    """Gradient checkpointing on every layer (transformers 5 renamed it activation checkpointing)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -550,16 +572,17 @@ def train_adapter(
     progress: bool = True,
     meta: dict | None = None,
     threads: int | None = None,
+    placement: Placement | None = None,
 ) -> TrainResult:
     """Train ``params.method`` on ``train``, evaluate on ``val``, save to ``out_dir``.
 
     Losses go to ``on_curve(step, split, loss)``: train every optimizer step, validation at
     step 0, every ``eval_every`` steps and at the end. With ``patience``, training stops after
     that many evaluations without a new best and the best weights are saved. Same inputs and
-    seed, same adapter. ``threads`` defaults to the cores this process may use.
+    seed, same adapter. ``threads`` defaults to the cores this process may use; ``placement``
+    to device and dtype ``auto`` (:mod:`harness.backends.device`).
     """
-    # Methods that cannot run here (qlora without CUDA) fail now, before anything loads.
-    peft_config_for(params)
+    placement = runs_here(params, placement)  # qlora without CUDA fails now, before anything loads
     if not train:
         raise InputError(Problem("<train>", None, None, "no training examples"))
     out_dir = Path(out_dir)
@@ -576,16 +599,13 @@ def train_adapter(
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         train_rows = encode_all(tokenizer, train, params.max_length, "train")
         val_rows = encode_all(tokenizer, val, params.max_length, "validation")
-        model, restore_head = load_for_training(base[1], params)
+        model, restore_head = load_for_training(base[1], params, placement)
         loop = _Loop(model, train_rows, val_rows, pad_id, params, on_curve)
         train_seconds = loop.run(random.Random(params.seed), progress)
         final_val, best_step, saved_step = loop.finish()
         restore_head()
         restore_head = None
-        stats = {"train_seconds": round(train_seconds, 3), "tokens_seen": loop.tokens_seen, "steps": loop.step,
-                 "best_step": best_step, "saved_step": saved_step, "stopped_early": loop.stopped_early,
-                 "overfitting": is_overfitting(loop.curves), "final_val_loss": final_val,
-                 "tokens_per_second": round(loop.tokens_seen / train_seconds, 2) if train_seconds else None}
+        stats = _run_stats(loop, train_seconds, final_val, best_step, saved_step, placement)
         metadata = _save(model, tokenizer, out_dir, params=params, base=base, train=train, val=val,
                          meta=meta or {}, stats=stats, curves=loop.curves)
     finally:
@@ -599,6 +619,28 @@ def train_adapter(
         stopped_early=loop.stopped_early, overfitting=metadata["overfitting"], final_val_loss=final_val,
         metadata=metadata,
     )
+
+
+def _run_stats(loop: _Loop, train_seconds: float, final_val: float | None, best_step: int, saved_step: int,
+               placement: Placement) -> dict[str, Any]:
+    """What ``harness_adapter.json`` keeps about the run itself, where it ran included."""
+    quantized = METHODS.meta(loop.params.method).get("quantize")
+    return {"train_seconds": round(train_seconds, 3), "tokens_seen": loop.tokens_seen, "steps": loop.step,
+            "best_step": best_step, "saved_step": saved_step, "stopped_early": loop.stopped_early,
+            "overfitting": is_overfitting(loop.curves), "final_val_loss": final_val,
+            "tokens_per_second": round(loop.tokens_seen / train_seconds, 2) if train_seconds else None,
+            "runtime": {"device": placement.device, "dtype": placement.dtype,
+                        "quantization": "nf4" if quantized else None}}
+
+
+def runs_here(params: TrainParams, placement: Placement | None = None) -> Placement:
+    """The placement training runs on; GPURequiredError, before any model loads, for a method
+    that cannot run there (qlora off CUDA or without bitsandbytes)."""
+    peft_config_for(params)
+    placement = placement or resolve_placement()
+    if METHODS.meta(params.method).get("quantize") == "4bit":
+        require_cuda_and_bitsandbytes(placement)
+    return placement
 
 
 def _sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
