@@ -185,8 +185,12 @@ def pairwise_messages(rubric: Rubric, criterion: str | Criterion, input: str, ou
 
 
 def correction_message(error: str, reply: Reply = "json", mode: str = "pointwise") -> dict[str, str]:
-    """The user turn appended after an unparseable reply (no instruction marker in it)."""
-    return {"role": "user", "content": f"Your reply could not be used: {error}\n{_REPLY[(mode, reply)]}"}
+    """The user turn appended after an unparseable reply (no instruction marker in it).
+
+    ``error`` quotes the judge's own reply (a clip of it, its keys, its values), so it is
+    escaped as data: a reply that forged the instruction marker cannot carry it back in.
+    """
+    return {"role": "user", "content": f"Your reply could not be used: {escape_data(error)}\n{_REPLY[(mode, reply)]}"}
 
 
 # --- parsing a rendered prompt back (tests, fake servers) ----------------------------------
