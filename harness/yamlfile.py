@@ -4,8 +4,8 @@ Goal and rubric files are small and written by hand, so the parser refuses what 
 attack or an accident produces: aliases that expand to more than ``MAX_NODES`` values (a
 1 KB "billion laughs" file expands to gigabytes; the few aliases ``yaml.dump`` writes for shared
 objects are fine), nesting deeper than ``MAX_DEPTH``, scalars longer than ``MAX_SCALAR`` characters
-(a 5000-digit number), files above 1 MiB, and a key given twice in one mapping (YAML would
-silently keep the last). Each is an error with the file and line, found before any work."""
+(a 5000-digit number), files above 1 MiB, a key given twice in one mapping (YAML would
+silently keep the last), and a list or mapping used as a key (``? [a, b]``). Each is an error with the file and line, found before any work."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,12 +44,15 @@ def _walk(node: yaml.Node, path: Loc, lines: dict[Loc, int], file: str = "<yaml>
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):  # `? [a, b]` is valid YAML but no config key
+                kind = "list" if isinstance(key, yaml.SequenceNode) else "mapping"
+                raise InputError(Problem(file, key.start_mark.line + 1, field_name(path) or None,
+                                         f"a key must be a plain name, not a {kind}"))
             k = key.value
-            if isinstance(key, yaml.ScalarNode):
-                if k in seen:
-                    raise InputError(Problem(file, key.start_mark.line + 1, field_name(path + (k,)),
-                                             f"key {k!r} is given twice (first on line {seen[k]})"))
-                seen[k] = key.start_mark.line + 1
+            if k in seen:
+                raise InputError(Problem(file, key.start_mark.line + 1, field_name(path + (k,)),
+                                         f"key {k!r} is given twice (first on line {seen[k]})"))
+            seen[k] = key.start_mark.line + 1
             lines[path + (k,)] = key.start_mark.line + 1
             _walk(value, path + (k,), lines, file)
             lines[path + (k,)] = key.start_mark.line + 1

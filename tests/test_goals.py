@@ -157,6 +157,22 @@ def test_duplicate_keys_aliases_depth_and_huge_numbers_are_refused_fast(tmp_path
         assert expect[name] in str(e.value) and str(p) in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("where,key,line,field", [
+    ("top", "? [a, b]\n: 1\n", 1, None),
+    ("top", "? {k: v}\n: 1\n", 1, None),
+    ("data", "  ? [path]\n  : x.jsonl\n", 3, "data"),
+])
+def test_a_list_or_mapping_as_a_key_is_refused_with_its_line(tmp_path, data, where, key, line, field):
+    text = goal_text(data, "success:\n  - {metric: accuracy, at_least: 0.5}\n")
+    text = key + text if where == "top" else text.replace("data:\n", "data:\n" + key, 1)
+    p = tmp_path / "g.yaml"
+    p.write_text(text)
+    with pytest.raises(InputError) as e:
+        load_goal(p)
+    (prob,) = e.value.problems
+    assert "a key must be a plain name" in prob.message and (prob.file, prob.line, prob.field) == (str(p), line, field)
+
+
 @pytest.mark.parametrize("raw,why", [
     ("goal: caf\xe9\n".encode("latin-1"), "byte offset 9"),
     ("goal: g\n".encode("utf-16"), "UTF-16"),
