@@ -2,12 +2,13 @@
 the file, the line and the byte offset, never a traceback.
 
 Files must be UTF-8 (a UTF-8 byte-order mark is allowed). A UTF-16 or UTF-32 file, Latin-1 or
-CP1252 bytes, binary data, a directory where a file belongs, or a file above the size bound are
-each refused with what to do about it.
+CP1252 bytes, binary data, a directory or a device where a file belongs, or a file above the size
+bound are each refused with what to do about it.
 """
 from __future__ import annotations
 
 import codecs
+import stat
 from pathlib import Path
 
 from harness.errors import InputError, Problem
@@ -21,20 +22,35 @@ _WIDE_BOMS = {codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32",
 
 
 def read_text(path: str | Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> str:
-    """The file's text, decoded as UTF-8; an :class:`InputError` for anything else."""
+    """The file's text, decoded as UTF-8; an :class:`InputError` for anything else.
+
+    Only a regular file is read (``/dev/zero``, a pipe or a socket would never end, or block),
+    and never more than ``max_bytes + 1`` bytes of it: a file whose size the system does not
+    report (``/proc``) or that grows while read is still bounded.
+    """
     path = Path(path)
     file = str(path)
-    if not path.exists():
-        raise InputError(Problem(file, None, None, "file not found"))
-    if path.is_dir():
-        raise InputError(Problem(file, None, None, "is a folder; expected a file"))
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(Problem(file, None, None, f"is {size:,} bytes; at most {max_bytes:,} are read"))
-        raw = path.read_bytes()
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(Problem(file, None, None, "file not found")) from None
     except OSError as exc:
         raise InputError(Problem(file, None, None, f"cannot be read: {exc.strerror or exc}")) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(Problem(file, None, None, "is a folder; expected a file"))
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(Problem(file, None, None, "is not a regular file (a device, pipe or socket); "
+                                                   "expected a file"))
+    too_big = f"at most {max_bytes:,} are read"
+    if info.st_size > max_bytes:
+        raise InputError(Problem(file, None, None, f"is {info.st_size:,} bytes; {too_big}"))
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(Problem(file, None, None, f"cannot be read: {exc.strerror or exc}")) from None
+    if len(raw) > max_bytes:
+        raise InputError(Problem(file, None, None, f"is more than {max_bytes:,} bytes; {too_big}"))
     return decode(raw, file)
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from harness.errors import InputError
@@ -196,6 +198,31 @@ def test_a_folder_as_goal_or_data_and_an_empty_data_file_are_errors(tmp_path):
     assert "no examples" in str(read_jsonl(tmp_path / "empty.jsonl")[1][0])
     (tmp_path / "folder.jsonl").mkdir()
     assert "is a folder" in str(read_jsonl(tmp_path / "folder.jsonl")[1][0])
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_as_goal_or_data_path_is_refused_without_reading_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    goal = tmp_path / "g.yaml"
+    goal.write_text(goal_text("/dev/zero", "success:\n  - {metric: accuracy, at_least: 0.5}\n"))
+    runner = CliRunner()
+    for target in ("/dev/zero", goal):
+        result = runner.invoke(app, ["check", str(target), "--no-tokenizer"])
+        out = (result.stdout or "") + (result.stderr or "")
+        assert result.exit_code == 2 and "Traceback" not in out, out
+        assert "/dev/zero" in out and "not a regular file" in out, out
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_a_file_whose_size_is_not_reported_is_read_only_up_to_the_bound():
+    from harness.textfile import read_text
+
+    assert Path("/proc/self/maps").stat().st_size == 0  # the size check alone would let it through
+    with pytest.raises(InputError, match="more than 10 bytes"):
+        read_text("/proc/self/maps", max_bytes=10)
 
 
 def test_data_lines_with_huge_numbers_deep_nesting_or_lone_surrogates_are_line_errors(tmp_path):
