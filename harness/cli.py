@@ -569,20 +569,29 @@ RubricsOpt = typer.Option(Path("rubrics"), "--rubrics", help="Rubrics folder (de
 def ratings_import(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
                    file: Path = typer.Argument(..., help="Ratings file, .csv or .jsonl: one rating a row."),
                    rubrics: Path = RubricsOpt,
-                   db: Optional[Path] = DbOpt) -> None:
+                   db: Optional[Path] = DbOpt,
+                   mapping: list[str] = typer.Option([], "--map", help="COLUMN=FIELD: read a tool's column as a "
+                                                                       "rating field (annotator=rater); COLUMN= "
+                                                                       "ignores it. Repeatable."),
+                   constants: list[str] = typer.Option([], "--set", help="FIELD=VALUE for a field the file lacks "
+                                                                        "(rubric=tone). Repeatable.")) -> None:
     """Import a ratings file into the goal's human panel, whole or not at all.
 
     The file is checked first (every bad row with file:line, exit 2, nothing stored), then written
-    in one transaction; importing the same file again changes nothing."""
-    from harness.ratings_io import import_ratings
+    in one transaction; importing the same file again changes nothing. Columns that are not rating
+    fields (an annotation tool's ids, times, metadata) are ignored and named."""
+    from harness.ratings_io import import_ratings, parse_map, parse_set
     from harness.runner.context import rubrics_dir_for
 
     goal = _load_goal(goal_path)
     try:
-        plan = import_ratings(goal, _store(db), file, rubrics_dir_for(goal, rubrics))
+        plan = import_ratings(goal, _store(db), file, rubrics_dir_for(goal, rubrics), parse_map(mapping),
+                              parse_set(constants))
     except HarnessError as exc:
         _fail(exc)
     console.print(plan.summary(), highlight=False, markup=False)
+    if plan.note():
+        console.print(plan.note(), highlight=False, markup=False, soft_wrap=True)
 
 
 @ratings_app.command("export")

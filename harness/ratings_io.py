@@ -9,6 +9,14 @@ One rating a row, CSV or JSON Lines (chosen by the extension: ``.csv``, ``.jsonl
 out when the rubric has one; a pairwise row names ``other_candidate`` (shown as B) and a
 ``choice`` of A, B or tie instead of a score.
 
+Exports from annotation tools carry more than that (Label Studio: ``annotation_id``,
+``annotator``, ``lead_time``, ``created_at``…; Argilla: ``id``, ``status``, ``metadata``…). Columns
+that are not fields are ignored and named in one note (:attr:`ImportPlan.ignored`), except a
+near-miss of a field (``scroe``, ``scores``), which is an error unless mapped. ``mapping`` (the
+CLI's ``--map column=field``) renames a tool's columns (``annotator=rater``, ``correctness=score``;
+``column=`` ignores one);
+``constants`` (``--set field=value``) fills a field the file does not have (``rubric=tone``).
+
 A rating attaches to the panel item of the output it rates: an item the goal already has on
 that example, candidate(s), rubric and mode, else a new one on the latest finished run with
 that output (drawing the goal's own panel first when it has none yet, so the Rate page still
@@ -25,7 +33,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness import panel
 from harness.errors import HarnessError, InputError, Problem
@@ -61,25 +69,91 @@ class Row:
     values: dict[str, Any]
 
 
-def read_rows(path: Path) -> tuple[list[Row], list[Problem]]:
-    """The file's rows and the problems reading them (bad JSON, unknown fields); never raises
-    for a bad row, so every problem in the file is reported together."""
+def read_rows(path: Path, mapping: Mapping[str, str] | None = None,
+              constants: Mapping[str, str] | None = None) -> tuple[list[Row], list[Problem], list[str]]:
+    """The file's rows, the problems reading them (bad JSON, a misspelt field) and the columns
+    ignored (neither fields nor mapped); never raises for a bad row, so every problem in the file
+    is reported together. ``mapping`` renames columns to fields; ``constants`` fill fields a row
+    lacks."""
     from harness.textfile import MAX_DATA_BYTES, read_text
 
     fmt = file_format(path)
     text = read_text(path, max_bytes=MAX_DATA_BYTES)  # UTF-8, a spreadsheet's byte-order mark allowed
-    return (_read_csv if fmt == "csv" else _read_jsonl)(text, str(path))
+    reader = _Reader(str(path), dict(mapping or {}), dict(constants or {}))
+    rows, problems = (_read_csv if fmt == "csv" else _read_jsonl)(text, reader)
+    return rows, problems, sorted(reader.ignored)
 
 
-def _unknown_fields(names: Iterable[str], file: str, line: int) -> list[Problem]:
-    return [Problem(file, line, name, f"unknown field {name!r}{did_you_mean(name, list(FIELDS))}; "
-                                      f"a rating has {', '.join(FIELDS)}")
-            for name in names if name not in FIELDS]
+def parse_map(pairs: Sequence[str]) -> dict[str, str]:
+    """``--map`` options, ``COLUMN=FIELD`` (``COLUMN=`` ignores a column): {column: field}."""
+    return _pairs(pairs, "--map", lambda column, name: name)
 
 
-def _read_jsonl(text: str, file: str) -> tuple[list[Row], list[Problem]]:
+def parse_set(pairs: Sequence[str]) -> dict[str, str]:
+    """``--set`` options, ``FIELD=VALUE`` (the value of a field the file lacks): {field: value}."""
+    return _pairs(pairs, "--set", lambda name, value: name if value else None)
+
+
+def _pairs(pairs: Sequence[str], option: str, field_of) -> dict[str, str]:
+    """NAME=VALUE pairs; InputError naming each malformed pair or name that is not a field."""
+    out: dict[str, str] = {}
+    problems = []
+    for pair in pairs:
+        key, sep, value = (x.strip() for x in pair.partition("="))
+        name = field_of(key, value) if sep and key else None
+        if name is None:
+            problems.append(Problem(option, None, None, f"{pair!r}: expected NAME=VALUE"))
+        elif name and name not in FIELDS:
+            problems.append(Problem(option, None, None, f"{pair!r}: {name!r} is not a field"
+                                                        f"{did_you_mean(name, list(FIELDS))}; a rating has "
+                                                        f"{', '.join(FIELDS)}"))
+        else:
+            out[key] = value
+    if problems:
+        raise InputError(problems)
+    return out
+
+
+@dataclass
+class _Reader:
+    """How a file's names become fields: the mapping, the constants, and what was ignored."""
+
+    file: str
+    mapping: dict[str, str]
+    constants: dict[str, str]
+    ignored: set[str] = field(default_factory=set)
+
+    def fields(self, values: Mapping[str, Any], line: int) -> tuple[dict[str, Any], list[Problem]]:
+        """A row's fields (mapped, constants filled in) and its problems: a column that is not a
+        field is ignored, unless it is an unmapped near-miss of a field."""
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            target = self.mapping.get(name, name)
+            if target in FIELDS:
+                if target in out:
+                    return {}, [Problem(self.file, line, target, f"given twice (as {name!r} and another column)")]
+                out[target] = value
+        problems = []
+        for name in values:
+            target = self.mapping.get(name, name)
+            if target in FIELDS:
+                continue
+            hint = "" if name in self.mapping else did_you_mean(name, list(FIELDS))
+            if hint:
+                problems.append(Problem(self.file, line, name, f"unknown field {name!r}{hint}; a rating has "
+                                                               f"{', '.join(FIELDS)} (rename a column with --map "
+                                                               f"{name}=FIELD; other columns are ignored)"))
+            else:
+                self.ignored.add(name)
+        for name, value in self.constants.items():
+            out.setdefault(name, value)
+        return out, problems
+
+
+def _read_jsonl(text: str, reader: _Reader) -> tuple[list[Row], list[Problem]]:
     rows: list[Row] = []
     problems: list[Problem] = []
+    file = reader.file
     for lineno, raw in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit inside a JSON string
         if not raw.strip():
             continue
@@ -93,45 +167,47 @@ def _read_jsonl(text: str, file: str) -> tuple[list[Row], list[Problem]]:
         if not isinstance(rec, dict):
             problems.append(Problem(file, lineno, None, f"a rating is a JSON object, got {type(rec).__name__}"))
             continue
-        bad = _unknown_fields(rec, file, lineno)
+        values, bad = reader.fields(rec, lineno)
         problems += bad
         if not bad:
-            rows.append(Row(lineno, {k: v for k, v in rec.items() if v is not None and v != ""}))
+            rows.append(Row(lineno, {k: v for k, v in values.items() if v is not None and v != ""}))
     return rows, problems
 
 
-def _read_csv(text: str, file: str) -> tuple[list[Row], list[Problem]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _read_csv(text: str, reader: _Reader) -> tuple[list[Row], list[Problem]]:
+    csv_reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[Row] = []
     problems: list[Problem] = []
     header: list[str] | None = None
+    file = reader.file
     try:
         while True:
-            start = reader.line_num + 1  # a quoted cell may span lines: report where the row starts
-            cells = next(reader, None)
+            start = csv_reader.line_num + 1  # a quoted cell may span lines: report where the row starts
+            cells = next(csv_reader, None)
             if cells is None:
                 break
             if not any(c.strip() for c in cells):
                 continue
             if header is None:
                 header = [c.strip() for c in cells]
-                problems = _header_problems(header, file, start)
+                problems = _header_problems(header, reader, start)
                 if problems:
                     return [], problems
             elif len(cells) != len(header):
                 problems.append(Problem(file, start, None, f"{len(cells)} cells, the header has {len(header)}"))
             else:
-                rows.append(Row(start, {k: v.strip() for k, v in zip(header, cells) if v.strip()}))
+                values, _ = reader.fields({k: v.strip() for k, v in zip(header, cells)}, start)
+                rows.append(Row(start, {k: v for k, v in values.items() if v}))
     except csv.Error as exc:
-        problems.append(Problem(file, reader.line_num, None, f"malformed CSV: {exc}"))
+        problems.append(Problem(file, csv_reader.line_num, None, f"malformed CSV: {exc}"))
     return rows, problems
 
 
-def _header_problems(header: list[str], file: str, line: int) -> list[Problem]:
-    problems = _unknown_fields(header, file, line)
+def _header_problems(header: list[str], reader: _Reader, line: int) -> list[Problem]:
     twice = sorted({h for h in header if header.count(h) > 1})
     if twice:
-        problems.append(Problem(file, line, None, f"column(s) {', '.join(twice)} appear twice in the header"))
+        return [Problem(reader.file, line, None, f"column(s) {', '.join(twice)} appear twice in the header")]
+    _, problems = reader.fields(dict.fromkeys(header, "x"), line)
     return problems
 
 
@@ -386,6 +462,14 @@ class ImportPlan:
     goal: str
     items: list[panel.PanelItem]
     ratings: list[Rating]
+    ignored: list[str] = field(default_factory=list)  # the file's columns that are not fields
+
+    def note(self) -> str:
+        """One line naming the ignored columns, or empty."""
+        if not self.ignored:
+            return ""
+        return (f"ignored {_n(len(self.ignored), 'column')} that are not rating fields: {', '.join(self.ignored)} "
+                f"(rename one with --map COLUMN=FIELD)")
 
     def summary(self) -> str:
         raters = {r.rater for r in self.ratings}
@@ -399,10 +483,12 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def plan_import(goal: Goal, store: Store, path: Path, rubrics_dir: Path) -> ImportPlan:
+def plan_import(goal: Goal, store: Store, path: Path, rubrics_dir: Path, mapping: Mapping[str, str] | None = None,
+                constants: Mapping[str, str] | None = None) -> ImportPlan:
     """Check every row of the file against the goal, its rubrics and the store; InputError with
-    every problem (file:line, field) when any row is bad. Writes nothing."""
-    rows, problems = read_rows(path)
+    every problem (file:line, field) when any row is bad. Writes nothing. ``mapping`` and
+    ``constants``: see :func:`read_rows`."""
+    rows, problems, ignored = read_rows(path, mapping, constants)
     if not rows and not problems:
         raise InputError(Problem(str(path), None, None, "has no ratings (the file is empty)"))
     stored = [panel.PanelItem.from_row(r) for r in store.panel_items(goal.goal)]
@@ -429,7 +515,7 @@ def plan_import(goal: Goal, store: Store, path: Path, rubrics_dir: Path) -> Impo
         raise InputError(sorted(problems, key=lambda p: p.line or 0))
     new = {it.item_id: it for it in drawn}
     new.update((r.item.item_id, r.item) for r in ratings if r.item.item_id not in cat.stored_items)
-    return ImportPlan(goal.goal, list(new.values()), ratings)
+    return ImportPlan(goal.goal, list(new.values()), ratings, ignored)
 
 
 def _draw_panel(goal: Goal, store: Store) -> list[panel.PanelItem]:
@@ -443,9 +529,10 @@ def _draw_panel(goal: Goal, store: Store) -> list[panel.PanelItem]:
         return []
 
 
-def import_ratings(goal: Goal, store: Store, path: Path, rubrics_dir: Path) -> ImportPlan:
+def import_ratings(goal: Goal, store: Store, path: Path, rubrics_dir: Path, mapping: Mapping[str, str] | None = None,
+                   constants: Mapping[str, str] | None = None) -> ImportPlan:
     """Check the whole file, then write its items and ratings in one transaction."""
-    plan = plan_import(goal, store, path, rubrics_dir)
+    plan = plan_import(goal, store, path, rubrics_dir, mapping, constants)
     store.put_ratings_bulk(goal.goal, [it.as_row() for it in plan.items], [r.as_row() for r in plan.ratings])
     return plan
 

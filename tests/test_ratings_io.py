@@ -246,3 +246,76 @@ def test_cli_import_export_and_exit_codes(tmp_path, project):
     assert (tmp_path / "out.csv").read_text().splitlines()[0] == "example_id,candidate,rater,rubric,criterion,score"
     r = harness("ratings", "export", p.goal_file, tmp_path / "out.xlsx", "--db", p.db)
     assert r.returncode == 2 and ".csv or .jsonl" in r.stderr
+
+
+def _label_studio_csv(path, p, n=4):
+    """A Label Studio CSV export of tasks uploaded with example_id, candidate and output, rated
+    with a Rating control named ``correctness``: the tool's own columns around the task data."""
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["annotation_id", "annotator", "candidate", "correctness", "created_at", "example_id", "id",
+                    "lead_time", "output", "updated_at"])
+        for i in range(n):
+            w.writerow([100 + i, "ann@example.org", "tuned", str(2 + i % 3), "2024-05-01T10:00:00.000000Z", p.ids[i],
+                        7 + i, "12.5", "billing", "2024-05-01T10:00:12.000000Z"])
+    return path
+
+
+def test_an_annotation_tool_export_imports_with_extra_columns_ignored_and_named(tmp_path, project):
+    p = project
+    path = _label_studio_csv(tmp_path / "project-1-at-2024-05-01.csv", p)
+    plan = import_ratings(p.goal, p.store, path, RUBRICS, mapping={"annotator": "rater", "correctness": "score"},
+                          constants={"rubric": "correctness"})
+    assert len(plan.ratings) == 4
+    assert plan.ignored == ["annotation_id", "created_at", "id", "lead_time", "output", "updated_at"]
+    assert plan.note().startswith("ignored 6 columns that are not rating fields: annotation_id, created_at, id")
+    assert stored(p) == sorted((p.ids[i], "tuned", "ann@example.org", "correctness", float(2 + i % 3), None)
+                               for i in range(4))
+    # An Argilla-style JSON Lines export: record ids, status, metadata (an object) beside the fields.
+    rows = [{**rating(p, i, rater="bob"), "id": f"rec-{i}", "status": "submitted", "inserted_at": "2024-05-01",
+             "metadata": {"source": "argilla", "split": "test"}, "_server_id": "9f1c"} for i in range(3)]
+    plan = import_ratings(p.goal, p.store, write_jsonl(tmp_path / "argilla.jsonl", rows), RUBRICS)
+    assert len(plan.ratings) == 3 and plan.ignored == ["_server_id", "id", "inserted_at", "metadata", "status"]
+    assert plan.note() and "metadata" in plan.note()
+    # Nothing ignored: no note.
+    plan = import_ratings(p.goal, p.store, write_jsonl(tmp_path / "plain.jsonl", [rating(p, 5)]), RUBRICS)
+    assert plan.ignored == [] and plan.note() == ""
+
+
+def test_a_near_miss_of_a_field_is_still_an_error_and_maps_are_checked(tmp_path, project):
+    from harness.ratings_io import parse_map, parse_set
+
+    p = project
+    rows = [{k: v for k, v in rating(p, 0).items() if k != "score"} | {"scores": 4}]
+    with pytest.raises(InputError) as err:
+        import_ratings(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", rows), RUBRICS)
+    (problem,) = err.value.problems
+    assert problem.field == "scores" and "did you mean 'score'" in problem.message and "--map" in problem.message
+    plan = import_ratings(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", rows), RUBRICS, mapping={"scores": "score"})
+    assert len(plan.ratings) == 1
+    # A column mapped onto a field the file also has is given twice.
+    with pytest.raises(InputError, match="given twice"):
+        plan_import(p.goal, p.store, _label_studio_csv(tmp_path / "ls.csv", p), RUBRICS,
+                    mapping={"annotator": "rater", "correctness": "score", "output": "rubric", "id": "rubric"})
+    assert parse_map(["annotator=rater", "lead_time="]) == {"annotator": "rater", "lead_time": ""}
+    assert parse_set(["rubric = tone"]) == {"rubric": "tone"}
+    with pytest.raises(InputError) as err:
+        parse_map(["annotator=ratr", "nonsense"])
+    assert "did you mean 'rater'" in str(err.value) and "expected NAME=VALUE" in str(err.value)
+    with pytest.raises(InputError, match="not a field"):
+        parse_set(["rubrik=tone"])
+
+
+def test_cli_import_of_a_tool_export_with_map_and_set(tmp_path, project):
+    p = project
+    path = _label_studio_csv(tmp_path / "export.csv", p)
+    r = harness("ratings", "import", p.goal_file, path, "--db", p.db)
+    assert r.returncode == 2 and "rater" in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
+    r = harness("ratings", "import", p.goal_file, path, "--db", p.db, "--map", "annotator=rater",
+                "--map", "correctness=score", "--set", "rubric=correctness")
+    assert r.returncode == 0, r.stderr
+    assert "imported 4 ratings from 1 rater for 4 outputs" in r.stdout
+    assert "ignored 6 columns that are not rating fields: annotation_id, created_at, id, lead_time, output, " \
+           "updated_at" in r.stdout
+    r = harness("ratings", "import", p.goal_file, path, "--db", p.db, "--map", "annotator")
+    assert r.returncode == 2 and "expected NAME=VALUE" in r.stderr and "Traceback" not in r.stderr
