@@ -189,6 +189,9 @@ class Candidate(BaseModel):
                                                 "float16, float32); default: the goal's dtype.")
     generation_batch_size: int | None = Field(
         None, ge=1, description="Prompts per generation batch of this candidate's local model; default: the goal's.")
+    engine: Literal["transformers", "vllm"] | None = Field(
+        None, description="What generates this local candidate's outputs: transformers (in this process) or vllm "
+                          "(one vllm serve process for the base model and its LoRA adapters); default: the goal's.")
 
     @field_validator("name")
     @classmethod
@@ -208,7 +211,7 @@ class Candidate(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         """The kind's options: every key besides name, kind, model, sweep_of and the runtime keys
-        (device, dtype, generation_batch_size)."""
+        (device, dtype, generation_batch_size, engine)."""
         return dict(self.model_extra or {})
 
 
@@ -268,6 +271,17 @@ class Goal(Strict):
     generation_batch_size: int | None = Field(
         None, ge=1, description="Prompts per generation batch of local models; default 16 on CPU and mps, "
                                 "chosen from free memory on a GPU.")
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="What generates local candidates' outputs: transformers (in this process) or "
+                                    "vllm (the harness starts one vllm serve process for the base model and every "
+                                    "LoRA adapter candidate; same prompts, decoding and cache keys). A candidate "
+                                    "may set its own.")
+    engine_url: str | None = Field(
+        None, description="With engine: vllm, a running vLLM server to use instead of starting one "
+                          "(e.g. http://127.0.0.1:8000/v1); it must serve the goal's model.")
+    engine_args: list[str] = Field(
+        default_factory=list, description="Extra arguments for the vllm serve the harness starts "
+                                          "(e.g. [--gpu-memory-utilization, '0.8', --max-model-len, '4096']).")
     data: DataSpec
     system_prompt: str | None = Field(None, description="System instruction used by the `system` baseline.")
     task: Literal["generation", "classification", "auto"] = "auto"

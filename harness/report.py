@@ -133,15 +133,15 @@ def runtime_section(res: dict[str, Any]) -> list[str]:
     rows = [c for c in res["candidates"] if (c.get("runtime") or {}).get("device")]
     if not rows:
         return []
-    out = ["", "## Where each candidate ran", "", "| candidate | device | dtype | base | peak memory |",
-           "|---|---|---|---|---|"]
+    out = ["", "## Where each candidate ran", "", "| candidate | device | dtype | base | engine | peak memory |",
+           "|---|---|---|---|---|---|"]
     sources = {"cuda_max_memory_allocated": "CUDA max allocated", "process_peak_rss": "process peak RSS"}
     for c in rows:
         r = c["runtime"]
         peak = "-" if r.get("peak_memory_mb") is None else \
             f"{r['peak_memory_mb']:.0f} MiB ({sources.get(r.get('peak_memory_source'), r.get('peak_memory_source'))})"
         base = {"nf4": "4-bit nf4", "none": "full precision (trained 4-bit)"}.get(r.get("quantization"), "full precision")
-        out.append(f"| {c['name']} | {r['device']} | {r['dtype']} | {base} | {peak} |")
+        out.append(f"| {c['name']} | {r['device']} | {r['dtype']} | {base} | {r.get('engine') or '-'} | {peak} |")
     return out
 
 

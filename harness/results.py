@@ -9,7 +9,7 @@
                  "cost": {"generation_usd", "judging_usd", "total_usd", "training_seconds",
                           "tokens_trained"},
                  "train_seconds", "adapter_path", "overfitting",
-                 "runtime": {"device", "dtype", "quantization", "peak_memory_mb",
+                 "runtime": {"device", "dtype", "quantization", "engine", "peak_memory_mb",
                              "peak_memory_source"},
                  "metrics": {METRIC: {"value", "ci": [low, high], "n"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
@@ -22,7 +22,8 @@ Metric names are as the goal writes them (``accuracy``, ``rougeL``, ``judge.tone
 ``multiplicity`` (``harness.multiplicity``); all three are null for runs stored before they
 were recorded. ``runtime`` says where a local candidate ran (``harness.backends.device``):
 device (cpu, cuda:N, mps), dtype, the base's quantization (``nf4``; ``none`` for a qlora adapter
-on a full-precision base), and peak memory in MiB with what measured it
+on a full-precision base), the engine that generated its outputs (transformers or
+vllm), and peak memory in MiB with what measured it
 (``cuda_max_memory_allocated`` over the candidate, or ``process_peak_rss``, the process's peak
 so far); all null for API and file candidates and for runs stored before.
 
@@ -123,7 +124,7 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
                      "training_seconds": _clean(c["train_seconds"]), "tokens_trained": c.get("tokens_seen")},
             "train_seconds": _clean(c["train_seconds"]), "adapter_path": c["adapter_path"],
             "overfitting": c["overfitting"],
-            "runtime": {k: _clean(c.get(k)) for k in ("device", "dtype", "quantization", "peak_memory_mb",
+            "runtime": {k: _clean(c.get(k)) for k in ("device", "dtype", "quantization", "engine", "peak_memory_mb",
                                                       "peak_memory_source")},
             "metrics": metrics, "criteria": criteria}
 

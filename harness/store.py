@@ -188,9 +188,9 @@ def m007_candidate_runtime(con: duckdb.DuckDBPyConnection) -> None:
     (``nf4``; ``none`` for a qlora adapter run on a full-precision base; NULL otherwise), and its
     peak memory in MiB with what measured it (``cuda_max_memory_allocated`` over the candidate, or
     ``process_peak_rss``: the process's peak so far). NULL for API and file candidates and for
-    candidates stored before."""
+    candidates stored before. ``engine``: transformers or vllm, what generated its outputs."""
     for column, kind in (("device", "VARCHAR"), ("dtype", "VARCHAR"), ("quantization", "VARCHAR"),
-                         ("peak_memory_mb", "DOUBLE"), ("peak_memory_source", "VARCHAR")):
+                         ("peak_memory_mb", "DOUBLE"), ("peak_memory_source", "VARCHAR"), ("engine", "VARCHAR")):
         con.execute(f"ALTER TABLE candidates ADD COLUMN {column} {kind}")
 
 

@@ -183,11 +183,7 @@ class LocalModel:
         return render_prompt(self.tokenizer, messages)
 
     def encode(self, prompts: list[list[dict]]) -> list[list[int]]:
-        ids = [self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
-        for i, row in enumerate(ids):
-            if not row:
-                raise InputError(Problem("<prompts>", None, f"prompts[{i}]", "renders to no tokens"))
-        return ids
+        return encode_prompts(self.tokenizer, prompts)
 
     # --- generation ----------------------------------------------------------------------
     def generate(
@@ -212,13 +208,7 @@ class LocalModel:
         if batch_size is not None and batch_size < 1:
             raise InputError(Problem("<generate>", None, "batch_size", f"must be >= 1, got {batch_size}"))
         ids = self.encode(prompts)
-        for i, row in enumerate(ids):
-            if len(row) + params.max_new_tokens > self.max_positions:
-                raise InputError(Problem(
-                    "<prompts>", None, f"prompts[{i}]",
-                    f"{len(row)} prompt tokens + {params.max_new_tokens} new exceed the model's "
-                    f"{self.max_positions} positions",
-                ))
+        check_prompt_lengths(ids, params.max_new_tokens, self.max_positions)
         prefix_len = shared_prefix_length(ids) if reuse_prefix and not self.prompt_learning else 0
         if prefix_len < MIN_SHARED_PREFIX:
             prefix_len = 0
@@ -238,7 +228,7 @@ class LocalModel:
                 per_example = (time.perf_counter() - start) / len(batch)
                 for i, out in zip(batch, outs):
                     gen = Generation(
-                        text=self.tokenizer.decode(out, skip_special_tokens=True).strip(),
+                        text=reply_text(self.tokenizer, out),
                         prompt_tokens=len(ids[i]),
                         output_tokens=len(out),
                         latency_s=per_example,
@@ -457,6 +447,58 @@ def _template_closing_token(tokenizer: Any) -> str | None:
         if tok and after.startswith(tok):
             return tok
     return None
+
+
+def encode_prompts(tokenizer: Any, prompts: list[list[dict]]) -> list[list[int]]:
+    """Each conversation rendered (:func:`harness.prompts.render_prompt`) and tokenized, as
+    every generation engine sends it to the model."""
+    ids = [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    for i, row in enumerate(ids):
+        if not row:
+            raise InputError(Problem("<prompts>", None, f"prompts[{i}]", "renders to no tokens"))
+    return ids
+
+
+def check_prompt_lengths(ids: list[list[int]], max_new_tokens: int, max_positions: int) -> None:
+    for i, row in enumerate(ids):
+        if len(row) + max_new_tokens > max_positions:
+            raise InputError(Problem(
+                "<prompts>", None, f"prompts[{i}]",
+                f"{len(row)} prompt tokens + {max_new_tokens} new exceed the model's {max_positions} positions",
+            ))
+
+
+def reply_text(tokenizer: Any, new_ids: list[int]) -> str:
+    """The reply as stored: its new tokens (up to the end of turn) decoded without special tokens."""
+    return tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+
+
+class PromptCodec:
+    """A local model's tokenizer as generation uses it, without loading weights: what an
+    engine other than transformers (vLLM) needs to send the same tokens and store the same text."""
+
+    def __init__(self, spec: str | Path | None):
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = resolve_model(None if spec is None else str(spec)).path
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.eos_ids = end_of_turn_ids(self.tokenizer)
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        config = getattr(config, "text_config", None) or config
+        self.max_positions = getattr(config, "max_position_embeddings", None) or 1 << 30
+
+    def encode(self, prompts: list[list[dict]], max_new_tokens: int) -> list[list[int]]:
+        ids = encode_prompts(self.tokenizer, prompts)
+        check_prompt_lengths(ids, max_new_tokens, self.max_positions)
+        return ids
+
+    def reply(self, token_ids: list[int] | None, text: str) -> tuple[str, int]:
+        """(stored text, output tokens) of a reply: its token ids cut at the first end-of-turn
+        id and decoded as :class:`LocalModel` does; the server's text, stripped, without ids."""
+        if token_ids is None:
+            return text.strip(), len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        new = _until_eos(list(token_ids), self.eos_ids, -1)
+        return reply_text(self.tokenizer, new), len(new)
 
 
 def _until_eos(seq: list[int], eos_ids: list[int], pad: int) -> list[int]:

@@ -30,6 +30,8 @@ from harness.errors import HarnessError, InputError, Problem
 from harness.registry import Registry, did_you_mean
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from harness.goals import Candidate, Goal
     from harness.runner.context import Outputs, Run, Step
 
@@ -72,6 +74,12 @@ class CandidateKind:
         """Problems found once the data is split, before the run is booked (an artifact that
         cannot be trained on this machine); none by default."""
         return []
+
+    def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
+        """(folder, rank) of the LoRA adapter this candidate generates with, trained or not yet,
+        for an engine that serves adapters beside one base model (vLLM starts with every trained
+        one and sizes its LoRA slots by the largest rank); None by default."""
+        return None
 
     def model_of(self, goal: "Goal", cand: "Candidate") -> str | None:
         """The model the store records for the candidate."""

@@ -95,6 +95,14 @@ class RagKind(CandidateKind):
         other = run.goal.candidate(name)
         return kind_of(other).preflight(run, other)
 
+    def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
+        """The adapter of the training candidate this one answers with (``adapter_of``)."""
+        name = self.options(cand).adapter_of
+        if not name:
+            return None
+        other = run.goal.candidate(name)
+        return kind_of(other).engine_adapter(run, other)
+
     def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
         from harness.runner.context import Step
 

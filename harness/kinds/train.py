@@ -115,6 +115,17 @@ class TrainKind(CandidateKind):
             return [Problem(f"candidate {cand.name}", None, "kind", str(exc))]
         return []
 
+    def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
+        """A LoRA adapter on a full-precision base (lora, not qlora: its outputs are keyed as run
+        on its 4-bit base) is what an adapter-serving engine can serve: its folder and rank."""
+        from harness.train.methods import METHODS
+
+        meta = METHODS.meta(self.method)
+        if not meta.get("lora") or meta.get("quantize"):
+            return None
+        opts = self.options(cand)
+        return artifact(run, cand, opts.params, opts.train_fraction).folder, opts.params.r
+
     def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
         from harness.runner.context import Step
         from harness.runner.generation import generation_plan, local_prediction_keys

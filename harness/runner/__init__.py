@@ -110,6 +110,8 @@ def run_goal(goal: Goal, store: "Store", *, only: Sequence[str] | None = None, r
     except BaseException:
         store.finish_run(run.run_id, "failed")
         raise
+    finally:
+        run.close()
     return RunResult(run.run_id, goal.goal, decision.verdicts, decision.meets, decision.best, aggregates,
                      dict(run.counts), time.perf_counter() - t0)
 

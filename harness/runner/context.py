@@ -117,6 +117,7 @@ class Run:
         self.rubrics_dir = rubrics_dir_for(goal, rubrics_dir)
         self._models: dict[tuple[str, str | None, Any], Any] = {}
         self._placements: dict[tuple[str, str], Placement] = {}
+        self._vllm: Any = None  # harness.backends.vllm.VllmEngine, started on first use
         self.counts = {"generated": 0, "reused": 0, "judged": 0, "judgments_reused": 0, "judgments_failed": 0,
                        "trained": 0, "adapters_reused": 0, "indexes_built": 0, "indexes_reused": 0}
         self.classification = is_classification(goal, prepared.examples)
@@ -162,6 +163,20 @@ class Run:
                     torch.cuda.empty_cache()  # hand the evicted model's memory back before loading
             self._models[key] = LocalModel(spec, adapter=adapter, placement=placement)
         return self._models[key]
+
+    def vllm(self) -> Any:
+        """The run's vLLM engine (:mod:`harness.runner.engine`); its server starts on first use."""
+        if self._vllm is None:
+            from harness.runner.engine import make_vllm_engine
+
+            self._vllm = make_vllm_engine(self)
+        return self._vllm
+
+    def close(self) -> None:
+        """Release what the run started: the vLLM server, if one was started."""
+        if self._vllm is not None:
+            self._vllm.close()
+            self._vllm = None
 
     def decoding(self):
         from harness.backends.local import DecodingParams

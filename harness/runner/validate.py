@@ -24,7 +24,7 @@ def validate_goal(goal: Goal, rubrics_dir: str | Path = "rubrics") -> None:
     """Raise InputError listing every problem of ``goal``'s names and options."""
     rubrics = rubrics_dir_for(goal, rubrics_dir)
     problems = (_metric_problems(goal, rubrics) + _candidate_problems(goal) + _judge_problems(goal, rubrics)
-                + _panel_problems(goal, rubrics) + _placement_problems(goal))
+                + _panel_problems(goal, rubrics) + _placement_problems(goal) + _engine_problems(goal))
     if problems:
         raise InputError(problems)
 
@@ -155,6 +155,36 @@ def _placement_problems(goal: Goal) -> list[Problem]:
         problems.append(_problem(goal, ("judge", field), f"{field} applies to a local judge only "
                                                          f"(judge {goal.judge.model!r} runs elsewhere)"))
     return problems
+
+
+def _engine_problems(goal: Goal) -> list[Problem]:
+    """``engine: vllm`` needs the vllm command (or ``engine_url``), and applies to candidates on the
+    goal's base model (:mod:`harness.runner.engine`); ``engine_url`` is an http(s) address."""
+    from harness.backends.vllm import MISSING, find_vllm
+    from harness.kinds import kind_of
+
+    problems = []
+    if goal.engine_url is not None and not goal.engine_url.startswith(("http://", "https://")):
+        problems.append(_problem(goal, ("engine_url",), f"engine_url must be an http(s) address, got {goal.engine_url!r}"))
+    asked = [("engine",)] if goal.engine == "vllm" else []
+    for i, cand in enumerate(goal.candidates):
+        if cand.engine != "vllm":
+            continue
+        asked.append(("candidates", i, "engine"))
+        local = cand.kind in _known_kinds() and kind_of(cand).local_model
+        if not local or (cand.model and cand.model != goal.model):
+            problems.append(_problem(goal, ("candidates", i, "engine"),
+                                     "engine: vllm serves the goal's base model and its LoRA adapters; this candidate "
+                                     + ("runs no local model" if not local else "names another model")))
+    if asked and goal.engine_url is None and find_vllm() is None:
+        problems.append(_problem(goal, asked[0], MISSING))
+    return problems
+
+
+def _known_kinds() -> set[str]:
+    from harness.kinds import kind_names
+
+    return set(kind_names())
 
 
 def _at(goal: Goal, section: tuple) -> object:

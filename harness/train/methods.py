@@ -101,7 +101,7 @@ def _lora_config(p: TrainParams) -> Any:
     )
 
 
-@METHODS.register("lora", peft=True, mergeable=True, needs_gpu=False, default_lr=2e-4,
+@METHODS.register("lora", peft=True, mergeable=True, needs_gpu=False, default_lr=2e-4, lora=True,
                   description="Low-rank adapters on every linear layer (peft LoRA).")
 def lora(params: TrainParams) -> Any:
     return _lora_config(params)
@@ -134,7 +134,7 @@ def _cuda_available() -> bool:
     return cuda_device_count() > 0
 
 
-@METHODS.register("qlora", peft=True, mergeable=True, needs_gpu=True, default_lr=2e-4, quantize="4bit",
+@METHODS.register("qlora", peft=True, mergeable=True, needs_gpu=True, default_lr=2e-4, quantize="4bit", lora=True,
                   description="LoRA on a 4-bit (NF4, bitsandbytes) base model; CUDA only.")
 def qlora(params: TrainParams) -> Any:
     require_cuda_and_bitsandbytes()
