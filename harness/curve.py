@@ -141,13 +141,18 @@ def curve_groups(store: "Store", goal: Any, run_id: str) -> dict[str, list[dict[
 
 
 def _train_sizes(store: "Store", goal: Any, fractions: Sequence[float]) -> dict[float, int]:
-    """Training examples at each fraction, from the goal's stored train split."""
+    """Training examples at each fraction, from the goal's stored train split (stratified by
+    class when the run treats the goal as classification, as training did)."""
     from types import SimpleNamespace
 
     from harness.data.split import nested_subset
+    from harness.runner.context import is_classification
 
-    train = [SimpleNamespace(id=r["example_id"], label=r["label"]) for r in store.split_labels(goal.goal, "train")]
-    return {f: len(nested_subset(train, f, goal.data.split.seed)) for f in fractions}
+    rows = [SimpleNamespace(id=r["example_id"], label=r["label"], reference=r["reference"], split=r["split"],
+                            format="label" if r["label"] is not None else "chat") for r in store.examples_of(goal.goal)]
+    classification = is_classification(goal, rows)
+    train = [r for r in rows if r.split == "train"]
+    return {f: len(nested_subset(train, f, goal.data.split.seed, classification)) for f in fractions}
 
 
 def curve_data(store: "Store", goal: Any, res: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,16 +16,53 @@ def _examples(n: int, labels=("a", "b", "c")):
             for i in range(n)]
 
 
-def test_subsets_are_nested_stratified_and_deterministic():
-    exs = _examples(301)
-    quarter, half, full = (nested_subset(exs, f, seed=3) for f in (0.25, 0.5, 1.0))
-    ids = [{e.id for e in s} for s in (quarter, half, full)]
-    assert ids[0] <= ids[1] <= ids[2] and len(full) == 301
-    for label in ("a", "b", "c"):
-        total = sum(e.label == label for e in exs)
-        assert sum(e.label == label for e in quarter) == math.ceil(0.25 * total)  # each label keeps its share
-    assert [e.id for e in nested_subset(exs, 0.25, seed=3)] == [e.id for e in quarter]
-    assert {e.id for e in nested_subset(exs, 0.25, seed=4)} != ids[0]  # the split seed decides
+def _chat_examples(n: int, labels=("a", "b", "c")):
+    """Chat-format classification records: no label, the class is the reference answer."""
+    return [SimpleNamespace(id=f"ch{i:04d}", label=None, reference=f" {labels[i % len(labels)] if i % 10 else labels[0]}\n")
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("make,classification", [(_examples, False), (_chat_examples, True)])
+def test_subsets_are_nested_stratified_and_deterministic(make, classification):
+    from harness.data.split import class_of
+
+    exs = make(301)
+    fractions = (0.1, 0.25, 0.5, 0.77, 1.0)
+    subs = [nested_subset(exs, f, seed=3, classification=classification) for f in fractions]
+    ids = [{e.id for e in s} for s in subs]
+    assert all(a <= b for a, b in zip(ids, ids[1:])) and subs[-1] == exs  # nested; 100% is the whole list
+    for f, sub in zip(fractions, subs):
+        assert abs(len(sub) - f * len(exs)) <= 1  # ceil per label overshot by up to (labels - 1)
+        for label in ("a", "b", "c"):
+            total = sum(class_of(e) == label for e in exs)
+            assert abs(sum(class_of(e) == label for e in sub) - f * total) <= 1  # each class keeps its share
+    assert [e.id for e in nested_subset(exs, 0.25, seed=3, classification=classification)] == [e.id for e in subs[1]]
+    assert {e.id for e in nested_subset(exs, 0.25, seed=4, classification=classification)} != ids[1]  # seed decides
+
+
+def test_chat_classification_subsets_stratify_by_the_reference():
+    exs = _chat_examples(300, labels=("a",) * 8 + ("b", "c"))  # "a" dominates: an unstratified draw drifts
+    sub = nested_subset(exs, 0.1, seed=1, classification=True)
+    counts = {lab: sum(e.reference.strip() == lab for e in sub) for lab in "abc"}
+    shares = {lab: 0.1 * sum(e.reference.strip() == lab for e in exs) for lab in "abc"}
+    assert all(abs(counts[lab] - shares[lab]) <= 1 for lab in "abc"), (counts, shares)
+
+
+def test_every_prefix_of_the_subset_order_holds_each_class_within_one_of_its_share():
+    import random
+
+    from harness.data.split import subset_order
+
+    rng = random.Random(7)
+    for trial in range(300):
+        sizes = [rng.randint(1, rng.choice([3, 10, 60])) for _ in range(rng.randint(1, 7))]
+        exs = [SimpleNamespace(id=f"{c}-{j}", label=str(c)) for c, size in enumerate(sizes) for j in range(size)]
+        order = subset_order(exs, seed=trial)
+        assert sorted(e.id for e in order) == sorted(e.id for e in exs)
+        n, taken = len(exs), [0] * len(sizes)
+        for k, ex in enumerate(order, 1):
+            taken[int(ex.label)] += 1
+            assert all(abs(taken[c] - k * size / n) < 1 for c, size in enumerate(sizes)), (sizes, k, taken)
 
 
 def _points(a, b, c, ns, se=0.004):
@@ -78,8 +115,23 @@ def test_train_fraction_sweeps_train_nested_subsets_and_the_report_plots_the_cur
     section = md.split("## Data-size curve", 1)[1]
     table = [ln for ln in section.splitlines() if ln.startswith("| lora-frac")]
     counts = [int(ln.split("|")[3]) for ln in table[:3]]
-    assert counts == sorted(counts) and counts[-1] == len(store.split_labels(goal.goal, "train"))
+    n_train = len(store.split_labels(goal.goal, "train"))
+    assert counts == sorted(counts) and counts[-1] == n_train
     assert counts[0] < counts[1] < counts[2]
+    assert all(abs(c - f * n_train) <= 1 for c, f in zip(counts, (0.25, 0.5, 1.0))), (counts, n_train)
+    # What each adapter trained on is the curve's subset: stratified by class (the chat record's
+    # reference, this goal being classification), as many examples as the curve says.
+    from harness.data.split import class_of, data_hash
+
+    train = [SimpleNamespace(id=r["example_id"], label=r["label"], reference=r["reference"])
+             for r in store.examples_of(goal.goal, "train")]
+    trained = {read_metadata(f)["data_hash"]: read_metadata(f)["n_train"] for f in folders}
+    for f, count in zip((0.25, 0.5, 1.0), counts):
+        sub = nested_subset(train, f, goal.data.split.seed, classification=True)
+        assert trained[data_hash(sub)] == len(sub) == count
+        for label in {class_of(e) for e in train}:
+            share = f * sum(class_of(e) == label for e in train)
+            assert abs(sum(class_of(e) == label for e in sub) - share) <= 1
 
     # The app's Training page draws the same curve, with the extrapolation under it.
     from streamlit.testing.v1 import AppTest

@@ -163,3 +163,25 @@ def test_a_renamed_goal_over_the_same_data_inherits_the_sealed_test_set(tmp_path
     assert sealed <= {e.id for e in second.test}
     assert not sealed & {e.id for e in second.train + second.validation}
     assert set(second.inherited) == sealed and set(second.inherited.values()) == {"before"}
+
+
+def test_a_split_with_no_test_example_is_refused_before_anything_is_recorded(tmp_path):
+    """Issue 11: `harness split` on a one-example file sealed an empty test set and exited 0."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.errors import InputError
+    from harness.store import Store
+
+    data = write_jsonl(tmp_path / "one.jsonl", rows(1))
+    goal_path = write_goal(tmp_path, data)
+    db = tmp_path / "s.duckdb"
+    result = CliRunner().invoke(app, ["split", str(goal_path), "--db", str(db), "--out", str(tmp_path / "out")])
+    out = (result.stdout or "") + (result.stderr or "")
+    assert result.exit_code == 2 and "Traceback" not in out, out
+    assert f"{goal_path}:" in out and "data.split.test" in out and "test split is empty" in out, out
+    store = Store(db)
+    assert store.current_seal("t") is None and store.example_splits("t") == {}
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="test split is empty"):  # the dry run's prepare too
+        prepare(load_goal(goal_path), store, record=False)

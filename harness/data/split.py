@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.cache import digest
 from harness.data.formats import Example, load_examples, write_jsonl
-from harness.errors import SealedTestSetError
+from harness.errors import InputError, Problem, SealedTestSetError
 
 if TYPE_CHECKING:
     from harness.store import Store
@@ -69,20 +69,56 @@ def assign_splits(examples: list[Example], ratios: dict[str, float], seed: int,
     return out
 
 
-def nested_subset(examples: list[Example], fraction: float, seed: int) -> list[Example]:
-    """A deterministic share of ``examples`` for the data-size curve: nested (the 25% subset is
-    inside the 50% one: each label keeps a prefix of one fixed order), stratified by label
-    (each label keeps its share, rounded up, so no label disappears), in the input's order."""
+def class_of(ex: Any) -> str:
+    """The class of a classification example: its label, or for a chat or completion record its
+    reference answer (the runner's label set uses the same rule)."""
+    return (getattr(ex, "label", None) or getattr(ex, "reference", None) or "").strip()
+
+
+def nested_subset(examples: list[Example], fraction: float, seed: int,
+                  classification: bool = False) -> list[Example]:
+    """A deterministic share of ``examples`` for the data-size curve, in the input's order.
+
+    Every fraction takes a prefix of one fixed order (:func:`subset_order`), so subsets are
+    nested (the 25% subset is inside the 50% one) and hold ``round(fraction * N)`` examples
+    (at least one); for classification data (``classification``, or records that carry a
+    label) every class holds within one example of its share. 100% is the whole list.
+    """
     if fraction >= 1:
         return list(examples)
-    by_label: dict[str, list[Example]] = {}
-    for ex in examples:
-        by_label.setdefault(ex.label or "", []).append(ex)
-    keep: set[str] = set()
-    for group in by_label.values():
-        order = sorted(group, key=lambda ex: hash_unit(seed, f"subset|{ex.id}"))
-        keep.update(ex.id for ex in order[:math.ceil(fraction * len(order))])
+    order = subset_order(examples, seed, classification)
+    take = min(len(order), max(1, math.floor(fraction * len(order) + 0.5)))
+    keep = {ex.id for ex in order[:take]}
     return [ex for ex in examples if ex.id in keep]
+
+
+def subset_order(examples: list[Example], seed: int, classification: bool = False) -> list[Example]:
+    """The order subsets take examples in: within a class by a hash of (seed, id); classes
+    interleaved so that every prefix of k holds each class within one of k × its share.
+
+    The interleaving is earliest-deadline-first: among the classes still below their share at
+    step k, the one whose next example is due first ((taken + 1) / class size smallest) goes
+    next. This keeps every prefix strictly within one of its share (a test checks it on
+    thousands of class mixes); the plain largest-deficit rule can overshoot by a quarter more.
+    """
+    stratify = classification or any(getattr(ex, "label", None) is not None for ex in examples)
+    groups: dict[str, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(class_of(ex) if stratify else "", []).append(ex)
+    queues = [sorted(groups[c], key=lambda ex: hash_unit(seed, f"subset|{ex.id}")) for c in sorted(groups)]
+    sizes = [len(q) for q in queues]
+    n = sum(sizes)
+    taken = [0] * len(queues)
+    order: list[Example] = []
+    for k in range(1, n + 1):
+        best = -1
+        for i, size in enumerate(sizes):
+            below_share = taken[i] * n < k * size
+            if below_share and (best < 0 or (taken[i] + 1) * sizes[best] < (taken[best] + 1) * size):
+                best = i
+        order.append(queues[best][taken[best]])
+        taken[best] += 1
+    return order
 
 
 def test_set_hash(test: list[Example]) -> str:
@@ -184,8 +220,8 @@ def _seal_state(goal_name: str, store: Store, seal: dict | None, t_hash: str, te
 def prepare(goal: Any, store: Store, *, reseal: bool = False, record: bool = True) -> Prepared:
     """Load, (scrub,) split, check leakage and check/record the seal for a goal.
 
-    Nothing is written to the store unless the seal check passes, so a refused split
-    leaves the stored state as it was.
+    Nothing is written to the store unless the test split has an example and the seal check
+    passes, so a refused split leaves the stored state as it was.
     """
     examples = load_examples(goal.data_path(), None if goal.data.format == "auto" else goal.data.format)
     scrubbed: dict[str, int] = {}
@@ -208,6 +244,10 @@ def prepare(goal: Any, store: Store, *, reseal: bool = False, record: bool = Tru
     for ex in examples:
         unique.setdefault(ex.id, ex)
     splits = {s: [ex for ex in unique.values() if assignment[ex.id] == s] for s in SPLITS}
+    if not splits["test"]:  # before the seal: an empty test set is never sealed nor recorded
+        raise InputError(Problem(goal.source, goal.line_of("data", "split", "test"), "data.split.test",
+                                 f"the test split is empty: {len(unique)} example(s) at a test share of "
+                                 f"{ratios['test']:g} give none; add examples or raise data.split.test"))
     t_hash = test_set_hash(splits["test"])
 
     state = _seal_state(goal.goal, store, seal, t_hash, splits["test"], reseal)

@@ -175,7 +175,7 @@ def artifact(run: "Run", cand: "Candidate", params: "TrainParams", train_fractio
 
     base = resolve_model(cand.model or run.goal.model)
     placement = run.placement_of(cand)
-    train = nested_subset(run.prepared.train, train_fraction, run.goal.data.split.seed)
+    train = nested_subset(run.prepared.train, train_fraction, run.goal.data.split.seed, run.classification)
     parts = ["adapter/v1", TRAINER_VERSION, model_hash(base.path), params.key_fields(),
              sorted(e.id for e in train), sorted(e.id for e in run.prepared.validation)]
     key = content_key(*parts, *([{"dtype": placement.dtype}] if placement.tag else []))

@@ -124,9 +124,7 @@ def prepare_run(goal: Goal, store: "Store", *, only: Sequence[str] | None = None
 
     validate_goal(goal, rubrics_dir)
     candidates = select_candidates(goal, only)
-    prepared = prepare(goal, store, reseal=reseal)
-    if not prepared.test:
-        raise InputError(Problem(goal.source, None, "data.split.test", "the test split is empty"))
+    prepared = prepare(goal, store, reseal=reseal)  # refuses an empty test split
     run = Run(goal, store, prepared=prepared, progress=progress, console=console, work_dir=work_dir,
               rubrics_dir=rubrics_dir, candidates=candidates)
     preflight(run)
