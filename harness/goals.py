@@ -20,8 +20,9 @@ from harness.errors import InputError, Problem
 from harness.yamlfile import line_for, load_yaml, parse_model
 
 GOAL_VERSION = 1
-# Most candidates one sweep may expand to.
+# Most candidates one sweep may expand to, and a goal may have once every sweep is expanded.
 MAX_SWEEP = 256
+MAX_CANDIDATES = 1024
 # Hyperparameters whose list values expand into one candidate per combination.
 SWEEPABLE = ("r", "alpha", "dropout", "learning_rate", "epochs", "batch_size", "grad_accum",
              "max_length", "num_virtual_tokens", "seed", "shots", "train_fraction")
@@ -348,21 +349,25 @@ class Goal(Strict):
 def expand_sweeps(cands: list[Any]) -> list[Any]:
     """A list value on a sweepable hyperparameter expands into one candidate per combination.
 
-    ``{name: lora, kind: lora, r: [8, 16]}`` → ``lora-r8`` and ``lora-r16``.
+    ``{name: lora, kind: lora, r: [8, 16]}`` → ``lora-r8`` and ``lora-r16``. Each entry's
+    expansion is counted before any is built: one above ``MAX_SWEEP``, or all together above
+    ``MAX_CANDIDATES``, is refused (1,500 entries of 256 would be 384,000 candidates).
     """
+    sizes = [_sweep_size(cand) for cand in cands]
+    for i, (cand, total) in enumerate(zip(cands, sizes)):
+        if total > MAX_SWEEP:
+            raise ValueError(f"candidates[{i}] {cand.get('name', '?')!r}: the sweep expands to {total:,} candidates; "
+                             f"at most {MAX_SWEEP} (each is trained and scored)")
+    if sum(sizes) > MAX_CANDIDATES:
+        raise ValueError(f"the {len(cands):,} candidate entries expand to {sum(sizes):,} candidates in all; at most "
+                         f"{MAX_CANDIDATES:,} (each is trained and scored)")
     out: list[Any] = []
     for cand in cands:
-        if not isinstance(cand, dict):
-            out.append(cand)
-            continue
-        axes = [(k, v) for k, v in cand.items() if k in SWEEPABLE and isinstance(v, list)]
+        axes = [(k, v) for k, v in cand.items() if k in SWEEPABLE and isinstance(v, list)] \
+            if isinstance(cand, dict) else []
         if not axes:
             out.append(cand)
             continue
-        total = math.prod(len(v) for _, v in axes)
-        if total > MAX_SWEEP:
-            raise ValueError(f"candidate {cand.get('name', '?')!r}: the sweep expands to {total:,} candidates; "
-                             f"at most {MAX_SWEEP} (each is trained and scored)")
         for combo in itertools.product(*[v for _, v in axes]):
             c = dict(cand)
             suffix = []
@@ -373,6 +378,13 @@ def expand_sweeps(cands: list[Any]) -> list[Any]:
             c["sweep_of"] = cand.get("name")
             out.append(c)
     return out
+
+
+def _sweep_size(cand: Any) -> int:
+    """How many candidates one entry of ``candidates:`` expands to."""
+    if not isinstance(cand, dict):
+        return 1
+    return math.prod(len(v) for k, v in cand.items() if k in SWEEPABLE and isinstance(v, list))
 
 
 def _short(key: str) -> str:

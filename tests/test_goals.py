@@ -246,3 +246,40 @@ def test_a_sweep_is_capped(tmp_path, data):
                                  "  - {name: l, kind: lora, r: [" + ", ".join(map(str, range(1, 1001))) + "]}\n"))
     with pytest.raises(InputError, match="expands to 1,000 candidates"):
         load_goal(p)
+
+
+def _sweep_goal(tmp_path, data, entries: int, values: str = "[" + ", ".join(map(str, range(1, 257))) + "]") -> Path:
+    p = tmp_path / "sweeps.yaml"
+    p.write_text(goal_text(data, "success:\n  - {metric: accuracy, at_least: 0.5}\ncandidates:\n" + "".join(
+        f"  - {{name: l{i}, kind: lora, r: {values}}}\n" for i in range(entries))))
+    return p
+
+
+def test_the_sweeps_of_all_entries_are_capped_together_before_any_is_expanded(tmp_path, data, monkeypatch):
+    """Issue 11: the cap was per entry, so 1,500 entries of 256 expanded to 384,000 candidates.
+    Five entries of 256 (each within its own cap) are refused by check and run --dry-run with
+    the file, the line and the total, and nothing is expanded first."""
+    from typer.testing import CliRunner
+
+    import harness.goals
+    from harness.cli import app
+
+    def no_expansion(*_a, **_k):
+        raise AssertionError("a sweep was expanded before the total was checked")
+
+    monkeypatch.setattr(harness.goals.itertools, "product", no_expansion)
+    p = _sweep_goal(tmp_path, data, 5)
+    runner = CliRunner()
+    for args in (["check", str(p), "--no-tokenizer"], ["run", str(p), "--dry-run", "--db", str(tmp_path / "s.duckdb")]):
+        result = runner.invoke(app, args)
+        out = (result.stdout or "") + (result.stderr or "")
+        assert result.exit_code == 2 and "Traceback" not in out, (args, out)
+        assert f"{p}:6" in out and "[candidates]" in out and "1,280 candidates in all; at most 1,024" in out, out
+    assert not (tmp_path / "s.duckdb").exists()  # refused before the store was opened
+
+
+def test_a_goal_with_too_many_values_is_refused_at_the_line_it_passes_the_bound(tmp_path, data):
+    with pytest.raises(InputError) as e:
+        load_goal(_sweep_goal(tmp_path, data, 1500, "[" + ",".join("0" * 256) + "]"))  # 384,000 candidates
+    (prob,) = e.value.problems
+    assert "more than 100,000 values" in prob.message and prob.line and 300 < prob.line < 500
