@@ -20,7 +20,7 @@ data:
   format: auto
   split: {{train: 0.8, validation: 0.1, test: 0.1, seed: 13}}   # test split is sealed
   scrub_pii: false        # true: scrub emails/phones/cards/... before splitting and API calls
-  leakage: flag           # train examples duplicating test ones: flag | drop
+  leakage: drop           # train examples duplicating test ones: drop (default) | flag (kept, warned)
 
 system_prompt: You are a helpful assistant.   # used by the `system` baseline
 

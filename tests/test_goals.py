@@ -99,6 +99,7 @@ def test_init_template_is_a_valid_goal(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "data" / "mygoal.jsonl", [chat("q", "a")])
     g = load_goal(goal)
     assert g.goal == "mygoal" and any(c.baseline == "zero-shot" for c in g.success)
+    assert g.data.leakage == "drop"  # a new goal never trains on copies of its test examples
     assert "criteria" in rubric.read_text()
 
 
