@@ -242,11 +242,20 @@ class HumanSpec(BaseModel):
     items: int = Field(60, ge=1)
     raters_per_item: int = Field(3, ge=1)
     mode: Literal["pointwise", "pairwise"] = "pointwise"
-    tokens: list[str] = Field(default_factory=list, description="Access tokens; when set, only holders can rate. "
-                              "Deprecated (shared and plaintext): invite raters with `harness panel invite`.")
+    tokens: list[str] = Field(default_factory=list, description="Removed (a shared plaintext token let its holder "
+                              "rate under any name): invite each rater with `harness panel invite GOAL NAME`.")
     show_reference: bool = Field(False, description="Show raters the reference answer (hidden by default).")
     min_ratings: int = Field(10, ge=1, description="Ratings needed before a human criterion gets a verdict.")
     agreement_threshold: float = Field(0.4, description="Judge-vs-human agreement below this flags the judge.")
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _no_tokens(cls, v: Any) -> Any:
+        if v in (None, []):  # what a stored run's config holds (model_dump writes the default)
+            return []
+        raise ValueError("human.tokens is no longer read: a shared token let whoever held it rate under any name. "
+                         "Delete the key and invite each rater with `harness panel invite GOAL NAME` (a link bound "
+                         "to that rater's name)")
 
 
 class CostSpec(Strict):

@@ -1,6 +1,6 @@
 """Who may rate, under which name (``harness.app.access`` over a real DuckDB file): invitations
-bound to one rater, revocation that ends live sessions, the deprecated goal tokens, and the
-owner's pages."""
+bound to one rater, revocation that ends live sessions, goal tokens refused, and the owner's
+pages."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -73,10 +73,10 @@ def test_bobs_invitation_rates_as_bob_whatever_name_the_session_claims(tmp_path)
         forged = access.Rater("g", claimed, access.INVITATION, b.secret)  # a tampered session
         assert access.save_rating(store, goal, forged, ITEM, "formal", 1) == "bob"
     assert _rows(store) == {("alice", "formal"): 5.0, ("bob", "formal"): 1.0}
-    # With invitations a typed name (with or without the goal's old tokens) lets nobody in.
+    # With invitations a typed name lets nobody in.
     for creds in ({"name": "alice"}, {"name": "alice", "token": "s3cret"}, {"token": "made-up"}):
         with pytest.raises(HarnessError, match="unknown or was revoked"):
-            access.sign_in(store, _goal(tokens=["s3cret"]), **creds)
+            access.sign_in(store, _goal(), **creds)
     with pytest.raises(HarnessError):
         access.save_rating(store, goal, access.Rater("g", "alice", access.OPEN), ITEM, "formal", 1)
     assert _rows(store) == {("alice", "formal"): 5.0, ("bob", "formal"): 1.0}
@@ -134,21 +134,32 @@ def test_open_goal_normalises_typed_names_and_closes_when_invitations_start(tmp_
     assert _rows(store) == {("ann", "formal"): 4.0}
 
 
-def test_deprecated_goal_tokens_still_work_until_removed_from_the_goal(tmp_path):
-    store = Store(tmp_path / "s.duckdb")
-    with_token = _goal(tokens=["s3cret"])
-    with pytest.raises(HarnessError, match="Unknown access token"):
-        access.sign_in(store, with_token, name="trudy", token="guess")
-    trudy = access.sign_in(store, with_token, name="Trudy", token=" s3cret ")
-    assert (trudy.name, trudy.via) == ("trudy", access.TOKEN)
-    access.save_rating(store, with_token, trudy, ITEM, "formal", 2)
-    rotated = _goal(tokens=["n3w"])
-    assert "withdrawn" in access.still_valid(store, rotated, trudy)
-    with pytest.raises(HarnessError):
-        access.save_rating(store, rotated, trudy, ITEM, "formal", 5)
-    with pytest.raises(HarnessError):  # tokens removed altogether: the session still ends
-        access.save_rating(store, _goal(), trudy, ITEM, "formal", 5)
-    assert _rows(store) == {("trudy", "formal"): 2.0}
+def test_a_goal_with_shared_tokens_is_refused_with_its_line_and_what_to_do(tmp_path):
+    """Issue 11: with the deprecated ``human.tokens`` any token holder could type any rater's
+    name. The key is now a validation error at its line, naming the per-rater invitation."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.errors import InputError
+    from harness.goals import load_goal
+    from tests.helpers import chat, write_jsonl
+
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", "a") for i in range(10)])
+    goal = tmp_path / "g.yaml"
+    goal.write_text(f"goal: g\ndata: {{path: {data}}}\nsuccess:\n  - {{metric: accuracy, at_least: 0.5}}\n"
+                    "human:\n  rubrics: [tone]\n  tokens: [s3cret]\n")
+    with pytest.raises(InputError) as e:
+        load_goal(goal)
+    (prob,) = e.value.problems
+    assert (prob.line, prob.field) == (7, "human.tokens") and "harness panel invite GOAL NAME" in prob.message
+    result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
+    out = (result.stdout or "") + (result.stderr or "")
+    assert result.exit_code == 2 and f"{goal}:7" in out and "human.tokens" in out and "Traceback" not in out, out
+    with pytest.raises(Exception, match="harness panel invite"):
+        HumanSpec(rubrics=["tone"], tokens=["x"])
+    # A run's stored config (model_dump writes the empty default) still reads back.
+    assert HumanSpec.model_validate(HumanSpec(rubrics=["tone"]).model_dump()).tokens == []
+    assert access.access_mode(Store(tmp_path / "s.duckdb"), _goal()) == access.OPEN
 
 
 @pytest.mark.parametrize("address, local", [("localhost", True), ("127.0.0.1", True), ("127.1.2.3", True),
