@@ -131,3 +131,30 @@ def test_full_model_export_and_refusals(tiny, tmp_path):
         export_adapter(full, tmp_path / "other")
     with pytest.raises(HarnessError, match="does not exist"):
         export_adapter(tmp_path / "missing", tmp_path / "x")
+
+
+@pytest.mark.parametrize("damage", ["harness_adapter.json", "adapter_config.json"])
+def test_export_of_a_damaged_adapter_is_a_clear_error_not_a_traceback(tmp_path, damage):
+    """Issue 11: a truncated harness_adapter.json made `harness export` die with JSONDecodeError."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.store import Store
+    from tests.helpers import chat, write_goal, write_jsonl
+
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", "a") for i in range(10)])
+    goal = write_goal(tmp_path, data, extra_candidates=[{"name": "lora", "kind": "lora"}])
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "harness_adapter.json").write_text('{"format": 1, "method": "lora", "base_model": {"path": "x"}}')
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    (adapter / damage).write_text('{"format": 1, "method": "lo')  # truncated mid-write
+    store = Store(tmp_path / "s.duckdb")
+    store.start_run({"run_id": "r1", "goal": "t"})
+    store.put_candidate("r1", {"name": "lora", "kind": "lora", "adapter_path": str(adapter)})
+    result = CliRunner().invoke(app, ["export", str(goal), "lora", "--db", str(tmp_path / "s.duckdb"),
+                                      "--out", str(tmp_path / "out")])
+    out = (result.stdout or "") + (result.stderr or "")
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2 and str(adapter / damage) in out.replace("\n", "") and "damaged" in out, out
+    assert not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.fsutil import atomic_dir
 from harness.train.methods import METHODS
-from harness.train.sft import METADATA_FILE
+from harness.train.sft import METADATA_FILE, read_metadata
 
 SERVE_FILE = "SERVE.md"
 MODELFILE = "Modelfile"
@@ -54,10 +54,12 @@ def describe_adapter(adapter_dir: str | Path) -> _Source:
         raise HarnessError(f"adapter folder {str(adapter_dir)!r} does not exist")
     meta_file = folder / METADATA_FILE
     peft_file = folder / "adapter_config.json"
-    peft_cfg = json.loads(peft_file.read_text()) if peft_file.is_file() else {}
+    peft_cfg = _read_peft_config(peft_file) if peft_file.is_file() else {}
     if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        base = meta.get("base_model", {})
+        meta = read_metadata(folder)  # a damaged file is a HarnessError naming it
+        base = meta.get("base_model") if isinstance(meta.get("base_model"), dict) else {}
+        if not isinstance(meta.get("method"), str):
+            raise HarnessError(f"{meta_file} is damaged (no 'method'); delete the folder to train it again")
         return _Source(folder, meta["method"], str(base.get("path", "")), str(base.get("name", "")),
                        peft_cfg.get("r"), meta)
     if peft_cfg:
@@ -68,6 +70,16 @@ def describe_adapter(adapter_dir: str | Path) -> _Source:
     if (folder / "config.json").is_file():
         return _Source(folder, "full", str(folder), folder.name, None, {})
     raise HarnessError(f"{folder} is neither a harness adapter, a peft adapter nor a model folder")
+
+
+def _read_peft_config(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"{path} is damaged ({exc}); delete the folder to train it again") from None
+    if not isinstance(cfg, dict):
+        raise HarnessError(f"{path} is damaged (not a JSON object); delete the folder to train it again")
+    return cfg
 
 
 def export_adapter(adapter_dir: str | Path, out_dir: str | Path, *, merged: bool = False) -> ExportResult:
