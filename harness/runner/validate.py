@@ -8,6 +8,7 @@ split data (an adapter still to train that cannot train here).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,10 +122,13 @@ def _judge_problems(goal: Goal, rubrics: Path) -> list[Problem]:
     opts = {k: v for k, v in (goal.judge.model_extra or {}).items() if k != "baseline"}
     try:
         make_judge(goal.judge.model, **opts)
-    except HarnessError as exc:
-        problems.append(_problem(goal, ("judge", "model"), str(exc)))
-    except TypeError as exc:  # an option the judge's factory does not take
-        problems.append(_problem(goal, ("judge",), f"judge {goal.judge.model!r}: {exc}"))
+    except (HarnessError, TypeError) as exc:  # TypeError: an option the judge's factory does not take
+        message = str(exc) if isinstance(exc, HarnessError) else f"judge {goal.judge.model!r}: {exc}"
+        # An option the message names (before its list of known ones) is reported at its own line.
+        named = message.split("known:")[0].replace(goal.judge.model, "")
+        blamed = [k for k in opts if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", named)]
+        problems += [_problem(goal, ("judge", k), message) for k in blamed] or \
+            [_problem(goal, ("judge", "model"), message)]
     return problems
 
 
