@@ -130,7 +130,8 @@ def test_one_server_for_base_and_adapters_same_keys_as_transformers(tmp_path, ti
 def test_attach_to_a_running_server_and_load_adapters_there(tmp_path, tiny_model_dir, fake_vllm):
     import subprocess
 
-    from harness.backends.vllm import VllmClient, free_port
+    from harness.backends.vllm import VllmClient
+    from harness.netutil import free_port
     from harness.goals import load_goal
     from harness.runner import run_goal
     from harness.store import Store

@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,9 +45,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
+from harness.netutil import LOOPBACK, free_port
 
 SERVED_BASE = "base"
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 # The LoRA ranks vLLM accepts for --max-lora-rank.
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 START_TIMEOUT_S = 900.0
@@ -99,12 +99,6 @@ def serve_command(exe: str, base: str | Path, *, port: int, dtype: str, adapters
         if adapters:
             cmd += ["--lora-modules", *[f"{a.name}={a.path}" for a in adapters]]
     return cmd + list(extra_args)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- the HTTP client

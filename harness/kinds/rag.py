@@ -172,13 +172,13 @@ class RagKind(CandidateKind):
 
     def _local_model(self, run: "Run", options: RagOptions) -> tuple[str | None, str | None, tuple | None]:
         """(model, adapter, (training candidate, its artifact) or None) the local model answers with."""
-        from harness.kinds.train import artifact
+        from harness.kinds.train import artifact_of
 
         if not options.adapter_of:
             return None, None, None  # the candidate's model (or the goal's), see generate_local
         other = run.goal.candidate(options.adapter_of)
         kind = kind_of(other)
-        art = artifact(run, other, kind.options(other).params)
+        art = artifact_of(run, other)
         model, adapter = kind._model_and_adapter(run, other, art)  # how the training kind itself generates
         return model, adapter, (other, art)
 

@@ -19,7 +19,7 @@ from harness.kinds import CandidateKind, CandidatePlan, parse_options
 from harness.prompts import PromptOptions
 
 if TYPE_CHECKING:
-    from harness.goals import Candidate
+    from harness.goals import Candidate, Goal
     from harness.runner.context import Outputs, Run
     from harness.train.methods import TrainParams
 
@@ -34,6 +34,7 @@ class TrainOptions:
     prompt: PromptOptions
     params: "TrainParams"
     train_fraction: float = 1.0
+    launch: Any = None  # harness.train.distributed.LaunchOptions (the candidate's ``train:`` key)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Artifact:
     folder: Path
     train: list = None      # type: ignore[assignment]  # the training examples (a subset of the split)
     placement: Any = None   # harness.backends.device.Placement it trains on
+    launch: Any = None      # harness.train.distributed.LaunchOptions: in-process, or under accelerate launch
 
     @property
     def finished(self) -> bool:
@@ -80,6 +82,7 @@ class TrainKind(CandidateKind):
         except InputError as exc:
             problems += exc.problems
         rest = {k: v for k, v in opts.items() if k not in PROMPT_KEYS}
+        launch = _launch_options(rest.pop("train", None), cand.name, problems)
         fraction = rest.pop("train_fraction", 1.0)
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             problems.append(Problem(f"candidate {cand.name}", None, "train_fraction",
@@ -95,7 +98,15 @@ class TrainKind(CandidateKind):
             problems += exc.problems
         if problems:
             raise InputError(problems)
-        return TrainOptions(prompt, params, float(fraction))  # type: ignore[arg-type]
+        return TrainOptions(prompt, params, float(fraction), launch)  # type: ignore[arg-type]
+
+    def check(self, cand: "Candidate", goal: "Goal", options: TrainOptions) -> list[Problem]:
+        """A launcher's config file must exist (relative to the goal file)."""
+        cfg = options.launch.config_file
+        if cfg and not _goal_relative(goal, cfg).is_file():
+            return [Problem(f"candidate {cand.name}", None, "train.config_file",
+                            f"accelerate config file {cfg!r} not found (looked up as the data path is)")]
+        return []
 
     # ------------------------------------------------------------------ plan and produce
 
@@ -105,8 +116,7 @@ class TrainKind(CandidateKind):
         from harness.errors import GPURequiredError
         from harness.train.sft import runs_here
 
-        opts = self.options(cand)
-        art = artifact(run, cand, opts.params, opts.train_fraction)
+        art = artifact_of(run, cand)
         if art.finished:
             return []
         try:
@@ -124,14 +134,14 @@ class TrainKind(CandidateKind):
         if not meta.get("lora") or meta.get("quantize"):
             return None
         opts = self.options(cand)
-        return artifact(run, cand, opts.params, opts.train_fraction).folder, opts.params.r
+        return artifact_of(run, cand).folder, opts.params.r
 
     def plan(self, run: "Run", cand: "Candidate") -> CandidatePlan:
         from harness.runner.context import Step
         from harness.runner.generation import generation_plan, local_prediction_keys
 
         opts = self.options(cand)
-        art = artifact(run, cand, opts.params, opts.train_fraction)
+        art = artifact_of(run, cand)
         note = f"{len(art.train)} train examples" + (f"; stored as {art.folder.name}" if art.finished else "")
         train = Step(cand.name, cand.kind, "train", 0 if art.finished else 1, int(art.finished), note=note)
         if not art.finished:
@@ -146,7 +156,7 @@ class TrainKind(CandidateKind):
         from harness.runner.generation import generate_local
 
         opts = self.options(cand)
-        art = artifact(run, cand, opts.params, opts.train_fraction)
+        art = artifact_of(run, cand)
         info = ensure_artifact(run, cand, art)
         model, adapter = self._model_and_adapter(run, cand, art)
         out = generate_local(run, cand, self._prompts(run, opts), adapter=adapter, model=model)
@@ -165,7 +175,18 @@ class TrainKind(CandidateKind):
         return str(art.folder), None
 
 
-def artifact(run: "Run", cand: "Candidate", params: "TrainParams", train_fraction: float = 1.0) -> Artifact:
+def artifact_of(run: "Run", cand: "Candidate") -> Artifact:
+    """A training candidate's artifact, from its options."""
+    from harness.kinds import kind_of
+
+    opts = kind_of(cand).options(cand)
+    art = artifact(run, cand, opts.params, opts.train_fraction, opts.launch.num_processes)
+    art.launch = opts.launch
+    return art
+
+
+def artifact(run: "Run", cand: "Candidate", params: "TrainParams", train_fraction: float = 1.0,
+             processes: int = 1) -> Artifact:
     """The candidate's artifact folder, keyed by everything that decides its weights (the
     training examples' ids cover ``train_fraction``: a full split keys as it always did; the
     precision it trains in unless float32, so float32 adapters key as they always did)."""
@@ -178,7 +199,8 @@ def artifact(run: "Run", cand: "Candidate", params: "TrainParams", train_fractio
     train = nested_subset(run.prepared.train, train_fraction, run.goal.data.split.seed, run.classification)
     parts = ["adapter/v1", TRAINER_VERSION, model_hash(base.path), params.key_fields(),
              sorted(e.id for e in train), sorted(e.id for e in run.prepared.validation)]
-    key = content_key(*parts, *([{"dtype": placement.dtype}] if placement.tag else []))
+    key = content_key(*parts, *([{"dtype": placement.dtype}] if placement.tag else []),
+                      *([{"processes": processes}] if processes > 1 else []))  # the global batch
     return Artifact(params, base, run.work_dir / "adapters" / run.goal.goal / f"{cand.name}-{key[:12]}", train,
                     placement)
 
@@ -199,22 +221,65 @@ def ensure_artifact(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, A
         run.counts["adapters_reused"] += 1
         run.say(f"  {cand.name}: adapter already trained ({art.folder}), reusing it")
     else:
-        from harness.train.sft import runs_here, train_adapter
-
-        runs_here(art.params, art.placement)
-        run.say(f"  {cand.name}: training {art.params.method} on {len(art.train)} examples "
-                f"({art.placement.device}, {art.placement.dtype})")
-        result = train_adapter(str(art.base.path), art.train, run.prepared.validation, art.params,
-                               art.folder, progress=run.progress, placement=art.placement,
-                               meta={"test_hash": run.prepared.test_hash, "goal": run.goal.goal,
-                                     "candidate": cand.name})
-        run.counts["trained"] += 1
-        meta = result.metadata
+        meta = _train(run, cand, art)
     run.store.put_curve(run.run_id, cand.name, [tuple(p) for p in meta.get("curves") or []])
     return {"adapter_path": str(art.folder), "adapter_hash": meta.get("adapter_hash"),
             "train_seconds": meta.get("train_seconds"), "tokens_seen": meta.get("tokens_seen"),
             "overfitting": meta.get("overfitting"), "best_step": meta.get("best_step"),
             "stopped_early": meta.get("stopped_early")}
+
+
+def _train(run: "Run", cand: "Candidate", art: Artifact) -> dict[str, Any]:
+    """Train the artifact in this process, or under accelerate launch (``train: {launcher:
+    accelerate}``: :mod:`harness.train.distributed`); its ``harness_adapter.json`` either way."""
+    from harness.train.sft import _cores, read_metadata, runs_here, train_adapter
+
+    runs_here(art.params, art.placement)
+    launch = art.launch
+    n = launch.num_processes if launch is not None and launch.launched else 1
+    run.say(f"  {cand.name}: training {art.params.method} on {len(art.train)} examples "
+            f"({art.placement.device}, {art.placement.dtype}" + (f", {n} processes" if n > 1 else "") + ")")
+    meta = {"test_hash": run.prepared.test_hash, "goal": run.goal.goal, "candidate": cand.name}
+    if launch is not None and launch.launched:
+        from harness.train.launch import run_launched
+
+        config = str(_goal_relative(run.goal, launch.config_file)) if launch.config_file else None
+        job = {"base": str(art.base.path), "train": art.train, "val": run.prepared.validation, "params": art.params,
+               "out_dir": art.folder, "meta": meta, "placement": art.placement,
+               "threads": max(1, _cores() // launch.num_processes)}
+        run_launched(job, art.folder, num_processes=launch.num_processes, config_file=config,
+                     port=launch.main_process_port, say=run.say)
+        result = read_metadata(art.folder)
+    else:
+        result = train_adapter(str(art.base.path), art.train, run.prepared.validation, art.params, art.folder,
+                               progress=run.progress, placement=art.placement, meta=meta).metadata
+    run.counts["trained"] += 1
+    return result
+
+
+def _goal_relative(goal: "Goal", path: str) -> Path:
+    """A path the goal names, found as its data path is (the current folder, the goal's folder, its parent)."""
+    from harness.goals import resolve_data_path
+
+    return resolve_data_path(str(Path(path).expanduser()), goal.root)
+
+
+def _launch_options(value: Any, name: str, problems: list[Problem]) -> Any:
+    """The candidate's ``train:`` key as LaunchOptions (problems appended, defaults kept on error)."""
+    from harness.train.distributed import LaunchOptions
+
+    if value is None:
+        return LaunchOptions()
+    if not isinstance(value, dict):
+        problems.append(Problem(f"candidate {name}", None, "train",
+                                "train: is a mapping, e.g. {launcher: accelerate, num_processes: 2}"))
+        return LaunchOptions()
+    try:
+        return parse_options(LaunchOptions, value, name)
+    except InputError as exc:
+        problems += [Problem(p.file, p.line, f"train.{p.field}" if p.field else "train", p.message)
+                     for p in exc.problems]
+        return LaunchOptions()
 
 
 lora = TrainKind("lora", "lora")

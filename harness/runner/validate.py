@@ -110,6 +110,9 @@ def _option_problem(goal: Goal, i: int, p: Problem) -> Problem:
     """A kind's problem about one option, located at that option's line in the goal file."""
     key = (p.field or "").split(".")[0].split("[")[0]
     loc = ("candidates", i, key) if key else ("candidates", i)
+    nested = ("candidates", i, *(p.field or "").split("."))  # an option's own key, e.g. train.launcher
+    if "[" not in (p.field or "") and len(nested) > len(loc) and goal.line_of(*nested) is not None:
+        loc = nested
     return _problem(goal, loc, p.message)
 
 

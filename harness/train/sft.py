@@ -41,6 +41,7 @@ from harness.errors import HarnessError, InputError, Problem
 from harness.fsutil import atomic_dir
 from harness.prompts import render_prompt
 from harness.provenance import TRAIN_PACKAGES, package_versions
+from harness.train.distributed import Dist, maybe_no_sync
 from harness.train.methods import (METHODS, TrainParams, model_load_kwargs, peft_config_for,
                                    require_cuda_and_bitsandbytes)
 
@@ -304,6 +305,12 @@ def batch_loss(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, int
 
 def evaluate(model: Any, batches: Sequence[dict[str, Any]], device: Any) -> float:
     """Token-weighted mean NLL over the answer tokens of every batch (dropout off)."""
+    total, count = evaluate_sums(model, batches, device)
+    return total / max(count, 1)
+
+
+def evaluate_sums(model: Any, batches: Sequence[dict[str, Any]], device: Any) -> tuple[float, int]:
+    """(summed NLL, answer tokens) over every batch, dropout off: what processes add up."""
     import torch
 
     was_training = model.training
@@ -315,7 +322,7 @@ def evaluate(model: Any, batches: Sequence[dict[str, Any]], device: Any) -> floa
             total += float(s)
             count += n
     model.train(was_training)
-    return total / max(count, 1)
+    return total, count
 
 
 # --- curves and verdicts on them -----------------------------------------------------------
@@ -471,16 +478,19 @@ class _Loop:
     """One training run's state: optimizer, schedule, curves, early stopping."""
 
     def __init__(self, model: Any, train_rows: list[Encoded], val_rows: list[Encoded], pad_id: int,
-                 params: TrainParams, on_curve: CurveCallback | None):
+                 params: TrainParams, on_curve: CurveCallback | None, dist: Dist | None = None):
         import torch
 
-        self.model, self.train_rows, self.pad_id, self.params = model, train_rows, pad_id, params
+        self.dist = dist or Dist()
+        self.model = self.dist.prepare(model)  # DDP (or FSDP...) under accelerate launch; itself otherwise
+        self.train_rows, self.pad_id, self.params = train_rows, pad_id, params
         self.on_curve = on_curve
-        self.device = next(model.parameters()).device
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.device = self.dist.device or next(model.parameters()).device
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=params.lr, weight_decay=params.weight_decay)
         n_batches = math.ceil(len(train_rows) / params.batch_size)
-        steps_per_epoch = max(1, math.ceil(n_batches / params.grad_accum))
+        self.per_step = params.grad_accum * self.dist.world  # micro-batches per optimizer step, all processes
+        steps_per_epoch = max(1, math.ceil(n_batches / self.per_step))
         self.total_steps = params.max_steps or max(1, math.ceil(params.epochs * steps_per_epoch))
         warmup = int(params.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.total_steps, warmup))
@@ -502,21 +512,35 @@ class _Loop:
 
         Step 0's evaluation is the untrained baseline: it is recorded, not a candidate for best.
         """
-        self.last_val, self.evaluated_at = evaluate(self.model, self.val_batches, self.device), self.step
+        mine = self.val_batches[self.dist.rank::self.dist.world]
+        total, count = self.dist.sum(list(evaluate_sums(self.model, mine, self.device)))
+        self.last_val, self.evaluated_at = total / max(count, 1), self.step
         self.record(self.step, "validation", self.last_val)
         return self.step > 0 and self.stopper.update(self.model, self.step, self.last_val)
 
     def optimizer_step(self, group: Sequence[dict[str, Any]]) -> float:
-        """One optimizer step over ``group`` (gradient accumulation); returns the mean target loss."""
+        """One optimizer step over ``group`` (gradient accumulation; this process takes its share
+        of the micro-batches, see :mod:`harness.train.distributed`); returns the mean target loss."""
         import torch
 
         n_targets = max(sum(count_targets(b) for b in group), 1)
-        total = 0.0
-        for batch in group:
-            s, _ = batch_loss(self.model, batch, self.device)
-            (s / n_targets).backward()
-            total += float(s.detach())
-            self.tokens_seen += int(batch["attention_mask"].sum())
+        world = self.dist.world
+        mine = list(group[self.dist.rank::world])
+        # A process left without a micro-batch still joins the gradient all-reduce, with weight 0.
+        weight = 1.0 if mine else 0.0
+        mine = mine or list(group[:1])
+        total, tokens = 0.0, 0.0
+        for j, batch in enumerate(mine):
+            with maybe_no_sync(self.dist, self.model, j < len(mine) - 1):
+                s, _ = batch_loss(self.model, batch, self.device)
+                loss = s / n_targets
+                if world > 1:  # DDP averages gradients over processes; the step's loss is their sum
+                    loss = loss * (world * weight)
+                loss.backward()
+            total += weight * float(s.detach())
+            tokens += weight * int(batch["attention_mask"].sum())
+        total, tokens = self.dist.sum([total, tokens])
+        self.tokens_seen += int(tokens)
         if self.params.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.params.max_grad_norm)
         self.optimizer.step()
@@ -529,10 +553,10 @@ class _Loop:
         """One pass over the length-grouped, shuffled batches (or until done)."""
         order = length_grouped_batches([len(r.input_ids) for r in self.train_rows], self.params.batch_size, rng)
         batches = [collate([self.train_rows[i] for i in b], self.pad_id) for b in order]
-        for start in range(0, len(batches), self.params.grad_accum):
-            loss = self.optimizer_step(batches[start:start + self.params.grad_accum])
+        for start in range(0, len(batches), self.per_step):
+            loss = self.optimizer_step(batches[start:start + self.per_step])
             self.record(self.step, "train", loss)
-            advance(loss)
+            advance(loss, self.last_val)
             if self.val_batches and self.step % self.params.eval_every == 0:
                 self.stopped_early = self.validate()
             if self.stopped_early or self.step >= self.total_steps:
@@ -543,7 +567,7 @@ class _Loop:
         if self.val_batches:
             self.validate()
         started = time.perf_counter()
-        with _progress_bar(progress, self.total_steps, self.params.method) as advance:
+        with _progress_bar(progress and self.dist.is_main, self.total_steps, self.params.method) as advance:
             while self.step < self.total_steps and not self.stopped_early:
                 self.epoch(rng, advance)
         if self.val_batches and self.evaluated_at != self.step:
@@ -573,6 +597,7 @@ def train_adapter(
     meta: dict | None = None,
     threads: int | None = None,
     placement: Placement | None = None,
+    dist: Dist | None = None,
 ) -> TrainResult:
     """Train ``params.method`` on ``train``, evaluate on ``val``, save to ``out_dir``.
 
@@ -580,45 +605,45 @@ def train_adapter(
     step 0, every ``eval_every`` steps and at the end. With ``patience``, training stops after
     that many evaluations without a new best and the best weights are saved. Same inputs and
     seed, same adapter. ``threads`` defaults to the cores this process may use; ``placement``
-    to device and dtype ``auto`` (:mod:`harness.backends.device`).
+    to device and dtype ``auto`` (:mod:`harness.backends.device`). ``dist``: this process's peers
+    when ``accelerate launch`` started several (:mod:`harness.train.distributed`); each trains on
+    the device accelerate gives it, and the first saves.
     """
-    placement = runs_here(params, placement)  # qlora without CUDA fails now, before anything loads
+    dist = dist or Dist()
+    placement = runs_here(params, _placement_for(dist, placement))  # qlora without CUDA fails now
     if not train:
         raise InputError(Problem("<train>", None, None, "no training examples"))
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
     import torch
-    from transformers import AutoTokenizer
 
     base = _resolve_base(base_spec_or_path)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or _cores())
     restore_head: Callable[[], None] | None = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base[1], local_files_only=True)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-        train_rows = encode_all(tokenizer, train, params.max_length, "train")
-        val_rows = encode_all(tokenizer, val, params.max_length, "validation")
+        tokenizer, pad_id, train_rows, val_rows = _encode_splits(base[1], train, val, params)
         model, restore_head = load_for_training(base[1], params, placement)
-        loop = _Loop(model, train_rows, val_rows, pad_id, params, on_curve)
+        loop = _Loop(model, train_rows, val_rows, pad_id, params, on_curve, dist)
         train_seconds = loop.run(random.Random(params.seed), progress)
         final_val, best_step, saved_step = loop.finish()
         restore_head()
         restore_head = None
         stats = _run_stats(loop, train_seconds, final_val, best_step, saved_step, placement)
-        metadata = _save(model, tokenizer, out_dir, params=params, base=base, train=train, val=val,
-                         meta=meta or {}, stats=stats, curves=loop.curves)
+        metadata = {"adapter_hash": None, "overfitting": stats["overfitting"]}
+        if dist.is_main:
+            metadata = _save(model, tokenizer, out_dir, params=params, base=base, train=train, val=val,
+                             meta=meta or {}, stats=stats, curves=loop.curves)
+        dist.wait()
     finally:
         if restore_head is not None:
             restore_head()
         torch.set_num_threads(previous_threads)
 
-    return TrainResult(
-        adapter_path=out_dir, adapter_hash=metadata["adapter_hash"], curves=loop.curves,
-        train_seconds=train_seconds, tokens_seen=loop.tokens_seen, steps=loop.step, best_step=best_step,
-        stopped_early=loop.stopped_early, overfitting=metadata["overfitting"], final_val_loss=final_val,
-        metadata=metadata,
-    )
+    return TrainResult(adapter_path=out_dir, adapter_hash=metadata["adapter_hash"], curves=loop.curves,
+                       train_seconds=train_seconds, tokens_seen=loop.tokens_seen, steps=loop.step,
+                       best_step=best_step, stopped_early=loop.stopped_early, overfitting=metadata["overfitting"],
+                       final_val_loss=final_val, metadata=metadata)
 
 
 def _run_stats(loop: _Loop, train_seconds: float, final_val: float | None, best_step: int, saved_step: int,
@@ -630,7 +655,27 @@ def _run_stats(loop: _Loop, train_seconds: float, final_val: float | None, best_
             "overfitting": is_overfitting(loop.curves), "final_val_loss": final_val,
             "tokens_per_second": round(loop.tokens_seen / train_seconds, 2) if train_seconds else None,
             "runtime": {"device": placement.device, "dtype": placement.dtype,
-                        "quantization": "nf4" if quantized else None}}
+                        "quantization": "nf4" if quantized else None, "processes": loop.dist.world}}
+
+
+def _encode_splits(base: Path, train: list[Example], val: list[Example], params: TrainParams
+                   ) -> tuple[Any, int, list[Encoded], list[Encoded]]:
+    """(tokenizer, pad id, encoded train rows, encoded validation rows)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return (tokenizer, pad_id, encode_all(tokenizer, train, params.max_length, "train"),
+            encode_all(tokenizer, val, params.max_length, "validation"))
+
+
+def _placement_for(dist: Dist, placement: Placement | None) -> Placement | None:
+    """A launched process trains on the device accelerate gave it (``cuda:LOCAL_RANK`` or the CPU),
+    in the precision asked for."""
+    if dist.device is None:
+        return placement
+    kind, index = dist.device.type, dist.device.index
+    return Placement(f"{kind}:{index or 0}" if kind == "cuda" else kind, (placement or resolve_placement()).dtype)
 
 
 def runs_here(params: TrainParams, placement: Placement | None = None) -> Placement:
@@ -681,30 +726,20 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
 
 
 class _progress_bar:
-    """A rich progress bar over optimizer steps; a no-op when disabled."""
+    """Progress over optimizer steps (:func:`harness.progress.bar`): steps done, their rate and ETA,
+    the last step's loss and the latest validation loss; a no-op when disabled."""
 
     def __init__(self, enabled: bool, total: int, label: str):
-        self.enabled, self.total, self.label = enabled, total, label
-        self._progress: Any = None
+        from harness.progress import bar
 
-    def __enter__(self) -> Callable[[float], None]:
-        if not self.enabled:
-            return lambda loss: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self._bar = bar(f"training {label}", total, unit="steps", enabled=enabled)
 
-        self._progress = Progress(TextColumn(f"train {self.label}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=True)
-        self._progress.__enter__()
-        task = self._progress.add_task("train", total=self.total, loss="-")
-
-        def advance(loss: float) -> None:
-            self._progress.update(task, advance=1, loss=f"{loss:.4f}")
-
-        return advance
+    def __enter__(self) -> Callable[..., None]:
+        self._bar.__enter__()
+        return lambda loss, val_loss=None: self._bar.advance(1, loss=loss, val_loss=val_loss)
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        self._bar.__exit__(*exc)
 
 
 __all__ = [
