@@ -276,12 +276,21 @@ _PLANTED_NAMES = [
     ("The parcel was signed by James Wilson", "James Wilson"), ("Thanks, Anna", "Anna"),
     ("Sophie Martin wants a callback", "Sophie Martin"), ("Cheers, Nils", "Nils"),
     ("Mr Patel cannot log in", "Patel"), ("Nicole Kidd reset her password", "Nicole Kidd"),
+    # Names outside ASCII (and outside Latin-1): the given name is looked up accent-folded.
+    ("Contact: Émilie Dubois", "Émilie Dubois"), ("Łukasz Wiśniewski called about the delivery", "Łukasz Wiśniewski"),
+    ("Please ask José Álvarez", "José Álvarez"), ("Björn Sørensen wrote again", "Björn Sørensen"),
+    ("Forward it to Zoë Ångström", "Zoë Ångström"), ("Dr. Małgorzata Nowak approved it", "Małgorzata Nowak"),
+    ("François Lefèvre is the account owner", "François Lefèvre"), ("Ask Jürgen Weiß", "Jürgen Weiß"),
 ]
+# Every name above that the detector should find whole, outside ASCII: checked one by one too.
+_UNICODE_NAMES = ["Émilie Dubois", "Łukasz Wiśniewski", "José Álvarez", "Björn Sørensen", "Zoë Ångström",
+                  "Małgorzata Nowak", "François Lefèvre", "Jürgen Weiß"]
 _NOT_NAMES_SET = [
     "Will Shipping arrive on Monday?", "The Billing Team said no", "I use Google Chrome on Windows",
     "My order from Amazon Prime is late", "Express Delivery failed", "Premium Support never answered",
     "New York Times subscription renewal", "Apple Pay was declined", "Black Friday discount missing",
     "Customer Service Desk closed early", "Order Number 5512 is wrong", "Visa Card expired",
+    "Über Eats refund is missing", "École Polytechnique sent the invoice", "Île-de-France delivery is late",
 ]
 
 
@@ -295,8 +304,11 @@ def test_names_without_cue_words_are_found_with_measured_recall_and_precision():
         found += bool(hits) and (name is None or any(name in h or h in name for h in hits))
     recall = found / len(planted)
     false = sum(bool(find_pii(t, ["NAME"])) for t in _NOT_NAMES_SET)
-    assert recall >= 0.9, recall  # measured: see the assertion message when it drops
+    assert recall >= 0.9, recall  # measured 28/28 (21/28 before non-ASCII names were read); the message says when it drops
     assert false == 0
+    for text, name in _PLANTED_NAMES:
+        if name in _UNICODE_NAMES:  # found whole: no part of the name is left behind
+            assert [m.text for m in find_pii(text, ["NAME"])] == [name], text
 
 
 def test_unicode_and_apostrophe_emails_are_scrubbed_whole():

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -283,7 +285,21 @@ def _best_phone_span(cand: str, cue: bool) -> tuple[int, int] | None:
 
 # --- NAME --------------------------------------------------------------------------------
 
-_UP, _LO = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"  # Latin-1 letters too: Müller, Fernández, Łukasz is left out
+def _char_class(keep: Callable[[str], bool]) -> str:
+    """The body of a regex character class holding every BMP character ``keep`` accepts, as ranges
+    (Python's ``re`` has no ``\\p{Lu}``)."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(0x10000):
+        if keep(chr(cp)):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+
+
+# Upper- and lower-case letters of every script: Müller, Fernández, Łukasz, Wiśniewski, Ólafsdóttir.
+_UP, _LO = _char_class(str.isupper), _char_class(lambda ch: ch.islower() and ch.isalpha())
 _NW = (rf"(?:[{_UP}]['’][{_UP}][{_LO}]+|[{_UP}][{_LO}]+(?:[{_UP}][{_LO}]+)?(?:-[{_UP}][{_LO}]+)?"
        rf"|[{_UP}]\.)")
 _NAME_SEQ = rf"{_NW}(?:[ ]+{_NW}){{0,2}}"
@@ -327,20 +343,34 @@ def _first_names() -> frozenset[str]:
 
 
 _FIRST: frozenset[str] | None = None
-_GIVEN_SURNAME = re.compile(rf"\b([A-Z][a-z]+)[ ]+({_NW}(?:[ ]+{_NW})?)")
+# A capitalised word that may be a given name, and what must follow it. Two patterns, not one, so
+# that "Ask José Álvarez" is read from José as well as from Ask (finditer never overlaps).
+_GIVEN = re.compile(rf"\b[{_UP}][{_LO}]+(?=[ ]+[{_UP}])")
+_SURNAME = re.compile(rf"[ ]+({_NW}(?:[ ]+{_NW})?)(?![{_UP}{_LO}])")
+# Letters NFKD does not take apart: Łukasz is lukasz, Søren soren, Weiß weiss.
+_FOLD = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ð": "d", "þ": "th", "ß": "ss", "æ": "ae", "œ": "oe",
+                       "ı": "i"})
+
+
+def fold_name(word: str) -> str:
+    """A given name as the first-name list spells it: lower case, accents dropped (Émilie → emilie)."""
+    decomposed = unicodedata.normalize("NFKD", word.lower().translate(_FOLD))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def _given_names(text: str) -> list[PIIMatch]:
-    """A known given name followed by a capitalised surname: "Contact: Ada Lovelace"."""
+    """A known given name followed by a capitalised surname: "Contact: Ada Lovelace", "Émilie Dubois"."""
     first = _first_names()
     out = []
-    for m in _GIVEN_SURNAME.finditer(text):
-        if m.group(1).lower() not in first:
+    for given in _GIVEN.finditer(text):
+        if fold_name(given.group()) not in first:
             continue
-        trimmed = _trim_name(m.group(2))
-        if trimmed is None or trimmed[0] != 0:
+        m = _SURNAME.match(text, given.end())
+        trimmed = _trim_name(m.group(1)) if m else None
+        if m is None or trimmed is None or trimmed[0] != 0:
             continue
-        out.append(PIIMatch("NAME", m.start(1), m.start(2) + trimmed[1], text[m.start(1):m.start(2) + trimmed[1]]))
+        end = m.start(1) + trimmed[1]
+        out.append(PIIMatch("NAME", given.start(), end, text[given.start():end]))
     return out
 
 
