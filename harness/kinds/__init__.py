@@ -75,6 +75,11 @@ class CandidateKind:
         cannot be trained on this machine); none by default."""
         return []
 
+    def needs(self, cand: "Candidate") -> list[str]:
+        """Candidates whose artifact this one uses (produced first when candidates run in
+        parallel, :mod:`harness.runner.executor`); none by default."""
+        return []
+
     def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
         """(folder, rank) of the LoRA adapter this candidate generates with, trained or not yet,
         for an engine that serves adapters beside one base model (vLLM starts with every trained

@@ -95,6 +95,11 @@ class RagKind(CandidateKind):
         other = run.goal.candidate(name)
         return kind_of(other).preflight(run, other)
 
+    def needs(self, cand: "Candidate") -> list[str]:
+        """The training candidate whose adapter this one answers with."""
+        name = cand.options.get("adapter_of")
+        return [name] if isinstance(name, str) and name else []
+
     def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
         """The adapter of the training candidate this one answers with (``adapter_of``)."""
         name = self.options(cand).adapter_of

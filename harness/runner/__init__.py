@@ -29,6 +29,7 @@ from harness.goals import Candidate, Goal
 from harness.kinds import kind_of
 from harness.provenance import run_provenance
 from harness.runner.context import Outputs, Run, RunResult, Step, metric_names
+from harness.runner.executor import produce_all
 from harness.runner.scoring import (JudgePlan, decide_verdicts, human_results, judge_candidates, judge_labels,
                                     score_candidate)
 from harness.runner.validate import preflight, validate_goal
@@ -93,14 +94,16 @@ class Decision:
 
 def run_goal(goal: Goal, store: "Store", *, only: Sequence[str] | None = None, reseal: bool = False,
              progress: bool = True, console: Any = None, work_dir: str | Path = ".harness",
-             rubrics_dir: str | Path = "rubrics") -> RunResult:
-    """Run every step of the goal; the stored run is ``finished`` or, on any error, ``failed``."""
+             rubrics_dir: str | Path = "rubrics", executor: str = "local", address: str | None = None) -> RunResult:
+    """Run every step of the goal; the stored run is ``finished`` or, on any error, ``failed``.
+    ``executor``: where candidates are produced (:mod:`harness.runner.executor`: ``local`` or
+    ``ray``, at ``address`` or a local Ray instance)."""
     t0 = time.perf_counter()
     run = prepare_run(goal, store, only=only, reseal=reseal, progress=progress, console=console,
                       work_dir=work_dir, rubrics_dir=rubrics_dir)
     book(run)
     try:
-        outputs = {cand.name: produce(run, cand) for cand in run.candidates}
+        outputs = produce_all(run, produce, executor=executor, address=address)
         results = score(run, outputs)
         judge(run, outputs, results)
         missing = add_human(run, results, outputs)
