@@ -317,10 +317,12 @@ def index_folder(work_dir: str | Path, docs: Sequence[Document], chunk_chars: in
 
 
 def open_index(work_dir: str | Path, docs: Sequence[Document], *, chunk_chars: int = DEFAULT_CHUNK_CHARS,
-               retriever: str = "bm25", build: bool = True, device: str | None = None) -> Index | None:
+               retriever: str = "bm25", build: bool = True, device: str | None = None,
+               progress: bool = True) -> Index | None:
     """The cached index of ``docs``; built (once) when missing and ``build``, else None. Dense
     embeddings run on ``device`` (resolved; None: the process's default); the index's key does
-    not name it (float32 embeddings agree across devices to rounding)."""
+    not name it (float32 embeddings agree across devices to rounding). ``progress``: a bar over
+    the passages while building."""
     folder = index_folder(work_dir, docs, chunk_chars, retriever)
     meta = folder / "index.json"
     if meta.is_file():
@@ -333,18 +335,38 @@ def open_index(work_dir: str | Path, docs: Sequence[Document], *, chunk_chars: i
         return None
     chunks = chunk_documents(docs, chunk_chars)
     with atomic_dir(folder) as tmp:
+        texts = [c.text for c in chunks]
         if retriever == "bm25":
-            _bm25_index(bm25_tokens([c.text for c in chunks])).save(str(tmp / "bm25"), show_progress=False)
+            _bm25_index(_in_parts(bm25_tokens, texts, f"indexing {len(docs)} documents (bm25)", progress)
+                        ).save(str(tmp / "bm25"), show_progress=False)
         else:
             from harness.metrics.semantic import embed
 
-            np.save(tmp / "embeddings.npy", embed([c.text for c in chunks], device))
+            vectors = _in_parts(lambda part: list(embed(part, device)), texts,
+                                f"indexing {len(docs)} documents (dense)", progress)
+            np.save(tmp / "embeddings.npy", np.asarray(vectors) if vectors else embed([], device))
         (tmp / "chunks.json").write_text(json.dumps([c.__dict__ for c in chunks], ensure_ascii=False),
                                          encoding="utf-8")
         (tmp / "index.json").write_text(json.dumps({"version": INDEX_VERSION, "retriever": retriever,
                                                     "chunk_chars": chunk_chars, "documents": len(docs),
                                                     "passages": len(chunks)}), encoding="utf-8")
     return Index(folder, retriever, chunks, built=True, device=device)
+
+
+INDEX_PART = 256  # passages tokenized or embedded at a time while building (the bar moves per part)
+
+
+def _in_parts(fn: Any, texts: list[str], label: str, progress: bool) -> list[Any]:
+    """``fn`` over ``texts`` a part at a time, concatenated (one row per text), with a progress bar."""
+    from harness.progress import bar
+
+    out: list[Any] = []
+    with bar(label, len(texts), unit="passages", enabled=progress) as b:
+        for start in range(0, len(texts), INDEX_PART):
+            part = texts[start:start + INDEX_PART]
+            out.extend(fn(part))
+            b.advance(len(part))
+    return out
 
 
 __all__ = ["Chunk", "DEFAULT_CHUNK_CHARS", "Document", "Index", "RETRIEVERS", "bm25_tokens", "chunk_documents",

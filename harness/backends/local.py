@@ -20,6 +20,7 @@ from typing import Any, Callable
 from harness.backends.device import Placement, auto_generation_batch_size, four_bit_problem, resolve_placement
 from harness.backends.modelhub import ResolvedModel, adapter_hash, model_hash, resolve_model
 from harness.errors import HarnessError, InputError, ModelNotAvailableError, Problem
+from harness.progress import bar as progress_bar
 from harness.prompts import render_prompt
 
 MAX_NEW_TOKENS_LIMIT = 2048
@@ -195,13 +196,15 @@ class LocalModel:
         progress: bool = True,
         on_result: Callable[[int, Generation], None] | None = None,
         reuse_prefix: bool = True,
+        label: str = "generating",
     ) -> list[Generation]:
         """Generate one reply per prompt (a list of chat messages), in the prompts' order.
 
         ``on_result(index, generation)`` is called as soon as each reply is ready, so a
         caller can store it before the rest finish. Sampling (temperature > 0) is seeded
         once per call with ``params.seed``. ``batch_size`` None: 16 on the CPU and mps, on a GPU
-        :func:`harness.backends.device.generation_batch_size` of its free memory.
+        :func:`harness.backends.device.generation_batch_size` of its free memory. ``progress``:
+        a bar named ``label`` that moves as each reply ends, not per batch.
         """
         import torch
 
@@ -219,12 +222,12 @@ class LocalModel:
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         torch.manual_seed(params.seed)
-        with torch.inference_mode(), _progress(progress, len(ids)) as advance:
+        with torch.inference_mode(), progress_bar(label, len(ids), unit="examples", enabled=progress) as bar:
             prefix_cache = self._prefill(ids[0][:prefix_len]) if prefix_len else None
             for batch in batches:
-                start = time.perf_counter()
+                start, ended = time.perf_counter(), bar.done
                 rows = [ids[i] for i in batch]
-                outs = self._generate_batch(rows, params, prefix_len, prefix_cache)
+                outs = self._generate_batch(rows, params, prefix_len, prefix_cache, on_row_end=bar.advance)
                 per_example = (time.perf_counter() - start) / len(batch)
                 for i, out in zip(batch, outs):
                     gen = Generation(
@@ -236,7 +239,7 @@ class LocalModel:
                     results[i] = gen
                     if on_result is not None:
                         on_result(i, gen)
-                advance(len(batch))
+                bar.advance(len(batch) - (bar.done - ended))  # the rows that ran to max_new_tokens
         return results  # type: ignore[return-value]
 
     def _prefill(self, prefix: list[int]) -> Any:
@@ -248,8 +251,10 @@ class LocalModel:
         self.model(input_ids=torch.tensor([prefix], device=self.device), cache=cache, use_cache=True)
         return cache
 
-    def _generate_batch(self, rows: list[list[int]], params: DecodingParams, prefix_len: int, prefix_cache: Any):
-        """New tokens (up to and excluding eos) for each row of one batch."""
+    def _generate_batch(self, rows: list[list[int]], params: DecodingParams, prefix_len: int, prefix_cache: Any,
+                        on_row_end: Callable[[int], Any] | None = None):
+        """New tokens (up to and excluding eos) for each row of one batch; ``on_row_end(1)`` as each
+        row emits its end-of-turn token."""
         import torch
 
         pad = self.tokenizer.pad_token_id
@@ -273,6 +278,8 @@ class LocalModel:
             pad_token_id=pad,
             repetition_penalty=params.repetition_penalty,
         )
+        if on_row_end is not None:
+            kwargs["stopping_criteria"] = rows_ending(self.eos_ids, len(rows), on_row_end)
         if params.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
@@ -511,24 +518,21 @@ def _until_eos(seq: list[int], eos_ids: list[int], pad: int) -> list[int]:
     return seq
 
 
-class _progress:
-    """A rich progress bar that can be switched off; yields an ``advance(n)`` function."""
+def rows_ending(eos_ids: list[int], n_rows: int, on_end: Callable[[int], Any]) -> Any:
+    """A stopping criterion that stops nothing: it calls ``on_end(1)`` the step each row of a batch
+    emits an end-of-turn token, so progress moves per example rather than per batch."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
-    def __init__(self, enabled: bool, total: int):
-        self.enabled = enabled and total > 0
-        self.total = total
-        self.bar: Any = None
+    class RowsEnding(StoppingCriteria):
+        def __init__(self) -> None:
+            self.ended = [False] * n_rows
 
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            for j, tok in enumerate(input_ids[:, -1].tolist()):
+                if not self.ended[j] and tok in eos_ids:
+                    self.ended[j] = True
+                    on_end(1)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        task = self.bar.add_task("generating", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    return StoppingCriteriaList([RowsEnding()])

@@ -293,8 +293,10 @@ def _criteria(rubric: Rubric, criteria: Iterable[str] | None) -> list[str]:
 
 def run_pointwise(judge: Any, rubric: Rubric, items: list[JudgeItem], criteria: Iterable[str] | None = None,
                   cached: dict[str, Judgment] | None = None,
-                  on_result: Callable[[Judgment], None] | None = None) -> list[Judgment]:
-    """Score every item on every criterion; one Judgment per (item, criterion), item-major."""
+                  on_result: Callable[[Judgment], None] | None = None,
+                  on_start: Callable[[int], None] | None = None) -> list[Judgment]:
+    """Score every item on every criterion; one Judgment per (item, criterion), item-major.
+    ``on_start(n)``: how many judgments will be asked (the rest are ``cached``), before the first."""
     crits = _criteria(rubric, criteria)
     reply = "digit" if judge.kind == "probs" else "json"
     slots: list[tuple[str, JudgeItem, str, str | None]] = []
@@ -306,12 +308,13 @@ def run_pointwise(judge: Any, rubric: Rubric, items: list[JudgeItem], criteria: 
     def messages(item: JudgeItem, c: str, order: str | None) -> list[dict]:
         return pointwise_messages(rubric, c, item.input, item.output, item.reference, reply=reply)
 
-    return _run(judge, rubric, "pointwise", slots, messages, cached, on_result)
+    return _run(judge, rubric, "pointwise", slots, messages, cached, on_result, on_start)
 
 
 def run_pairwise(judge: Any, rubric: Rubric, items: list[JudgeItem], criteria: Iterable[str] | None = None,
                  cached: dict[str, Judgment] | None = None,
-                 on_result: Callable[[Judgment], None] | None = None) -> tuple[list[PairResult], list[Judgment]]:
+                 on_result: Callable[[Judgment], None] | None = None,
+                 on_start: Callable[[int], None] | None = None) -> tuple[list[PairResult], list[Judgment]]:
     """Compare ``output`` (candidate) with ``other_output`` (baseline) in both orders.
 
     Returns one PairResult per (item, criterion) and every per-order Judgment (AB then BA).
@@ -333,7 +336,7 @@ def run_pairwise(judge: Any, rubric: Rubric, items: list[JudgeItem], criteria: I
         a, b = (item.output, item.other_output) if order == "AB" else (item.other_output, item.output)
         return pairwise_messages(rubric, c, item.input, a, b, item.reference, reply=reply)
 
-    judgments = _run(judge, rubric, "pairwise", slots, messages, cached, on_result)
+    judgments = _run(judge, rubric, "pairwise", slots, messages, cached, on_result, on_start)
     pairs = [combine_orders(judgments[i], judgments[i + 1]) for i in range(0, len(judgments), 2)]
     return pairs, judgments
 
@@ -350,7 +353,8 @@ def combine_orders(ab: Judgment, ba: Judgment) -> PairResult:
 
 def _run(judge: Any, rubric: Rubric, mode: str, slots: list[tuple[str, JudgeItem, str, str | None]],
          make_messages: Callable, cached: dict[str, Judgment] | None,
-         on_result: Callable[[Judgment], None] | None) -> list[Judgment]:
+         on_result: Callable[[Judgment], None] | None,
+         on_start: Callable[[int], None] | None = None) -> list[Judgment]:
     results: list[Judgment | None] = [None] * len(slots)
     tasks: dict[str, _Task] = {}
     for i, (key, item, c, order) in enumerate(slots):
@@ -360,6 +364,8 @@ def _run(judge: Any, rubric: Rubric, mode: str, slots: list[tuple[str, JudgeItem
             tasks[key].followers.append(i)
         else:
             tasks[key] = _Task(key, item, c, order, make_messages(item, c, order), [i])
+    if on_start is not None:
+        on_start(len(tasks))
     lock = threading.Lock()
     report = threading.Lock()  # backends may reply from worker threads; on_result sees one at a time
 

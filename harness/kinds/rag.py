@@ -159,7 +159,7 @@ class RagKind(CandidateKind):
 
         docs = load_documents(documents_path(run.goal, options))
         index = open_index(run.work_dir, docs, chunk_chars=options.chunk_chars, retriever=options.retriever,
-                           build=build, device=run.placement_of(cand).device)
+                           build=build, device=run.placement_of(cand).device, progress=run.progress)
         queries, k = [ex.input_text for ex in run.prepared.test], options.k
         if index is not None:
             hits = index.search(queries, k) if build else index.lookup(queries, k)

@@ -58,7 +58,7 @@ def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str
     def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
         local = run.local_model(spec, adapter, placement)  # loads only when work is left
         local.generate([prompts[i] for i in todo], params, progress=run.progress,
-                       batch_size=run.generation_batch_size(cand),
+                       batch_size=run.generation_batch_size(cand), label=f"{cand.name}: generating",
                        on_result=lambda j, g: on_result(todo[j], {
                            "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
                            "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))

@@ -70,8 +70,7 @@ def make_run_judge(run: Run) -> tuple[Any, str]:
 
 def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, Any]]:
     """``judge.<rubric>`` (and per criterion) MetricResults per candidate, judgments cached."""
-    from harness.judge.judge import (JudgeItem, Judgment, metric_scores, pair_values, position_bias_rate,
-                                     run_pairwise, run_pointwise, win_rate)
+    from harness.judge.judge import JudgeItem, Judgment, metric_scores, pair_values, position_bias_rate, win_rate
     from harness.judge.rubric import load_rubric
     from harness.metrics import from_values
 
@@ -90,23 +89,13 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
         for cname, outs in outputs.items():
             if spec.mode == "pairwise" and cname == baseline:
                 continue  # the baseline is what the others are compared with
-            new: list[Any] = []
-
-            def on_result(j, new=new) -> None:
-                new.append(j)
-                if len(new) >= FLUSH_EVERY:
-                    _store_judgments(run, new)
-                    new.clear()
-
             if spec.mode == "pairwise":
                 others = ([ex.reference for ex in test] if baseline == "reference" else outputs[baseline].texts)
                 items = [JudgeItem(ex.id, ex.input_text, o, ex.reference, other)
                          for ex, o, other in zip(test, outs.texts, others)]
-                pairs, judgments = run_pairwise(judge, rubric, items, cached=cached, on_result=on_result)
             else:
                 items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
-                pairs, judgments = [], run_pointwise(judge, rubric, items, cached=cached, on_result=on_result)
-            _store_judgments(run, new)
+            pairs, judgments = _ask_judge(run, judge, rubric, cname, items, cached, spec.mode == "pairwise")
             spend[cname] = spend.get(cname, 0.0) + _count_judgments(run, cname, rubric.name, judgments, cached)
             for j in judgments:
                 if j.error is None:
@@ -128,6 +117,34 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
     for cname, usd in spend.items():
         run.store.update_candidate(run.run_id, cname, judge_cost_usd=usd)
     return out
+
+
+def _ask_judge(run: Run, judge: Any, rubric: Any, cname: str, items: list[Any], cached: dict[str, Any],
+               pairwise: bool) -> tuple[list[Any], list[Any]]:
+    """(pairs, judgments) of one candidate's outputs on one rubric: what is not ``cached`` is asked,
+    stored every few judgments as they come, with a progress bar per judgment asked."""
+    from harness.judge.judge import run_pairwise, run_pointwise
+    from harness.progress import bar
+
+    new: list[Any] = []
+    progress = bar(f"{cname}: judging {rubric.name}", None, unit="judgments", enabled=run.progress)
+
+    def on_result(j: Any) -> None:
+        new.append(j)
+        progress.advance(1)
+        if len(new) >= FLUSH_EVERY:
+            _store_judgments(run, new)
+            new.clear()
+
+    with progress:
+        if pairwise:
+            pairs, judgments = run_pairwise(judge, rubric, items, cached=cached, on_result=on_result,
+                                            on_start=progress.set_total)
+        else:
+            pairs, judgments = [], run_pointwise(judge, rubric, items, cached=cached, on_result=on_result,
+                                                 on_start=progress.set_total)
+    _store_judgments(run, new)
+    return pairs, judgments
 
 
 def _count_judgments(run: Run, cname: str, rubric: str, judgments: Sequence[Any], cached: dict[str, Any]) -> float:
