@@ -194,10 +194,28 @@ def m007_candidate_runtime(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE candidates ADD COLUMN {column} {kind}")
 
 
+def m008_rating_notes(con: duckdb.DuckDBPyConnection) -> None:
+    """A rater's note on a panel item, beside their ratings of it: a free-text comment and a flag
+    (the item is broken, off-task, or needs the owner's eye). One row per rater and item."""
+    con.execute("""
+        CREATE TABLE rating_notes (
+            goal VARCHAR NOT NULL, rater VARCHAR NOT NULL, item_id VARCHAR NOT NULL, comment VARCHAR,
+            flagged BOOLEAN NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (goal, rater, item_id))""")
+
+
+def m009_prediction_messages(con: duckdb.DuckDBPyConnection) -> None:
+    """The conversation a prediction's model was sent (system turn, few-shot turns, retrieved
+    passages, the question), so a rater sees what the candidate saw; NULL for predictions stored
+    before and for candidates that read their outputs from a file."""
+    con.execute("ALTER TABLE predictions ADD COLUMN messages JSON")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
                                                                    m003_verdict_interval, m004_rater_invitations,
                                                                    m005_prediction_passages, m006_judge_spend,
-                                                                   m007_candidate_runtime]
+                                                                   m007_candidate_runtime, m008_rating_notes,
+                                                                   m009_prediction_messages]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -568,12 +586,13 @@ class Store:
         link them to (run, candidate, example) in the same transaction."""
         data = [[r["cache_key"], r.get("model_id"), r.get("output"), r.get("prompt_tokens"),
                  r.get("output_tokens"), r.get("latency_s"), r.get("cost_usd"), r.get("attempts"), now(),
-                 None if r.get("passages") is None else json.dumps(r["passages"])]
+                 None if r.get("passages") is None else json.dumps(r["passages"]),
+                 None if r.get("messages") is None else json.dumps(r["messages"])]
                 for r in rows]
         with self.transaction() as con:
             _insert(con, "predictions", ["cache_key", "model_id", "output", "prompt_tokens", "output_tokens",
-                                         "latency_s", "cost_usd", "attempts", "created_at", "passages"], data,
-                    "OR IGNORE")
+                                         "latency_s", "cost_usd", "attempts", "created_at", "passages", "messages"],
+                    data, "OR IGNORE")
             _insert(con, "outputs", ["run_id", "candidate", "example_id", "cache_key"], links)
 
     def outputs_for_example(self, run_id: str, example_id: str) -> dict[str, str]:
@@ -589,6 +608,13 @@ class Store:
                           "WHERE o.run_id = ? AND o.example_id = ? AND p.passages IS NOT NULL ORDER BY o.candidate",
                           [run_id, example_id])
         return {r["candidate"]: json.loads(r["passages"]) for r in rows}
+
+    def messages_for_example(self, run_id: str, example_id: str) -> dict[str, list[dict[str, str]] | None]:
+        """{candidate: the conversation its model was sent} of one run on one example; None for a
+        prediction stored without it (before m009, or read from a file)."""
+        rows = self.query("SELECT o.candidate, p.messages FROM outputs o JOIN predictions p USING (cache_key) "
+                          "WHERE o.run_id = ? AND o.example_id = ? ORDER BY o.candidate", [run_id, example_id])
+        return {r["candidate"]: None if r["messages"] is None else json.loads(r["messages"]) for r in rows}
 
     def run_example_ids(self, run_id: str) -> list[str]:
         return [r["example_id"] for r in self.query(
@@ -780,6 +806,35 @@ class Store:
         """One rater's ratings for a goal (to restore their answers and progress)."""
         return self.query("SELECT * FROM ratings WHERE goal = ? AND rater = ? ORDER BY item_id, criterion",
                           [goal, rater])
+
+    # ---- a rater's note on an item: a comment and a flag, one row per rater and item
+
+    _NOTE_UPSERT = ("INSERT INTO rating_notes VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (goal, rater, item_id) DO UPDATE SET comment = excluded.comment, "
+                    "flagged = excluded.flagged, updated_at = excluded.updated_at")
+
+    def put_rating_note(self, goal: str, rater: str, item_id: str, *, comment: str | None, flagged: bool) -> None:
+        """Save the rater's comment and flag on an item; saving again replaces both."""
+        ts = now()
+        with self.transaction() as con:
+            con.execute(self._NOTE_UPSERT, [goal, rater, item_id, comment or None, bool(flagged), ts, ts])
+
+    def put_invited_rating_note(self, goal: str, token_hash: str, item_id: str, *, comment: str | None,
+                                flagged: bool) -> str:
+        """:meth:`put_rating_note` under the rater a live invitation is bound to, the invitation checked
+        in the same transaction (HarnessError, nothing saved, when revoked). Returns the rater name."""
+        ts = now()
+        with self.transaction() as con:
+            row = con.execute("SELECT rater FROM invitations WHERE token_hash = ? AND goal = ? "
+                              "AND revoked_at IS NULL", [token_hash, goal]).fetchone()
+            if row is None:
+                raise HarnessError("this invitation was revoked (or never existed): nothing was saved")
+            con.execute(self._NOTE_UPSERT, [goal, row[0], item_id, comment or None, bool(flagged), ts, ts])
+        return str(row[0])
+
+    def rating_notes(self, goal: str) -> list[dict[str, Any]]:
+        """Every rater's comments and flags on the goal's items (rater, item_id, comment, flagged, times)."""
+        return self.query("SELECT * FROM rating_notes WHERE goal = ? ORDER BY item_id, rater", [goal])
 
     # ---- rater invitations (the token itself is never stored: only its hash)
 

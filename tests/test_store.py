@@ -157,3 +157,45 @@ def test_a_store_written_before_verdict_intervals_migrates_and_still_loads(tmp_p
     res = results_dict(s, "g", "r1")
     crit = res["candidates"][0]["criteria"][0]
     assert crit["status"] == "pass" and crit["interval"] is None and crit["ci"] == [0.8, 0.95]
+
+
+def test_m008_m009_a_version_7_store_gains_rating_notes_and_prediction_messages(tmp_path):
+    """A store written before rating notes and stored prompts migrates forward: its predictions read
+    back with no messages, new ones keep theirs, and a rater's comment and flag sit beside their
+    ratings (saved again: replaced; under a revoked invitation: refused)."""
+    import pytest
+
+    from harness.errors import HarnessError
+    from harness.store import migrate
+
+    path = tmp_path / "v7.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for version, fn in enumerate(MIGRATIONS[:7], start=1):
+        fn(con)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con.execute("INSERT INTO predictions (cache_key, output) VALUES ('old', 'billing')")
+    con.execute("INSERT INTO outputs VALUES ('r1', 'zero-shot', 'e1', 'old')")
+    assert migrate(con) == SCHEMA_VERSION
+    con.close()
+
+    s = Store(path)
+    cols = [r["column_name"] for r in s.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'rating_notes' "
+        "ORDER BY ordinal_position")]
+    assert cols == ["goal", "rater", "item_id", "comment", "flagged", "created_at", "updated_at"]
+    sent = [{"role": "system", "content": "Answer with the queue name only."}, {"role": "user", "content": "hi"}]
+    s.put_predictions([{"cache_key": "new", "output": "shipping", "messages": sent}], [("r1", "few-shot", "e1", "new")])
+    assert s.messages_for_example("r1", "e1") == {"few-shot": sent, "zero-shot": None}
+
+    s.put_rating_note("g", "ann", "i1", comment="the input is cut off", flagged=True)
+    s.put_rating_note("g", "ann", "i1", comment="", flagged=False)  # saved again: replaced
+    s.put_rating_note("g", "bob", "i1", comment="fine", flagged=False)
+    assert [(r["rater"], r["comment"], r["flagged"]) for r in s.rating_notes("g")] == \
+        [("ann", None, False), ("bob", "fine", False)]
+    s.put_invitation("g", "cy", "hash-cy")
+    assert s.put_invited_rating_note("g", "hash-cy", "i2", comment="odd", flagged=True) == "cy"
+    s.revoke_invitations("g", "cy")
+    with pytest.raises(HarnessError, match="revoked"):
+        s.put_invited_rating_note("g", "hash-cy", "i3", comment="x", flagged=True)
+    assert [(r["rater"], r["item_id"]) for r in s.rating_notes("g") if r["flagged"]] == [("cy", "i2")]

@@ -79,7 +79,9 @@ class ApiKind(CandidateKind):
         d = run.goal.decoding
         decoding = {"max_tokens": d.max_new_tokens, "temperature": d.temperature, "top_p": d.top_p}
         model_id = f"api:{cfg.provider}:{cfg.model}:{cfg.base_url or ''}"
-        return cfg, sent, [prediction_key(model_id, p, decoding) for p in sent]
+        from harness.runner.generation import remember_messages
+
+        return cfg, sent, remember_messages([prediction_key(model_id, p, decoding) for p in sent], sent)
 
     def plan(self, run: "Run", cand: "Candidate",
              requests: tuple[Any, list, list[str]] | None = None) -> CandidatePlan:
@@ -109,8 +111,10 @@ class ApiKind(CandidateKind):
             reqs = [ChatRequest(key=str(i), messages=sent[i], max_tokens=d.max_new_tokens, temperature=d.temperature,
                                 top_p=d.top_p if d.top_p < 1 else None) for i in todo]
             failures: list[str] = []
+            from harness.progress import bar
 
             def done(res: Any) -> None:
+                progress.advance(1)
                 if res.error is not None:
                     failures.append(res.error)
                     return
@@ -118,7 +122,8 @@ class ApiKind(CandidateKind):
                                          "output_tokens": res.output_tokens, "latency_s": res.latency_s,
                                          "cost_usd": res.cost_usd, "attempts": res.attempts})
 
-            chat_many(cfg, reqs, on_result=done)
+            with bar(f"{cand.name}: generating", len(reqs), unit="requests", enabled=run.progress) as progress:
+                chat_many(cfg, reqs, on_result=done)
             if failures:
                 raise HarnessError(f"candidate {cand.name!r}: {len(failures)} request(s) failed after retries "
                                    f"(stored results are kept; rerun to retry): {failures[0]}")

@@ -33,7 +33,19 @@ def local_prediction_keys(run: Run, cand: "Candidate", prompts: list[list[dict[s
     precision = precision_tag(placement, adapter_quantization(placement, adapter))
     model_id = local_model_id(model or cand.model or run.goal.model, adapter, precision)
     decoding = run.decoding().to_dict()
-    return model_id, [prediction_key(model_id, p, decoding) for p in prompts]
+    return model_id, remember_messages([prediction_key(model_id, p, decoding) for p in prompts], prompts)
+
+
+# The conversation each prediction key was made from, kept until its prediction is stored (with it,
+# so a rater sees what the model was sent). Keys are content keys of the prompt itself: one key
+# names one conversation, whichever run or candidate computed it.
+_MESSAGES: dict[str, list[dict[str, str]]] = {}
+
+
+def remember_messages(keys: list[str], prompts: Sequence[list[dict[str, str]]]) -> list[str]:
+    """Note the conversation behind each key (stored with its prediction); returns ``keys``."""
+    _MESSAGES.update(zip(keys, prompts))
+    return keys
 
 
 def generation_plan(run: Run, cand: "Candidate", keys: list[str]) -> CandidatePlan:
@@ -116,6 +128,8 @@ def _engine(run: Run, cand: "Candidate", spec: str | None, adapter: str | Path |
     elif keys:
         run.say(f"  {cand.name}: all {len(keys)} predictions stored, nothing to generate")
     gen_seconds = time.perf_counter() - t0
+    for k in keys:
+        _MESSAGES.pop(k, None)  # stored with their predictions, or already stored before
     texts, cost = [], 0.0
     for i, k in enumerate(keys):
         row = results.get(i) or stored.get(k)
@@ -146,7 +160,8 @@ class _Writer:
         if not self.buf:
             return
         rows = [dict(r, cache_key=self.keys[i], model_id=self.model_id,
-                     passages=self.passages[i] if self.passages is not None else None) for i, r in self.buf]
+                     passages=self.passages[i] if self.passages is not None else None,
+                     messages=r.get("messages") or _MESSAGES.pop(self.keys[i], None)) for i, r in self.buf]
         links = [(self.run.run_id, self.cand, self.examples[i].id, self.keys[i]) for i, _ in self.buf]
         self.run.store.put_predictions(rows, links)
         self.buf.clear()
