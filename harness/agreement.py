@@ -185,16 +185,40 @@ class InterRater:
     kappa: float            # Cohen's (two raters) or Fleiss' (more), on items all of them rated
     kappa_kind: str         # "cohen" | "fleiss" | ""
     kappa_n: int
+    alpha_ci: tuple[float, float] = (math.nan, math.nan)  # 95% item-bootstrap interval (with interval=True)
+    kappa_ci: tuple[float, float] = (math.nan, math.nan)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# Fewer items rated by two or more raters than this, and alpha and kappa say little: the app
+# warns beside them (their bootstrap intervals show how little).
+MIN_AGREEMENT_ITEMS = 10
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def item_bootstrap(stat: Any, n: int, *, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``stat(indices)`` over ``n`` items resampled with replacement
+    (seeded, so the same ratings give the same interval). (nan, nan) below two items, or when
+    most resamples leave the statistic undefined (nothing varies)."""
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = [v for v in (stat(rng.integers(0, n, n)) for _ in range(resamples)) if not math.isnan(v)]
+    if len(values) < resamples / 2:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
 def inter_rater(ratings: Iterable[Mapping[str, Any]], criterion: str, *, level: str = "ordinal",
-                value_domain: Sequence[float] | None = SCALE) -> InterRater:
+                value_domain: Sequence[float] | None = SCALE, interval: bool = False) -> InterRater:
     """Agreement among raters from rating rows (``rater``, ``item_id``, ``score`` or ``choice``).
 
-    Pointwise scores use ordinal alpha; pairwise choices (A/B/tie) nominal alpha.
+    Pointwise scores use ordinal alpha; pairwise choices (A/B/tie) nominal alpha. With
+    ``interval``, each comes with its 95% bootstrap interval over items (:func:`item_bootstrap`).
     """
     cells: dict[tuple[str, str], Any] = {}
     for r in ratings:
@@ -214,27 +238,31 @@ def inter_rater(ratings: Iterable[Mapping[str, Any]], criterion: str, *, level: 
     for (rater, item), v in cells.items():
         by_item[item][rater] = float(v)
     multi = [i for i in items if len(by_item[i]) >= 2]
-    alpha = math.nan
+    alpha, alpha_ci = math.nan, (math.nan, math.nan)
     if multi and len(raters) >= 2:
         matrix = np.full((len(raters), len(multi)), np.nan)
         for j, item in enumerate(multi):
             for i, rater in enumerate(raters):
                 matrix[i, j] = by_item[item].get(rater, np.nan)
         alpha = krippendorff_alpha(matrix, level=level, value_domain=value_domain)
-    kappa, kind, kn = _kappa_for(by_item, multi, raters, value_domain, nominal)
-    return InterRater(criterion, len(multi), len(raters), len(cells), alpha, kappa, kind, kn)
+        if interval:
+            alpha_ci = item_bootstrap(lambda idx: krippendorff_alpha(matrix[:, idx], level=level,
+                                                                     value_domain=value_domain), len(multi))
+    kind, kn, kappa_of = _kappa_for(by_item, multi, raters, value_domain, nominal)
+    kappa = kappa_of(np.arange(kn)) if kn else math.nan
+    kappa_ci = item_bootstrap(kappa_of, kn) if interval and kn else (math.nan, math.nan)
+    return InterRater(criterion, len(multi), len(raters), len(cells), alpha, kappa, kind, kn, alpha_ci, kappa_ci)
 
 
 def _kappa_for(by_item: Mapping[str, Mapping[str, float]], multi: list[str], raters: list[str],
-               value_domain: Sequence[float] | None, nominal: bool) -> tuple[float, str, int]:
+               value_domain: Sequence[float] | None, nominal: bool) -> tuple[str, int, Any]:
+    """(kind, the items it rests on, kappa of a subset of those items by index)."""
     if len(raters) == 2:
         both = [i for i in multi if len(by_item[i]) == 2]
-        if not both:
-            return math.nan, "cohen", 0
-        a = [by_item[i][raters[0]] for i in both]
-        b = [by_item[i][raters[1]] for i in both]
+        a = np.asarray([by_item[i][raters[0]] for i in both])
+        b = np.asarray([by_item[i][raters[1]] for i in both])
         labels = None if nominal or value_domain is None else [float(v) for v in value_domain]
-        return cohen_kappa(a, b, labels=labels), "cohen", len(both)
+        return "cohen", len(both), lambda idx: cohen_kappa(list(a[idx]), list(b[idx]), labels=labels)
     if len(raters) > 2 and multi:
         # Fleiss needs a constant number of ratings per item: use the most common count.
         sizes = [len(by_item[i]) for i in multi]
@@ -246,8 +274,8 @@ def _kappa_for(by_item: Mapping[str, Mapping[str, float]], multi: list[str], rat
         for row, i in enumerate(chosen):
             for v in by_item[i].values():
                 table[row, index[v]] += 1
-        return fleiss_kappa(table), "fleiss", len(chosen)
-    return math.nan, "", 0
+        return "fleiss", len(chosen), lambda idx: fleiss_kappa(table[idx])
+    return "", 0, None
 
 
 @dataclass
@@ -261,13 +289,14 @@ class JudgeHuman:
     exact: float
     within_one: float
     trusted: bool | None  # None: too few pairs to say
+    kappa_ci: tuple[float, float] = (math.nan, math.nan)  # 95% bootstrap over the pairs (interval=True)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def judge_vs_human(judge: Mapping[Any, float], human: Mapping[Any, float], criterion: str, *,
-                   threshold: float, min_n: int = 5) -> JudgeHuman:
+                   threshold: float, min_n: int = 5, interval: bool = False) -> JudgeHuman:
     """Agreement on the keys (e.g. (candidate, example_id)) both sides scored.
 
     The judge is untrusted when its kappa with the humans falls below ``threshold``
@@ -285,7 +314,12 @@ def judge_vs_human(judge: Mapping[Any, float], human: Mapping[Any, float], crite
     trusted: bool | None = None
     if n >= min_n:
         trusted = not (math.isnan(kappa) or kappa < threshold)
-    return JudgeHuman(criterion, n, rho, kappa, exact_agreement(jl, hl), within_one(jl, hl), trusted)
+    ci = (math.nan, math.nan)
+    if interval:
+        ja, ha = np.asarray(jl), np.asarray(hl)
+        ci = item_bootstrap(lambda idx: cohen_kappa(list(ja[idx]), list(ha[idx]), labels=list(SCALE),
+                                                    weights="quadratic"), n)
+    return JudgeHuman(criterion, n, rho, kappa, exact_agreement(jl, hl), within_one(jl, hl), trusted, ci)
 
 
 # --------------------------------------------------------------------------- the panel's report
@@ -299,8 +333,9 @@ def criteria_of(rubric_name: str, rubrics_dir: Path, ratings: Sequence[dict[str,
         return sorted({r["criterion"] for r in ratings})
 
 
-def panel_report(store: Store, goal: Any, rubrics_dir: Path) -> dict[str, Any]:
-    """Inter-rater and judge-vs-human agreement for every rubric of the goal's panel."""
+def panel_report(store: Store, goal: Any, rubrics_dir: Path, *, intervals: bool = False) -> dict[str, Any]:
+    """Inter-rater and judge-vs-human agreement for every rubric of the goal's panel (with
+    ``intervals``, each alpha and kappa with its 95% bootstrap interval)."""
     from harness import panel
 
     items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal.goal)]
@@ -313,12 +348,13 @@ def panel_report(store: Store, goal: Any, rubrics_dir: Path) -> dict[str, Any]:
         run_ids = sorted({it.run_id for it in items if it.rubric == rubric})
         for crit in criteria_of(rubric, rubrics_dir, rub_ratings):
             rows = [r for r in rub_ratings if r["criterion"] == crit]
-            ir = inter_rater(rows, crit)
+            ir = inter_rater(rows, crit, interval=intervals)
             inter.append({"rubric": rubric, **ir.as_dict()})
             if any(it.mode == panel.PAIRWISE for it in items if it.rubric == rubric):
                 continue  # judge-vs-human is measured on pointwise scores
             human = {(c, e): v for c, per in panel.human_scores(rows, items, rubric, crit).items() for e, v in per.items()}
-            jh = judge_vs_human(store.judge_scores(run_ids, rubric, crit), human, crit, threshold=threshold)
+            jh = judge_vs_human(store.judge_scores(run_ids, rubric, crit), human, crit, threshold=threshold,
+                                interval=intervals)
             versus.append({"rubric": rubric, **jh.as_dict()})
     return {"inter_rater": inter, "judge_vs_human": versus, "threshold": threshold,
             "n_ratings": len(ratings), "n_items": len(items)}

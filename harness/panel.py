@@ -126,6 +126,41 @@ def queue_for_rater(items: Sequence[PanelItem], ratings: Iterable[Mapping[str, A
     return rater_order(keep, goal, rater, seed)
 
 
+def rater_progress(items: Sequence[PanelItem], ratings: Iterable[Mapping[str, Any]],
+                   notes: Iterable[Mapping[str, Any]] = (),
+                   criteria: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per rater: items fully rated (every criterion of the item's rubric; ``criteria`` by rubric,
+    else the criteria anyone rated on that rubric), items started, ratings, items flagged and
+    commented, and when they last rated, out of ``len(items)`` items."""
+    rubric_of = {it.item_id: it.rubric for it in items}
+    ratings = [r for r in ratings if r["item_id"] in rubric_of]
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in ratings:
+        seen[rubric_of[r["item_id"]]].add(r["criterion"])
+    need = {rub: set((criteria or {}).get(rub) or seen[rub]) for rub in set(rubric_of.values())}
+    got: dict[tuple[str, str], set[str]] = defaultdict(set)
+    out: dict[str, dict[str, Any]] = {}
+    for r in ratings:
+        got[(r["rater"], r["item_id"])].add(r["criterion"])
+        row = out.setdefault(r["rater"], _progress_row(len(items)))
+        row["ratings"] += 1
+        row["last_rated"] = max(filter(None, [row["last_rated"], r.get("updated_at")]), default=None)
+    for (rater, item_id), crits in got.items():
+        out[rater]["items_started"] += 1
+        out[rater]["items_done"] += bool(need[rubric_of[item_id]]) and need[rubric_of[item_id]] <= crits
+    for n in notes:
+        if n["item_id"] in rubric_of:
+            row = out.setdefault(n["rater"], _progress_row(len(items)))
+            row["flagged"] += bool(n.get("flagged"))
+            row["commented"] += bool(n.get("comment"))
+    return dict(sorted(out.items()))
+
+
+def _progress_row(n_items: int) -> dict[str, Any]:
+    return {"items_done": 0, "items_started": 0, "items": n_items, "ratings": 0, "flagged": 0, "commented": 0,
+            "last_rated": None}
+
+
 def check_rater(name: str | None) -> str:
     """A usable rater name (stripped), or a HarnessError saying what is wrong."""
     text = (name or "").strip()

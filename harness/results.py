@@ -11,7 +11,9 @@
                  "train_seconds", "adapter_path", "overfitting",
                  "runtime": {"device", "dtype", "quantization", "engine", "peak_memory_mb",
                              "peak_memory_source"},
-                 "metrics": {METRIC: {"value", "ci": [low, high], "n"}},
+                 "metrics": {METRIC: {"value", "ci": [low, high], "n",
+                                      pairwise judge metrics also: "position_bias_rate", "win_rate",
+                                      "baseline"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
                                "ci": [low, high], "needed_n", "detail",
                                "interval", "confidence", "multiplicity"}]}]}
@@ -111,7 +113,7 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
     """One candidate's entry, from the run ``rid`` its result comes from."""
     name = c["name"]
     metrics = {a["metric"]: {"value": _clean(a["value"]), "ci": [_clean(a["ci_low"]), _clean(a["ci_high"])],
-                             "n": a["n"]} for a in aggs if a["candidate"] == name}
+                             "n": a["n"], **_pairwise_judge(a)} for a in aggs if a["candidate"] == name}
     criteria = [{"metric": v["metric"], "status": v["status"], "op": v["op"], "threshold": _clean(v["threshold"]),
                  "baseline": v["baseline"], "value": _clean(v["value"]),
                  "ci": [_clean(v["ci_low"]), _clean(v["ci_high"])], "needed_n": v["needed_n"],
@@ -127,6 +129,17 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
             "runtime": {k: _clean(c.get(k)) for k in ("device", "dtype", "quantization", "engine", "peak_memory_mb",
                                                       "peak_memory_source")},
             "metrics": metrics, "criteria": criteria}
+
+
+def _pairwise_judge(agg: dict[str, Any]) -> dict[str, Any]:
+    """A pairwise judge metric's position-bias rate, win rate and baseline (from the aggregate's
+    extra); nothing for other metrics."""
+    extra = agg.get("extra")
+    extra = json.loads(extra) if isinstance(extra, str) else (extra or {})
+    if extra.get("position_bias_rate") is None:
+        return {}
+    return {"position_bias_rate": _clean(extra["position_bias_rate"]), "win_rate": _clean(extra.get("win_rate")),
+            "baseline": extra.get("baseline")}
 
 
 # --------------------------------------------------------------------------- results out

@@ -128,6 +128,24 @@ def test_inter_rater_from_rating_rows_two_raters():
     assert abs(res.kappa - ref) < 1e-9
 
 
+def test_alpha_and_kappa_come_with_a_bootstrap_interval_that_says_how_little_two_items_tell():
+    rng = np.random.default_rng(13)
+    many = ag.inter_rater(_rows(_reliability(rng, raters=2, items=40, missing=0.0)), "formal", interval=True)
+    for value, (lo, hi) in ((many.alpha, many.alpha_ci), (many.kappa, many.kappa_ci)):
+        assert lo <= value <= hi and hi - lo < 1.0
+    again = ag.inter_rater(_rows(_reliability(np.random.default_rng(13), raters=2, items=40, missing=0.0)),
+                           "formal", interval=True)
+    assert again.alpha_ci == many.alpha_ci  # seeded: the same ratings, the same interval
+    two = ag.inter_rater([{"rater": r, "item_id": i, "criterion": "formal", "score": s}
+                          for r, i, s in [("a", "x", 4), ("b", "x", 4), ("a", "y", 2), ("b", "y", 3)]],
+                         "formal", interval=True)
+    assert two.n_items == 2 < ag.MIN_AGREEMENT_ITEMS  # the app warns below this
+    lo, hi = two.alpha_ci
+    assert math.isnan(lo) or hi - lo > many.alpha_ci[1] - many.alpha_ci[0]  # wide, or no interval at all
+    plain = ag.inter_rater(_rows(_reliability(rng, raters=2, items=10, missing=0.0)), "formal")
+    assert all(math.isnan(x) for x in plain.alpha_ci + plain.kappa_ci)  # no interval asked, none computed
+
+
 def test_inter_rater_three_raters_uses_fleiss():
     rng = np.random.default_rng(12)
     data = _reliability(rng, raters=3, items=20, missing=0.0)

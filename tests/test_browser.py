@@ -155,6 +155,54 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         browser.close()
 
 
+def test_a_rater_sees_the_system_prompt_rates_by_keyboard_and_leaves_a_comment_and_flag(served):
+    """The Rate page shows the conversation the candidate was sent (the record's system prompt
+    first); keys 4 and 3 answer the two criteria, a comment and the flag are saved with the
+    ratings, and n submits: all of it in the DuckDB file."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.helpers import ROUTE_SYSTEM
+
+    url, info = served
+    goal = info["goal"]
+    rubric = load_rubric("tone", info["rubrics_dir"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(f"{url}/?page=Rate&goal={goal}")
+        page.get_by_label("Your name").fill("Ivy")
+        page.get_by_text("Start rating").click()
+        item = page.locator(".st-key-rate-item-0")
+        expect(item.get_by_text("Item 1 of 12")).to_be_visible()
+        expect(item.get_by_text(ROUTE_SYSTEM, exact=True)).to_be_visible()  # the record's system prompt
+        expect(item.get_by_text("Keys: 1–5 score the first unanswered criterion", exact=False)).to_be_visible()
+        expect(item.get_by_role("radiogroup", name="empathetic")).to_be_visible()
+        page.wait_for_function("document.__harnessRateKeys === true")  # the page's key handler is in
+        item.get_by_text("Item 1 of 12").click()  # focus on the page, not on a widget
+        page.keyboard.press("4")
+        expect(item.get_by_text("Saved ✓ (formal)")).to_be_visible()
+        expect(item.get_by_role("radiogroup", name="formal").get_by_role(
+            "radio", name=f"4 · {rubric.criteria[0].scale[4]}")).to_be_checked()
+        page.keyboard.press("3")
+        expect(item.get_by_text("Saved ✓ (empathetic)")).to_be_visible()
+        item.get_by_role("textbox", name="Comment (optional)").fill("the output repeats the question")
+        item.get_by_text("Flag this item", exact=False).click()
+        expect(item.get_by_text("Saved ✓ (comment and flag)")).to_be_visible()
+        page.keyboard.press("n")
+        expect(page.locator(".st-key-rate-item-1").get_by_text("Item 2 of 12")).to_be_visible()
+
+        store = Store(info["db"])
+        first = panel.queue_for_rater([panel.PanelItem.from_row(r) for r in store.panel_items(goal)], [], "ivy",
+                                      2, goal=goal)[0]
+        assert sorted((r["rater"], r["item_id"], r["criterion"], r["score"]) for r in store.ratings(goal)) == \
+            [("ivy", first.item_id, "empathetic", 3.0), ("ivy", first.item_id, "formal", 4.0)]
+        assert [(n["rater"], n["item_id"], n["comment"], n["flagged"]) for n in store.rating_notes(goal)] == \
+            [("ivy", first.item_id, "the output repeats the question", True)]
+        browser.close()
+
+
 def test_rater_only_app_from_an_invitation_link_shows_no_candidate_names_or_references(served_to_raters):
     from playwright.sync_api import expect, sync_playwright
 

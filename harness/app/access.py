@@ -97,6 +97,23 @@ def save_rating(store: Store, goal: Any, rater: Rater, item: panel.PanelItem, cr
     return rater.name
 
 
+def save_note(store: Store, goal: Any, rater: Rater, item: panel.PanelItem, comment: str | None,
+              flagged: bool) -> str:
+    """Save the rater's comment and flag on ``item``, access re-checked as for a rating
+    (:func:`save_rating`); returns the name it was stored under."""
+    comment = (comment or "").strip()[:MAX_COMMENT] or None
+    if rater.via == INVITATION:
+        return store.put_invited_rating_note(rater.goal, rater.secret, item.item_id, comment=comment, flagged=flagged)
+    reason = still_valid(store, goal, rater)
+    if reason:
+        raise HarnessError(reason)
+    store.put_rating_note(rater.goal, rater.name, item.item_id, comment=comment, flagged=flagged)
+    return rater.name
+
+
+MAX_COMMENT = 4000  # characters kept of one comment
+
+
 # --------------------------------------------------------------------------- owner
 
 def is_loopback(address: str | None) -> bool:

@@ -182,12 +182,39 @@ def draw_panel(store: "Store", goal: Any) -> list[panel.PanelItem]:
 
 
 def item_content(store: "Store", item: panel.PanelItem, *, show_reference: bool = False) -> dict[str, Any]:
-    """What a rater sees: input, the outputs under blind labels and, only when the goal says
-    ``human.show_reference``, the reference answer."""
+    """What a rater sees: the conversation the model was sent, the outputs under blind labels
+    and, only when the goal says ``human.show_reference``, the reference answer.
+
+    ``conversation`` is the messages as sent (system turn, earlier turns, few-shot examples,
+    retrieved passages, the question) when every response's model got the same ones
+    (``as_sent`` True); otherwise the example's own conversation, and ``per_response`` holds
+    each label's messages where they were stored (pairwise candidates prompted differently).
+    Predictions stored before prompts were kept (or read from a file) have none: then the
+    example's own conversation is all there is."""
     ex = example(store, item.goal, item.example_id)
     outs = store.outputs_for_example(item.run_id, item.example_id)
+    sent = store.messages_for_example(item.run_id, item.example_id)
+    labels = panel.blind_labels(item)
+    prompts = {label: sent.get(cand) for label, cand in labels}
+    known = [p for p in prompts.values() if p]
+    same = bool(known) and len(known) == len(prompts) and all(p == known[0] for p in known)
+    own = _own_conversation(ex)
     return {"input": ex.get("input"), "reference": ex.get("reference") if show_reference else None,
-            "responses": [(label, outs.get(cand, "(output missing)")) for label, cand in panel.blind_labels(item)]}
+            "conversation": known[0] if same else own, "as_sent": same,
+            "per_response": {} if same else {label: p for label, p in prompts.items() if p},
+            "responses": [(label, outs.get(cand, "(output missing)")) for label, cand in labels]}
+
+
+def _own_conversation(ex: dict[str, Any]) -> list[dict[str, str]]:
+    """The example's stored conversation (its system turn and turns before the answer), else its input."""
+    raw = ex.get("prompt")
+    try:
+        msgs = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        msgs = None
+    if isinstance(msgs, list) and all(isinstance(m, dict) and "role" in m for m in msgs) and msgs:
+        return [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in msgs]
+    return [{"role": "user", "content": str(ex.get("input") or "(not stored)")}]
 
 
 # --------------------------------------------------------------------------- agreement
@@ -196,6 +223,28 @@ def item_content(store: "Store", item: panel.PanelItem, *, show_reference: bool 
 criteria_of = agreement.criteria_of
 agreement_report = agreement.panel_report
 untrusted_metrics = agreement.untrusted_metrics
+
+
+def rater_progress(store: "Store", goal: Any, rubrics_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per rater: items fully rated of the panel's, ratings, flags and comments (``panel.rater_progress``)."""
+    items = panel_items(store, goal.goal)
+    ratings = store.ratings(goal.goal)
+    criteria = {rub: criteria_of(rub, rubrics_dir, ratings) for rub in {it.rubric for it in items}}
+    return panel.rater_progress(items, ratings, store.rating_notes(goal.goal), criteria)
+
+
+def position_bias(store: "Store", goal: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The pairwise judge's position-bias and win rates per candidate and judge metric, from one
+    run's aggregates (default the goal's latest finished run); empty for pointwise judging."""
+    run = store.run(run_id) if run_id else store.latest_run(goal, finished_only=True)
+    rows = []
+    for a in store.aggregates(run["run_id"]) if run else []:
+        extra = json.loads(a["extra"]) if isinstance(a.get("extra"), str) else (a.get("extra") or {})
+        if extra.get("position_bias_rate") is not None:
+            rows.append({"candidate": a["candidate"], "metric": a["metric"], "baseline": extra.get("baseline"),
+                         "position bias rate": extra["position_bias_rate"], "win rate": extra.get("win_rate"),
+                         "n": a["n"]})
+    return rows
 
 
 def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str]) -> list[dict[str, Any]]:

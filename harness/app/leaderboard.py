@@ -85,14 +85,14 @@ def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, row
     col = f"_value:{sort_by}" if f"_value:{sort_by}" in df.columns else sort_by
     df = df.sort_values(col, ascending=not descending, na_position="last", kind="stable")
     if only_meeting:
-        df = df[df["meets goal"].str.contains("yes")]
+        df = df[df["meets goal"] == tables.meets_goal_text(["pass"])]
     shown = ["candidate", "kind", *headers, "meets goal", "cost (USD)", "training (s)", "baseline"]
     styled = df[shown].style.map(tables.status_css, subset=[*headers, "meets goal"])
     st.dataframe(styled, hide_index=True, width="stretch",
                  column_config={"cost (USD)": st.column_config.NumberColumn(format="%.4f"),
                                 "training (s)": st.column_config.NumberColumn(format="%.1f")})
     if untrusted:
-        st.warning("Judge criteria marked ⚠ disagree with the human panel (below the goal's agreement "
+        st.warning(f"Judge criteria marked {tables.UNTRUSTED} disagree with the human panel (below the goal's agreement "
                    "threshold); see the Agreement page.")
     rules = sorted({str(r["multiplicity"]) for r in rows if r.get("multiplicity")})
     if rules:

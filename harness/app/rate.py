@@ -183,13 +183,16 @@ def _item(store: Store, cfg: data.AppConfig, goal: Any, item: panel.PanelItem, p
           rater: access.Rater, rubrics: dict[str, Any], mine: dict[str, dict[str, Any]], pkey: str) -> None:
     content = data.item_content(store, item, show_reference=bool(goal.human.show_reference))
     st.subheader(f"Item {pos + 1} of {total}")
-    st.markdown("**Input**")
-    st.code(content["input"] or "(not stored)", language=None, wrap_lines=True)
+    _conversation(content)
     cols = st.columns(len(content["responses"]))
     for col, (label, text) in zip(cols, content["responses"]):
         with col:
             st.markdown(f"**{label}**")
             st.code(text, language=None, wrap_lines=True)
+            sent = content["per_response"].get(label)
+            if sent:
+                with st.expander(f"What {label}'s model was sent"):
+                    _messages(sent)
     if content.get("reference"):
         with st.expander("Reference answer"):
             st.code(content["reference"], language=None, wrap_lines=True)
@@ -199,6 +202,7 @@ def _item(store: Store, cfg: data.AppConfig, goal: Any, item: panel.PanelItem, p
         return
     st.caption(rubric.description)
     keys = _criteria(store, cfg, item, rater, rubric, mine.get(item.item_id, {}))
+    _note(store, cfg, item, rater)
     error = st.session_state.pop(_k(rater.goal, "error"), None)
     if error:
         st.error(f"That answer was not saved: {error}")
@@ -206,6 +210,112 @@ def _item(store: Store, cfg: data.AppConfig, goal: Any, item: panel.PanelItem, p
     if saved:
         st.caption(f"Saved ✓ ({saved})")
     _buttons(store, cfg, item, pos, rater, keys, pkey)
+    _keyboard(item)
+
+
+ROLE_LABELS = {"system": "System prompt", "user": "User", "assistant": "Assistant"}
+
+
+def _conversation(content: dict[str, Any]) -> None:
+    """The conversation the candidate answered: as sent when stored, else the example's own."""
+    st.markdown("**What the model was given**")
+    if content["as_sent"]:
+        st.caption("As sent: the system prompt, earlier turns (worked examples included) and any retrieved "
+                   "passages, then the last user turn, which the response answers.")
+    elif content["per_response"]:
+        st.caption("The responses' models were prompted differently: the example's own conversation is here, "
+                   "each response's full prompt under it.")
+    else:
+        st.caption("The example's own conversation (the prompt as sent was not stored for this output).")
+    _messages(content["conversation"])
+
+
+def _messages(messages: list[dict[str, str]]) -> None:
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    for i, m in enumerate(messages):
+        role = str(m.get("role") or "user")
+        label = ROLE_LABELS.get(role, role)
+        if i == last_user:
+            label += " (answered by the response)"
+        with st.container(border=True):
+            st.caption(label)
+            if i == last_user:
+                st.code(str(m.get("content") or ""), language=None, wrap_lines=True)
+            else:
+                st.text(str(m.get("content") or ""))
+
+
+def _note(store: Store, cfg: data.AppConfig, item: panel.PanelItem, rater: access.Rater) -> None:
+    """A comment and a flag on the item, saved with the rater's ratings as soon as either changes."""
+    ckey, fkey = _note_keys(rater, item)
+    if ckey not in st.session_state:
+        old = next((n for n in store.rating_notes(rater.goal)
+                    if n["rater"] == rater.name and n["item_id"] == item.item_id), None)
+        st.session_state[ckey] = (old or {}).get("comment") or ""
+        st.session_state[fkey] = bool((old or {}).get("flagged"))
+    args = (store, cfg, rater, item, ckey, fkey)
+    st.text_area("Comment (optional)", key=ckey, on_change=_on_note, args=args, height=68,
+                 help="Anything the owner should know about this item or your rating of it.")
+    st.checkbox("Flag this item (broken input, off-task output, cannot be rated fairly)", key=fkey,
+                on_change=_on_note, args=args)
+
+
+def _note_keys(rater: access.Rater, item: panel.PanelItem) -> tuple[str, str]:
+    return (_k(rater.goal, f"comment:{rater.name}:{item.item_id}"), _k(rater.goal, f"flag:{rater.name}:{item.item_id}"))
+
+
+def _on_note(store: Store, cfg: data.AppConfig, rater: access.Rater, item: panel.PanelItem, ckey: str,
+             fkey: str) -> None:
+    try:
+        goal = None if rater.via == access.INVITATION else data.current_goal(store, cfg.goals_dir, rater.goal)
+        if rater.via != access.INVITATION and goal is None:
+            raise HarnessError(f"goal {rater.goal!r} is gone: nothing was saved")
+        access.save_note(store, goal, rater, item, st.session_state.get(ckey), bool(st.session_state.get(fkey)))
+        st.session_state[_k(rater.goal, "saved")] = "comment and flag"
+    except HarnessError as exc:
+        st.session_state[_k(rater.goal, "error")] = str(exc)
+
+
+KEYS_HELP = {panel.PAIRWISE: "Keys: **a** / **b** / **t** answer the first unanswered criterion (A better, B better, "
+                             "tie); **n** or **Enter** submit and go to the next item; **s** skip; **p** back.",
+             "pointwise": "Keys: **1**–**5** score the first unanswered criterion; **n** or **Enter** submit and go "
+                          "to the next item; **s** skip; **p** back. Not while typing a comment."}
+
+# Keyboard shortcuts, installed once per page: digits (or a/b/t) click the matching option of the
+# first criterion without an answer in the item on screen, n/Enter its "Submit & next".
+_KEY_SCRIPT = """<script>
+(() => {
+  const doc = document;
+  if (doc.__harnessRateKeys) return;
+  doc.__harnessRateKeys = true;
+  const pair = {a: "Response A is better", b: "Response B is better", t: "Tie"};
+  const buttons = {n: "Submit & next", Enter: "Submit & next", s: "Skip ▶", p: "◀ Back"};
+  doc.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    const t = e.target, tag = t && t.tagName;
+    if (tag === "TEXTAREA" || tag === "BUTTON" || tag === "SELECT" || (t && t.isContentEditable)) return;
+    if (tag === "INPUT" && !["radio", "checkbox"].includes(t.type)) return;
+    const items = doc.querySelectorAll('[class*="st-key-rate-item-"]');
+    const item = items[items.length - 1];
+    if (!item) return;
+    if (buttons[e.key]) {
+      const b = [...item.querySelectorAll("button")].find((x) => x.innerText.trim() === buttons[e.key]);
+      if (b && !b.disabled) { e.preventDefault(); b.click(); }
+      return;
+    }
+    const want = /^[1-9]$/.test(e.key) ? (s) => s.startsWith(e.key + " ·") : pair[e.key] ? (s) => s === pair[e.key] : null;
+    if (!want) return;
+    const group = [...item.querySelectorAll('[role="radiogroup"]')].find((g) => !g.querySelector("input:checked"));
+    const label = group && [...group.querySelectorAll("label")].find((l) => want(l.innerText.trim()));
+    if (label) { e.preventDefault(); (label.querySelector("input") || label).click(); }
+  });
+})();
+</script>"""
+
+
+def _keyboard(item: panel.PanelItem) -> None:
+    st.caption(KEYS_HELP[panel.PAIRWISE if item.mode == panel.PAIRWISE else "pointwise"])
+    st.html(_KEY_SCRIPT, unsafe_allow_javascript=True)
 
 
 def _criteria(store: Store, cfg: data.AppConfig, item: panel.PanelItem, rater: access.Rater, rubric: Any,
@@ -252,5 +362,8 @@ def _buttons(store: Store, cfg: data.AppConfig, item: panel.PanelItem, pos: int,
         except HarnessError as exc:
             st.error(f"Not saved: {exc}")
             return
+        ckey, fkey = _note_keys(rater, item)
+        if st.session_state.get(ckey) or st.session_state.get(fkey):  # typed, not yet saved by a blur
+            _on_note(store, cfg, rater, item, ckey, fkey)
         st.session_state[pkey] = pos + 1
         st.rerun()

@@ -4,11 +4,13 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-BADGES = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "❔ inconclusive"}
+# Text badges: they read the same in every font (emoji render as empty boxes where no emoji font is).
+BADGES = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 OPS = {"at_least": "≥", "at_most": "≤", "reduce_by": "reduce by", "improve_by": "improve by"}
-# Cell tints by verdict, so the status reads at a glance even where a browser lacks emoji fonts.
+# Cell tints by verdict, so the status reads at a glance.
 TINTS = {"pass": "#d3f0dc", "fail": "#fadbd8", "inconclusive": "#fdf0c8"}
-MEETS = {"✅ yes": "pass", "❌ no": "fail", "❔ open": "inconclusive"}
+MEETS = {"YES": "pass", "NO": "fail", "OPEN": "inconclusive"}
+UNTRUSTED = "(untrusted judge)"
 
 
 def _num(x: Any) -> float | None:
@@ -28,7 +30,7 @@ def _f(x: float | None, percent: bool = False) -> str:
 
 
 def cell_text(row: Mapping[str, Any], untrusted: bool = False, percent: bool = False) -> str:
-    """``0.652 [0.528, 0.748] ✅ pass`` (+ what is missing, + an untrusted-judge flag).
+    """``0.652 [0.528, 0.748] PASS`` (+ what is missing, + an untrusted-judge flag).
     ``percent``: the value is a relative change (reduce_by/improve_by given in %)."""
     value, lo, hi = _num(row.get("value")), _num(row.get("ci_low")), _num(row.get("ci_high"))
     parts = [_f(value, percent)]
@@ -42,7 +44,7 @@ def cell_text(row: Mapping[str, Any], untrusted: bool = False, percent: bool = F
     elif row.get("status") == "inconclusive" and row.get("needed_n"):
         parts.append(f"(~{row['needed_n']} examples would settle it)")
     if untrusted:
-        parts.append("⚠ untrusted judge")
+        parts.append(UNTRUSTED)
     return " ".join(p for p in parts if p)
 
 
@@ -167,7 +169,7 @@ def status_css(cell: Any) -> str:
     if not isinstance(cell, str):
         return ""
     for status, badge in BADGES.items():
-        if badge in cell:
+        if badge in cell.split():
             return f"background-color: {TINTS[status]}"
     status = MEETS.get(cell)
     return f"background-color: {TINTS[status]}" if status else ""
@@ -176,10 +178,10 @@ def status_css(cell: Any) -> str:
 def meets_goal_text(statuses: Sequence[str]) -> str:
     """yes: every criterion passes; no: one fails; open: the rest."""
     if statuses and all(s == "pass" for s in statuses):
-        return "✅ yes"
+        return "YES"
     if any(s == "fail" for s in statuses):
-        return "❌ no"
-    return "❔ open"
+        return "NO"
+    return "OPEN"
 
 
 def word_diff_html(reference: str | None, output: str | None) -> str:

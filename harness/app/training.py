@@ -31,7 +31,7 @@ def render(store: Store, run_id: str) -> None:
             st.altair_chart(charts.loss_chart(pts, name, cand.get("best_step")), width="stretch")
         with right:
             if cand.get("overfitting"):
-                st.warning(f"⚠ Overfitting: validation loss rose after step {cand.get('best_step')}")
+                st.warning(f"Overfitting: validation loss rose after step {cand.get('best_step')}")
             else:
                 st.success("No overfitting detected")
             if cand.get("best_step") is not None:
