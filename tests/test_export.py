@@ -158,3 +158,62 @@ def test_export_of_a_damaged_adapter_is_a_clear_error_not_a_traceback(tmp_path, 
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 2 and str(adapter / damage) in out.replace("\n", "") and "damaged" in out, out
     assert not (tmp_path / "out").exists()
+
+
+def test_an_exported_adapter_names_its_base_by_hub_id_where_known(lora_dir, tmp_path):
+    """The default model's adapter records HuggingFaceTB/SmolLM2-135M-Instruct (not the machine-local
+    folder it was trained from) in adapter_config.json and the serve commands; a hub-cache base
+    its org/name; a model folder of one's own stays a path."""
+    import json
+    import shutil
+
+    from harness.train.export import base_hub_id, describe_adapter
+
+    adapter = tmp_path / "default-base"
+    shutil.copytree(lora_dir, adapter)
+    meta_file = adapter / "harness_adapter.json"
+    meta = json.loads(meta_file.read_text())
+    meta["base_model"].update(name="SmolLM2-135M-Instruct", path="/home/u/.cache/harness/models/SmolLM2-135M-Instruct")
+    meta_file.write_text(json.dumps(meta))
+    res = export_adapter(adapter, tmp_path / "out")
+    config = json.loads((res.path / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "from_pretrained('HuggingFaceTB/SmolLM2-135M-Instruct'" in res.commands["peft"]
+    assert res.commands["vllm"].startswith("vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --enable-lora")
+    assert "/home/u/.cache" not in res.commands["peft"] + res.commands["vllm"]
+
+    src = describe_adapter(lora_dir)
+    src.base_name, src.base_path = "abc123", "/h/hub/models--Qwen--Qwen2.5-0.5B-Instruct/snapshots/abc123"
+    assert base_hub_id(src) == "Qwen/Qwen2.5-0.5B-Instruct"
+    own = export_adapter(lora_dir, tmp_path / "own")  # the tiny model: a folder of one's own
+    assert base_hub_id(describe_adapter(lora_dir)) is None
+    assert json.loads((own.path / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        json.loads((lora_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def test_the_printed_peft_snippet_is_python_at_any_terminal_width(tiny, lora_dir, tmp_path):
+    """`harness export` prints each command verbatim: at 60 columns the peft snippet still compiles."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.store import Store
+    from tests.helpers import ROOT, chat, write_goal, write_jsonl
+
+    goal = write_goal(tmp_path, write_jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", "a") for i in range(10)]),
+                      extra_candidates=[{"name": "lora", "kind": "lora"}])
+    store = Store(tmp_path / "s.duckdb")
+    store.start_run({"run_id": "r1", "goal": "t"})
+    store.put_candidate("r1", {"name": "lora", "kind": "lora", "adapter_path": str(lora_dir)})
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "exported"
+    r = subprocess.run([sys.executable, "-m", "harness", "export", str(goal), "lora", "--db", str(tmp_path / "s.duckdb"),
+                        "--out", str(deep)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, COLUMNS="60"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    start = lines.index("peft:") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].rstrip().endswith(":") and " " not in lines[i]),
+               len(lines))
+    snippet = "\n".join(lines[start:end])
+    assert f"PeftModel.from_pretrained(base, {str(deep)!r})" in snippet
+    compile(snippet, "<printed peft snippet>", "exec")

@@ -103,11 +103,37 @@ def export_adapter(adapter_dir: str | Path, out_dir: str | Path, *, merged: bool
             _merge_lora(src, tmp)
         else:
             shutil.copytree(src.folder, tmp, dirs_exist_ok=True)
+            _name_base(tmp / "adapter_config.json", base_hub_id(src))
         commands, modelfile = serve_commands(src, out, full_model=full_model)
         if modelfile is not None:
             (tmp / MODELFILE).write_text(modelfile)
         (tmp / SERVE_FILE).write_text(serve_markdown(src, out, commands, modelfile, full_model=full_model))
     return ExportResult(path=out, commands=commands, merged=full_model)
+
+
+def base_hub_id(src: _Source) -> str | None:
+    """The base model's Hugging Face hub id where it is known (the default model's, a hub id the
+    base was named by, or the org/name of the hub cache folder it was loaded from); None for a
+    model folder of the user's own."""
+    from harness.backends.modelhub import DEFAULT_HUB_ID, DEFAULT_MODEL, HUB_ID
+
+    for name in (src.base_name, Path(src.base_path).name if src.base_path else ""):
+        if name in (DEFAULT_MODEL, DEFAULT_HUB_ID):
+            return DEFAULT_HUB_ID
+        if HUB_ID.match(name or ""):
+            return name
+    cached = re.search(r"models--([^/\\]+)--([^/\\]+)[/\\]snapshots[/\\]", src.base_path or "")
+    return f"{cached.group(1)}/{cached.group(2)}" if cached else None
+
+
+def _name_base(config_file: Path, hub_id: str | None) -> None:
+    """Record the base by its hub id in an exported adapter's config, where peft, vLLM and the hub
+    read it (not the machine-local folder it was trained from)."""
+    if hub_id is None or not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = hub_id
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _merge_lora(src: _Source, dest: Path) -> None:
@@ -149,19 +175,20 @@ def serve_commands(src: _Source, out: Path, *, full_model: bool) -> tuple[dict[s
         )
     else:
         modelfile = None
+        base = base_hub_id(src) or src.base_path
         if src.method in ("lora", "qlora"):
             rank = src.rank or VLLM_DEFAULT_MAX_LORA_RANK
             extra = f" --max-lora-rank {rank}" if rank > VLLM_DEFAULT_MAX_LORA_RANK else ""
-            commands["vllm"] = (f"vllm serve {q(src.base_path)} --enable-lora "
+            commands["vllm"] = (f"vllm serve {q(base)} --enable-lora "
                                 f"--lora-modules {name}={q(str(out))}{extra}")
-            modelfile = f"FROM {src.base_path}\nADAPTER {out}\n"
+            modelfile = f"FROM {base}\nADAPTER {out}\n"
         commands["peft"] = (
             "import torch\n"
             "from peft import PeftModel\n"
             "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-            f"base = AutoModelForCausalLM.from_pretrained({src.base_path!r}, dtype=torch.float32)\n"
+            f"base = AutoModelForCausalLM.from_pretrained({base!r}, dtype=torch.float32)\n"
             f"model = PeftModel.from_pretrained(base, {str(out)!r})\n"
-            f"tokenizer = AutoTokenizer.from_pretrained({src.base_path!r})\n"
+            f"tokenizer = AutoTokenizer.from_pretrained({base!r})\n"
         )
     if modelfile is not None:
         commands["ollama"] = f"ollama create {name} -f {q(str(out / MODELFILE))}\nollama run {name}"
@@ -174,7 +201,9 @@ def serve_markdown(src: _Source, out: Path, commands: dict[str, str], modelfile:
         "a fully fine-tuned model" if full_model else f"a {src.method} adapter on {src.base_name or src.base_path}")
     lines = [f"# Serving {out.name}", "", f"This folder holds {what}.", ""]
     if not full_model:
-        lines += [f"Base model: `{src.base_path}`", ""]
+        hub_id = base_hub_id(src)
+        lines += [f"Base model: `{hub_id}` (trained from `{src.base_path}` on this machine)" if hub_id
+                  else f"Base model: `{src.base_path}`", ""]
     if "vllm" in commands:
         lines += ["## vLLM", "", "```sh", commands["vllm"], "```", ""]
         if not full_model:
