@@ -182,7 +182,8 @@ def split(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
           out: Optional[Path] = typer.Option(None, help="Folder for train/validation/test JSONL (default .harness/splits/GOAL)."),
           reseal: bool = typer.Option(False, help="Accept a changed test set and record the new seal."),
           db: Optional[Path] = DbOpt,
-          as_json: bool = typer.Option(False, "--json")) -> None:
+          as_json: bool = typer.Option(False, "--json", help="Print the split's manifest (counts, seal, leakage, "
+                                                            "files) as JSON.")) -> None:
     """Split deterministically by content hash; seal the test set; report train/test leakage."""
     from harness.data.split import prepare, write_splits
 
@@ -221,11 +222,21 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (steps, stored work, API cost estimate) and stop."),
         reseal: bool = typer.Option(False, help="Accept a changed test set and record the new seal."),
         db: Optional[Path] = DbOpt,
-        progress: bool = typer.Option(True, help="Progress bars."),
-        as_json: bool = typer.Option(False, "--json", help="Print the results JSON at the end.")) -> None:
+        progress: bool = typer.Option(True, help="Progress bars (on standard error): generation, training, "
+                                                 "judging, index building."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no step lines: only the result."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the libraries' own logs, warnings "
+                                                                  "and progress bars (hidden by default)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results JSON at the end, and nothing else "
+                                                           "on standard output.")) -> None:
     """Train, generate, score, judge and decide. Exit 0 when a candidate meets the goal, 1 when none does."""
+    from harness import progress as bars
+    from harness.liblog import route_library_output
     from harness.runner import plan, run_goal, validate_goal
 
+    route_library_output(verbose)
+    progress = progress and not quiet
+    bars.configure(enabled=progress)
     goal = _load_goal(goal_path)
     store = _store(db)
     try:
@@ -237,7 +248,7 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
             _print_plan(goal, plan(goal, store, prepared, only=only), prepared)
             return
         result = run_goal(goal, store, only=only, reseal=reseal, progress=progress,
-                          console=None if as_json else console)
+                          console=None if as_json or quiet else console)
     except HarnessError as exc:
         _fail(exc)
     if as_json:
@@ -245,15 +256,24 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
 
         print(json.dumps(results_dict(store, goal.goal, result.run_id), indent=2))
     else:
-        _print_verdicts(goal, store, result.run_id)
-        c = result.counts
-        console.print(f"run {result.run_id}: {result.seconds:.1f} s; generated {c['generated']}, reused {c['reused']}; "
-                      f"judged {c['judged']}, reused {c['judgments_reused']}"
-                      + (f", [yellow]failed {c['judgments_failed']}[/]" if c.get("judgments_failed") else "")
-                      + f"; trained {c['trained']}, "
-                      f"adapters reused {c['adapters_reused']}")
-        console.print(f"Leaderboard: streamlit run app.py  (store: {store.path})")
+        _print_run_summary(goal, goal_path, store, db, result)
     raise typer.Exit(result.exit_code)
+
+
+def _print_run_summary(goal: Goal, goal_path: Path, store: Store, db: Optional[Path], result: Any) -> None:
+    """The verdicts, what the run did, and the next commands (with the --db it was given)."""
+    import shlex
+
+    _print_verdicts(goal, store, result.run_id)
+    c = result.counts
+    console.print(f"run {result.run_id}: {result.seconds:.1f} s; generated {c['generated']}, reused {c['reused']}; "
+                  f"judged {c['judged']}, reused {c['judgments_reused']}"
+                  + (f", [yellow]failed {c['judgments_failed']}[/]" if c.get("judgments_failed") else "")
+                  + f"; trained {c['trained']}, "
+                  f"adapters reused {c['adapters_reused']}")
+    db_arg = f" --db {shlex.quote(str(store.path))}" if db is not None else ""
+    console.print(f"Next: harness results {shlex.quote(str(goal_path))}{db_arg}  ·  harness app{db_arg}  "
+                  f"(store: {store.path})", highlight=False, soft_wrap=True)
 
 
 def _print_plan(goal, steps, prepared) -> None:
@@ -290,43 +310,30 @@ def _stored_criteria(res: dict) -> list:
             for v in first["criteria"]]
 
 
-def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | None = None) -> None:
-    from rich.table import Table
+_OPS = {"at_least": ">=", "at_most": "<=", "reduce_by": "reduce by", "improve_by": "improve by"}
 
+
+def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | None = None) -> None:
+    """The verdict table, one row per candidate and criterion, readable at 80 columns: the
+    interval methods and levels, costs and earlier runs are said under it, not in its cells."""
     from harness.results import results_dict
 
     res = res or results_dict(store, goal.goal, run_id)
     success = goal.success if goal is not None else _stored_criteria(res)
-    level = f" at {goal.confidence:.0%} confidence" if goal is not None else ""
     rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
-    t = Table(title=f"{res['goal']}: verdicts{level}"
-                    + (f", {'; '.join(rules)}" if rules else "") + f" (run {run_id})")
-    t.add_column("candidate")
-    for c in success:
-        op = {"at_least": ">=", "at_most": "<=", "reduce_by": "reduce by", "improve_by": "improve by"}[c.op]
-        label = f"{c.metric} {op} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
-        t.add_column(label)
-    t.add_column("meets goal")
-    t.add_column("cost")
+    level = f"{goal.confidence:.0%} confidence" if goal is not None else ""
+    console.print(f"[bold]{res['goal']}[/]: verdicts of run {run_id}", highlight=False, soft_wrap=True)
+    if level or rules:
+        console.print(", ".join(filter(None, [level, *rules])), highlight=False)
+    console.print(_verdict_table(success, res))
+    methods = sorted({f"{v['metric']}: {v['interval'].split(' ')[0]} at {v['confidence'] * 100:.4g}%"
+                      for c in res["candidates"] for v in c["criteria"] if v.get("interval") and v.get("confidence")})
+    if methods:
+        console.print("intervals: " + "; ".join(methods), highlight=False)
     for cand in res["candidates"]:
-        cells = []
-        for i, crit in enumerate(success):
-            v = cand["criteria"][i] if i < len(cand["criteria"]) else None
-            if v is None:
-                cells.append("-")
-                continue
-            lo, hi = v["ci"]
-            how = f"\n[dim]{v['interval'].split(' ')[0]} {v['confidence'] * 100:.4g}%[/]" if v.get("interval") and v.get("confidence") else ""
-            cells.append(f"{_fmt(v['value'])} [{_fmt(lo)}, {_fmt(hi)}] {_BADGE.get(v['status'], v['status'])}{how}")
-        cost = []
-        if cand.get("cost_usd"):
-            cost.append(f"${cand['cost_usd']:.4f}")
-        if cand.get("train_seconds"):
-            cost.append(f"train {cand['train_seconds']:.0f} s")
-        name = cand["name"] + (f"\n[dim]from run {cand['run_id']}[/]" if cand.get("from_earlier_run") else "")
-        t.add_row(name, *cells, "[green]yes[/]" if cand["meets_goal"] else "no", ", ".join(cost) or "-")
-    console.print(t)
-    for cand in res["candidates"]:
+        if cand.get("from_earlier_run"):
+            console.print(f"  {cand['name']}: result from run {cand['run_id']} (a later run left it out)",
+                          highlight=False, soft_wrap=True)
         for v in cand["criteria"]:
             if v["status"] == "inconclusive" and v.get("detail"):
                 console.print(f"  {cand['name']} / {v['metric']}: {v['detail']}", highlight=False)
@@ -336,6 +343,47 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
                       + (f", trained in {best['train_seconds']:.0f} s" if best.get("train_seconds") else "") + ")")
     else:
         console.print("[bold red]no candidate meets the goal[/]")
+
+
+def _verdict_table(success: list, res: dict):
+    """candidate | criterion | value [interval] | verdict | meets: one row per criterion; a
+    candidate's cost goes in its name cell's later lines."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.add_column("candidate", no_wrap=True)
+    t.add_column("criterion", min_width=12)  # the one column that wraps
+    t.add_column("value \\[interval]", no_wrap=True)
+    t.add_column("verdict", no_wrap=True)
+    t.add_column("meets", no_wrap=True)
+    labels = [f"{c.metric} {_OPS[c.op]} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
+              for c in success]
+    for cand in res["candidates"]:
+        notes = _cost_notes(cand)
+        n = max(len(success), 1)
+        names = [cand["name"]] + notes[:n - 1]
+        names[-1] = "\n".join([names[-1], *notes[n - 1:]])
+        for i in range(n):
+            v = cand["criteria"][i] if i < len(cand["criteria"]) else None
+            value = "-" if v is None or v["value"] is None else \
+                f"{_fmt(v['value'])} [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]"
+            badge = "-" if v is None else _BADGE.get(v["status"], v["status"])
+            meets = ("[green]yes[/]" if cand["meets_goal"] else "no") if i == 0 else ""
+            t.add_row(names[i] if i < len(names) else "", labels[i] if i < len(labels) else "-", value, badge,
+                      meets, end_section=i == n - 1)
+    return t
+
+
+def _cost_notes(cand: dict) -> list[str]:
+    notes = []
+    if cand.get("cost_usd"):
+        notes.append(f"[dim]${cand['cost_usd']:.4f}[/]")
+    if cand.get("train_seconds"):
+        notes.append(f"[dim]train {cand['train_seconds']:.0f} s[/]")
+    if cand.get("from_earlier_run"):
+        notes.append("[dim](earlier run)[/]")
+    return notes
 
 
 @app.command()
@@ -367,8 +415,9 @@ def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal 
         err_console.print(f"no runs stored for goal {goal_name!r} in {store.path}")
         raise typer.Exit(2)
     if fmt != "table":
-        if fmt == "json" and goal_path.exists() and goal_path.is_file():
-            res["human"] = _human_summary(store, _load_goal(goal_path), res)
+        goal = _load_goal(goal_path) if goal_path.is_file() else _stored_goal(store, goal_name)
+        if fmt == "json" and goal is not None and goal.human is not None:
+            res["human"] = _human_summary(store, goal, res)  # the same from a goal file or its name
         try:
             write_results(res, sample_rows(store, res) if samples else None, fmt, output or sys.stdout)
         except HarnessError as exc:
@@ -377,8 +426,9 @@ def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal 
         goal = _load_goal(goal_path) if goal_path.is_file() else None
         _print_verdicts(goal, store, res["run"]["id"], res)
     if res["unfinished"]:
-        err_console.print(f"[yellow]the latest run {res['latest_run']['id']} is {res['latest_run']['status']}: "
-                          f"results are from finished runs[/]", highlight=False)
+        err_console.print(f"[yellow]unfinished: the latest run {res['latest_run']['id']} is "
+                          f"{res['latest_run']['status']}; the results are each candidate's latest finished "
+                          f"one[/]", highlight=False)
         raise typer.Exit(1)
 
 
@@ -403,13 +453,31 @@ def runs(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal nam
     if not rows:
         err_console.print(f"no runs stored for goal {goal_name!r} in {store.path}")
         raise typer.Exit(2)
-    t = Table(title=f"runs of {goal_name}")
-    for col in ("run", "started", "status", "candidates", "git", "meet the goal"):
-        t.add_column(col)
+    from rich import box
+
+    t = Table(title=f"runs of {goal_name}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    # A run id is never cut or wrapped (it is what `results --run` takes); candidates wrap instead.
+    t.add_column("run", no_wrap=True, min_width=max(len(r["id"]) for r in rows))
+    t.add_column("started", no_wrap=True, min_width=16)
+    t.add_column("status", no_wrap=True, min_width=max(len(r["status"]) for r in rows))
+    t.add_column("git", no_wrap=True)
+    t.add_column("candidates (* meets the goal)")
     for r in rows:
-        t.add_row(r["id"], r["started_at"][:19], r["status"], ", ".join(r["candidates"]), r["git_commit"] or "-",
-                  ", ".join(r["meets_goal"]) or "none")
+        t.add_row(r["id"], r["started_at"][:16], r["status"], r["git_commit"] or "-",
+                  ", ".join(c + ("*" if c in r["meets_goal"] else "") for c in r["candidates"]))
     console.print(t)
+
+
+def _stored_goal(store: Store, name: str) -> Goal | None:
+    """The goal as its latest run stored it (for a goal named without its file), with its file's
+    folder when that file still exists (its rubrics are found beside it, as from the file)."""
+    from harness.app.data import goal_from_run
+
+    run = store.latest_run(name)
+    goal = goal_from_run(run)
+    if goal is not None and run and run.get("goal_path") and Path(run["goal_path"]).is_file():
+        goal.source, goal.root = str(run["goal_path"]), str(Path(run["goal_path"]).resolve().parent)
+    return goal
 
 
 def _human_summary(store: Store, goal: Goal, res: Any) -> dict:
@@ -442,14 +510,16 @@ def _goal_name(goal_path: Path) -> str:
 @app.command()
 def report(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
            out: Optional[Path] = typer.Option(None, help="Output file (.html or .md; default .harness/reports/GOAL.html)."),
-           run_id: Optional[str] = typer.Option(None, "--run"),
+           run_id: Optional[str] = typer.Option(None, "--run", help="Report on this run (default: each "
+                                                                    "candidate's latest finished result)."),
            db: Optional[Path] = DbOpt) -> None:
     """Write a self-contained HTML (or Markdown) report with plots."""
     from harness.report import write_report
 
     goal = _load_goal(goal_path)
     try:
-        path = write_report(_store(db), goal, out or Path(".harness") / "reports" / f"{goal.goal}.html", run_id)
+        path = write_report(_existing_store(db), goal, out or Path(".harness") / "reports" / f"{goal.goal}.html",
+                            run_id)
     except HarnessError as exc:
         _fail(exc)
     console.print(f"wrote {path}")
@@ -465,22 +535,12 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
     from harness.train.export import export_adapter
 
     goal = _load_goal(goal_path)
-    store = _store(db)
+    _exportable(goal, candidate)
+    store = _existing_store(db)
     artifact = store.latest_artifact(goal.goal, candidate)
     if artifact is None:
-        from harness.kinds import kind_of
-        from harness.registry import did_you_mean
-
-        names = [c.name for c in goal.candidates]
-        trainable = [c.name for c in goal.candidates if kind_of(c).trains]
-        if candidate not in names:
-            err_console.print(f"{goal.source}: no candidate {candidate!r}{did_you_mean(candidate, names)}; "
-                              f"trained candidates: {', '.join(trainable) or 'none'}")
-        elif candidate not in trainable:
-            err_console.print(f"candidate {candidate!r} is a {goal.candidate(candidate).kind} candidate: nothing trained "
-                              f"to export; trained candidates: {', '.join(trainable) or 'none'}")
-        else:
-            err_console.print(f"no trained adapter for candidate {candidate!r} of goal {goal.goal!r}; run `harness run` first")
+        err_console.print(f"no trained adapter for candidate {candidate!r} of goal {goal.goal!r} in {store.path}; "
+                          "run `harness run` first", highlight=False)
         raise typer.Exit(2)
     try:
         res = export_adapter(artifact, out or Path("export") / goal.goal / candidate, merged=merged)
@@ -488,7 +548,27 @@ def export(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
         _fail(exc)
     console.print(f"wrote {res.path}")
     for name, cmd in res.commands.items():
-        console.print(f"[bold]{name}[/]: {cmd}", highlight=False)
+        console.print(f"[bold]{name}[/]:")
+        # Verbatim, never wrapped at the terminal's width: a wrapped line of Python is not Python.
+        console.print(cmd.rstrip("\n"), soft_wrap=True, markup=False, highlight=False)
+
+
+def _exportable(goal: Goal, candidate: str) -> None:
+    """Exit 2 unless ``candidate`` is one of the goal's training candidates (with did-you-mean)."""
+    from harness.kinds import kind_of
+    from harness.registry import did_you_mean
+
+    names = [c.name for c in goal.candidates]
+    trainable = [c.name for c in goal.candidates if kind_of(c).trains]
+    if candidate not in names:
+        err_console.print(f"{goal.source}: no candidate {candidate!r}{did_you_mean(candidate, names)}; "
+                          f"trained candidates: {', '.join(trainable) or 'none'}")
+    elif candidate not in trainable:
+        err_console.print(f"candidate {candidate!r} is a {goal.candidate(candidate).kind} candidate: nothing trained "
+                          f"to export; trained candidates: {', '.join(trainable) or 'none'}")
+    else:
+        return
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -603,7 +683,7 @@ def ratings_export(goal_path: Path = typer.Argument(..., help="Goal YAML file (o
     from harness.ratings_io import export_rows, file_format, write_rows
 
     goal_name = _goal_name(goal_path)
-    store = _store(db)
+    store = _existing_store(db)
     try:
         if file is not None:
             file_format(file)
@@ -699,32 +779,60 @@ def panel_revoke(goal_path: Path = PanelGoalArg, name: str = RaterArg, db: Optio
 
 @panel_app.command("list")
 def panel_list(goal_path: Path = PanelGoalArg, db: Optional[Path] = DbOpt,
-               as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the goal's invited raters: live or revoked, when, and how many ratings each made (never tokens)."""
+               as_json: bool = typer.Option(False, "--json", help="Print the raters and their progress as "
+                                                                 "JSON.")) -> None:
+    """List the goal's raters: invited ones (live or revoked, when; never tokens) and anyone who rated,
+    with each one's progress: items fully rated of the panel's, ratings, items flagged and commented."""
     from collections import Counter
 
+    from rich import box
     from rich.table import Table
 
     goal_name = _panel_goal(goal_path)
-    store = _store(db)
-    made = Counter(r["rater"] for r in store.ratings(goal_name))
-    rows = [{"rater": r["rater"], "status": "revoked" if r["revoked_at"] else "live", "invited": str(r["created_at"])[:19],
-             "revoked": str(r["revoked_at"])[:19] if r["revoked_at"] else None, "ratings": made[r["rater"]]}
-            for r in store.invitations(goal_name)]
+    store = _existing_store(db)
+    progress = _rater_progress(store, goal_path, goal_name)
+    made_n = Counter(r["rater"] for r in store.ratings(goal_name))
+    invited = {r["rater"]: r for r in store.invitations(goal_name)}  # the latest invitation of each rater
+    rows = []
+    for rater in sorted(set(invited) | set(progress) | set(made_n)):
+        inv, made = invited.get(rater), progress.get(rater, {})
+        rows.append({"rater": rater, "status": "not invited" if inv is None else "revoked" if inv["revoked_at"]
+                     else "live", "invited": str(inv["created_at"])[:19] if inv else None,
+                     "revoked": str(inv["revoked_at"])[:19] if inv and inv["revoked_at"] else None,
+                     "ratings": made_n[rater], "items_done": made.get("items_done", 0),
+                     "items": made.get("items", len(store.panel_items(goal_name))),
+                     "flagged": made.get("flagged", 0), "commented": made.get("commented", 0)})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    if not rows:
+    if not invited:
         console.print(f"no invitations for goal {goal_name}: anyone may rate it under a typed name (or, when the "
                       "goal lists `tokens:`, holders of one); `harness panel invite` closes it to invitations",
                       markup=False, highlight=False)
+    if not rows:
         return
-    t = Table(title=f"raters invited to {goal_name}")
-    for col in ("rater", "status", "invited", "revoked", "ratings"):
-        t.add_column(col, justify="right" if col == "ratings" else "left")
+    t = Table(title=f"raters of {goal_name}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("rater", "status", "invited", "revoked", "items done", "ratings", "flagged"):
+        t.add_column(col, justify="right" if col in ("items done", "ratings", "flagged") else "left")
     for r in rows:
-        t.add_row(r["rater"], r["status"], r["invited"], r["revoked"] or "-", str(r["ratings"]))
+        t.add_row(r["rater"], r["status"], r["invited"] or "-", r["revoked"] or "-",
+                  f"{r['items_done']} of {r['items']}", str(r["ratings"]), str(r["flagged"]))
     console.print(t)
+
+
+def _rater_progress(store: Store, goal_path: Path, goal_name: str) -> dict:
+    """Each rater's progress on the goal's panel (criteria from the goal's rubrics where found)."""
+    from harness.app.data import rater_progress
+
+    goal = _load_goal(goal_path) if goal_path.is_file() else _stored_goal(store, goal_name)
+    if goal is None:
+        from harness.panel import PanelItem, rater_progress as progress_of
+
+        items = [PanelItem.from_row(r) for r in store.panel_items(goal_name)]
+        return progress_of(items, store.ratings(goal_name), store.rating_notes(goal_name))
+    from harness.runner.context import rubrics_dir_for
+
+    return rater_progress(store, goal, rubrics_dir_for(goal, Path("rubrics")))
 
 
 @app.command("app")
@@ -753,10 +861,64 @@ def app_cmd(port: int = typer.Option(8501, help="Port."), db: Optional[Path] = D
         env["HARNESS_APP_MODE"] = "rater"
     if owner_token:
         env["HARNESS_OWNER_TOKEN"] = owner_token  # the environment, not argv: argv is visible to `ps`
-    app_file = Path(__file__).resolve().parent.parent / "app.py"
+    from harness.resources import shipped
+
+    app_file = shipped("app.py")  # the checkout's app.py, or the copy a wheel installs
     raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file),
                                       "--server.port", str(port), "--server.headless", "true",
-                                      "--server.address", host], env=env))
+                                      "--server.address", host, "--client.toolbarMode", "minimal"], env=env))
+
+
+# What --help shows for a parameter's value, by parameter name (else the name in capitals): a
+# word, never typer's <path>/<str>/{goal_path} placeholders.
+METAVARS = {"goal_path": "GOAL", "db": "FILE", "out": "PATH", "output": "FILE", "run_id": "RUN_ID",
+            "only": "CANDIDATE", "fmt": "FORMAT", "rubrics": "DIR", "owner_token": "TOKEN", "params": "SIZE",
+            "gpus": "N", "epochs": "N", "utilisation": "FRACTION", "gpu_hour_usd": "USD",
+            "mapping": "COLUMN=FIELD", "constants": "FIELD=VALUE"}
+
+
+class _PlainCommand(typer.core.TyperCommand):
+    """A command whose help names arguments by their metavar alone: ``harness run GOAL``, not
+    typer's ``{GOAL}`` in the usage line and ``GOAL <path>`` under Arguments."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append((param.metavar or param.name.upper(), record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _plain_metavars(typer_app: typer.Typer) -> None:
+    """Give every non-flag parameter of every command a plain metavar (see METAVARS)."""
+    import inspect
+
+    from typer.models import ParameterInfo
+
+    infos = list(typer_app.registered_commands)
+    for group in typer_app.registered_groups:
+        _plain_metavars(group.typer_instance)
+    for info in infos:
+        if info.cls in (None, typer.core.TyperCommand):
+            info.cls = _PlainCommand
+        for name, param in inspect.signature(info.callback).parameters.items():
+            default = param.default
+            if isinstance(default, ParameterInfo) and default.metavar is None and param.annotation not in ("bool", bool):
+                default.metavar = METAVARS.get(name, name.upper())
+
+
+_plain_metavars(app)
 
 
 def main() -> None:  # pragma: no cover - console entry
