@@ -306,7 +306,8 @@ def _stored_criteria(res: dict) -> list:
 
     first = max(res["candidates"], key=lambda c: len(c["criteria"]), default={"criteria": []})
     return [SimpleNamespace(metric=v["metric"], op=v["op"], baseline=v["baseline"],
-                            **{v["op"]: v["threshold"]})
+                            **{v["op"]: f"{v['threshold'] * 100:.4g}%" if v["op"] in ("improve_by", "reduce_by")
+                               and v["threshold"] is not None else v["threshold"]})
             for v in first["criteria"]]
 
 
@@ -326,10 +327,12 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
     if level or rules:
         console.print(", ".join(filter(None, [level, *rules])), highlight=False)
     console.print(_verdict_table(success, res))
-    methods = sorted({f"{v['metric']}: {v['interval'].split(' ')[0]} at {v['confidence'] * 100:.4g}%"
-                      for c in res["candidates"] for v in c["criteria"] if v.get("interval") and v.get("confidence")})
-    if methods:
-        console.print("intervals: " + "; ".join(methods), highlight=False)
+    levels: dict[str, set[float]] = {}
+    for v in (v for c in res["candidates"] for v in c["criteria"] if v.get("interval") and v.get("confidence")):
+        levels.setdefault(f"{v['metric']} {v['interval'].split(' ')[0]}", set()).add(v["confidence"])
+    if levels:
+        console.print("intervals: " + "; ".join(f"{k} ({', '.join(f'{x * 100:.4g}%' for x in sorted(ls))})"
+                                                for k, ls in sorted(levels.items())), highlight=False)
     for cand in res["candidates"]:
         if cand.get("from_earlier_run"):
             console.print(f"  {cand['name']}: result from run {cand['run_id']} (a later run left it out)",
@@ -366,13 +369,20 @@ def _verdict_table(success: list, res: dict):
         names[-1] = "\n".join([names[-1], *notes[n - 1:]])
         for i in range(n):
             v = cand["criteria"][i] if i < len(cand["criteria"]) else None
-            value = "-" if v is None or v["value"] is None else \
-                f"{_fmt(v['value'])} [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]"
+            value = "-" if v is None or v["value"] is None else _value_cell(v)
             badge = "-" if v is None else _BADGE.get(v["status"], v["status"])
             meets = ("[green]yes[/]" if cand["meets_goal"] else "no") if i == 0 else ""
             t.add_row(names[i] if i < len(names) else "", labels[i] if i < len(labels) else "-", value, badge,
                       meets, end_section=i == n - 1)
     return t
+
+
+def _value_cell(v: dict) -> str:
+    """``0.933 [0.823, 0.985]``; a relative criterion's change in percent (``+180% [+95.4%, +350%]``)."""
+    if v["op"] in ("improve_by", "reduce_by"):
+        pct = lambda x: "-" if x is None else f"{x * 100:+.3g}%"  # noqa: E731
+        return f"{pct(v['value'])} [{pct(v['ci'][0])}, {pct(v['ci'][1])}]"
+    return f"{_fmt(v['value'])} [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]"
 
 
 def _cost_notes(cand: dict) -> list[str]:

@@ -79,7 +79,9 @@ def test_the_verdict_table_reads_at_80_columns_and_the_hint_keeps_the_db(project
         cell = f"{v['value']:.3g} [{v['ci'][0]:.3g}, {v['ci'][1]:.3g}]"
         assert cell in first and v["status"] in first, (cell, first)  # value, interval and verdict on one line
     assert sum(1 for line in lines if "accuracy >= 0.8" in line) == 2  # one row per candidate and criterion
-    assert "intervals: accuracy: " in table.stdout
+    assert "intervals: accuracy Clopper-Pearson (" in table.stdout
+    rel = res["candidates"][1]["criteria"][1]  # all-right vs the baseline: a change, in percent
+    assert f"{rel['value'] * 100:+.3g}% [{rel['ci'][0] * 100:+.3g}%, {rel['ci'][1] * 100:+.3g}%]" in table.stdout
 
 
 def test_runs_never_cuts_a_run_id_and_results_says_unfinished(project):
