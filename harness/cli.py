@@ -228,7 +228,13 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the libraries' own logs, warnings "
                                                                   "and progress bars (hidden by default)."),
         as_json: bool = typer.Option(False, "--json", help="Print the results JSON at the end, and nothing else "
-                                                           "on standard output.")) -> None:
+                                                           "on standard output."),
+        executor: str = typer.Option("local", "--executor", help="Where candidates are trained and generated: local "
+                                                                 "(this process, one after another) or ray (one Ray "
+                                                                 "task each; this process alone writes the store)."),
+        address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the Ray cluster "
+                                                                      "(e.g. ray://head:10001 or auto); default: "
+                                                                      "start a Ray instance on this machine.")) -> None:
     """Train, generate, score, judge and decide. Exit 0 when a candidate meets the goal, 1 when none does."""
     from harness import progress as bars
     from harness.liblog import route_library_output
@@ -247,8 +253,14 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
             prepared = prepare(goal, store, reseal=reseal, record=False)
             _print_plan(goal, plan(goal, store, prepared, only=only), prepared)
             return
+        if executor not in ("local", "ray"):
+            raise HarnessError(f"--executor: use local or ray, not {executor!r}")
+        if executor == "ray":
+            from harness.runner.executor import require_ray
+
+            require_ray()  # Ray missing: say so before any work
         result = run_goal(goal, store, only=only, reseal=reseal, progress=progress,
-                          console=None if as_json or quiet else console)
+                          console=None if as_json or quiet else console, executor=executor, address=address)
     except HarnessError as exc:
         _fail(exc)
     if as_json:
