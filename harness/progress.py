@@ -146,15 +146,24 @@ def _fmt(v: Any) -> str:
 
 
 def _make_progress(console: Any) -> Any:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    """One line a bar: label, bar, done/total unit, rate, elapsed, ETA, info; never wrapped (a
+    narrow terminal cuts the label short instead)."""
+    from rich.progress import (BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.table import Column
     from rich.text import Text
 
     class Rate(ProgressColumn):
         def render(self, task: Any) -> Text:
-            return Text(rate_text(task.completed, task.elapsed or 0.0, task.fields.get("unit", "items")),
-                        style="progress.data.speed")
+            per = rate_text(task.completed, task.elapsed or 0.0, task.fields.get("unit", "items"))
+            return Text(per.replace(f" {task.fields.get('unit', 'items')}/s", "/s"), style="progress.data.speed")
 
-    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                    TextColumn("{task.fields[unit]}"), Rate(), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False)
+    def fixed(**kw: Any) -> Column:
+        return Column(no_wrap=True, **kw)
+
+    return Progress(TextColumn("{task.description}", table_column=fixed(overflow="ellipsis", min_width=12)),
+                    BarColumn(bar_width=20), TextColumn("{task.completed}/{task.total} {task.fields[unit]}",
+                                                        table_column=fixed()),
+                    Rate(table_column=fixed()), TimeElapsedColumn(table_column=fixed()),
+                    TextColumn("ETA", table_column=fixed()), TimeRemainingColumn(table_column=fixed()),
+                    TextColumn("{task.fields[info]}", table_column=fixed()), console=console, transient=False)
