@@ -41,8 +41,10 @@ def _initial(options: Sequence[str], param: str, default: int = 0) -> int:
 def leaderboards_dir(cfg: data.AppConfig) -> Path:
     if cfg.leaderboards_dir.is_dir():
         return cfg.leaderboards_dir
-    # Outside the project folder, fall back to the definitions shipped beside the package.
-    return Path(__file__).resolve().parents[2] / "leaderboards"
+    # Outside the project folder, fall back to the definitions shipped with the package.
+    from harness.resources import shipped
+
+    return shipped("leaderboards")
 
 
 def main(argv: Sequence[str] = ()) -> None:

@@ -125,17 +125,22 @@ def list_rubrics(rubrics_dir: str | Path = "rubrics") -> list[str]:
 
 
 def rubric_path(name_or_path: str | Path, rubrics_dir: str | Path = "rubrics") -> Path:
-    """Resolve a rubric name (looked up in ``rubrics_dir``) or a path to a file."""
+    """Resolve a rubric name (looked up in ``rubrics_dir``, then among the rubrics harness ships)
+    or a path to a file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists() or len(p.parts) > 1:
         if not p.is_file():
             raise InputError(Problem(str(p), None, None, "rubric file not found"))
         return p
-    for suffix in (".yaml", ".yml"):
-        cand = Path(rubrics_dir) / f"{name_or_path}{suffix}"
-        if cand.is_file():
-            return cand
-    known = list_rubrics(rubrics_dir)
+    from harness.resources import shipped
+
+    # The goal's rubrics folder first; a name it lacks may be one of the rubrics harness ships.
+    for folder in (Path(rubrics_dir), shipped("rubrics")):
+        for suffix in (".yaml", ".yml"):
+            cand = folder / f"{name_or_path}{suffix}"
+            if cand.is_file():
+                return cand
+    known = sorted(set(list_rubrics(rubrics_dir)) | set(list_rubrics(shipped("rubrics"))))
     raise HarnessError(
         f"no rubric {str(name_or_path)!r} in {str(rubrics_dir)!r}{did_you_mean(str(name_or_path), known)}; "
         f"known: {', '.join(known) or '(none)'}"
