@@ -211,11 +211,48 @@ def m009_prediction_messages(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE predictions ADD COLUMN messages JSON")
 
 
+def m010_artifacts_beside_the_store(con: duckdb.DuckDBPyConnection) -> None:
+    """Adapter (or model) folders are stored relative to the store's folder (:func:`artifact_for_store`),
+    so a store copied with its work folder still finds them; before, a relative path was relative
+    to the folder ``harness`` ran in. Each stored path is rewritten as it would be stored now: a
+    relative one found from the current folder as found; else, one with an ``adapters`` part from
+    that part on under the store's folder (the default layout: ``.harness/adapters/...`` beside
+    ``.harness/harness.duckdb``); an absolute one as it is."""
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    folder = Path(row[0]).parent if row and row[0] else Path.cwd()
+    olds = [r[0] for r in con.execute("SELECT DISTINCT adapter_path FROM candidates WHERE adapter_path IS NOT NULL"
+                                      ).fetchall()]
+    for old in olds:
+        path = Path(old)
+        if not path.is_absolute() and not path.exists() and "adapters" in path.parts:
+            path = folder.joinpath(*path.parts[path.parts.index("adapters"):])
+        new = artifact_for_store(path, folder)
+        if new != old:
+            con.execute("UPDATE candidates SET adapter_path = ? WHERE adapter_path = ?", [new, old])
+
+
+def artifact_for_store(path: str | Path, folder: Path) -> str:
+    """How an artifact folder is stored in a store kept in ``folder``: relative to ``folder`` (with
+    ``/``) when inside it, so the two move together; else absolute. Relative ``path`` is from the
+    current folder."""
+    full, base = Path(path).resolve(), folder.resolve()
+    return full.relative_to(base).as_posix() if full.is_relative_to(base) else str(full)
+
+
+def artifact_from_store(value: str | None, folder: Path) -> str | None:
+    """A stored artifact path as a path to open: relative ones are under the store's ``folder``."""
+    if value is None:
+        return None
+    path = Path(value)
+    return str(path if path.is_absolute() else folder.resolve() / path)
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
                                                                    m003_verdict_interval, m004_rater_invitations,
                                                                    m005_prediction_passages, m006_judge_spend,
                                                                    m007_candidate_runtime, m008_rating_notes,
-                                                                   m009_prediction_messages]
+                                                                   m009_prediction_messages,
+                                                                   m010_artifacts_beside_the_store]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -527,6 +564,7 @@ class Store:
         cols = ["name", "kind", "config", "model", "model_hash", "adapter_path", "adapter_hash",
                 "train_seconds", "tokens_seen", "cost_usd", "gen_seconds", "overfitting", "best_step",
                 "stopped_early", "status", "meets_goal"]
+        row = self._artifact_stored(row)
         vals = [run_id] + [json.dumps(row.get(c)) if c == "config" else row.get(c) for c in cols]
         with self.transaction() as con:
             con.execute(f"INSERT OR REPLACE INTO candidates (run_id, {', '.join(cols)}) "
@@ -538,13 +576,29 @@ class Store:
         for k in fields:
             if not k.isidentifier():
                 raise HarnessError(f"bad column {k!r}")
+        fields = self._artifact_stored(fields)
         sets = ", ".join(f"{k} = ?" for k in fields)
         vals = [json.dumps(v) if k == "config" else v for k, v in fields.items()]
         with self.transaction() as con:
             con.execute(f"UPDATE candidates SET {sets} WHERE run_id = ? AND name = ?", vals + [run_id, name])
 
+    @property
+    def folder(self) -> Path:
+        """The folder the store's file is in: the default work folder (adapters, indexes, logs),
+        and what stored artifact paths are relative to."""
+        return self.path.parent
+
+    def _artifact_stored(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``row`` with its ``adapter_path`` (if any) in the stored form (:func:`artifact_for_store`)."""
+        row = dict(row)
+        if row.get("adapter_path") is not None:
+            row["adapter_path"] = artifact_for_store(row["adapter_path"], self.folder)
+        return row
+
     def candidates(self, run_id: str) -> list[dict[str, Any]]:
-        return self.query("SELECT * FROM candidates WHERE run_id = ? ORDER BY name", [run_id])
+        """The run's candidates; ``adapter_path`` resolved (a path to open, wherever the store is now)."""
+        rows = self.query("SELECT * FROM candidates WHERE run_id = ? ORDER BY name", [run_id])
+        return [dict(r, adapter_path=artifact_from_store(r["adapter_path"], self.folder)) for r in rows]
 
     def candidate_names(self, run_id: str) -> list[str]:
         return [r["name"] for r in self.query("SELECT name FROM candidates WHERE run_id = ? ORDER BY name", [run_id])]
@@ -554,7 +608,7 @@ class Store:
         rows = self.query("SELECT c.adapter_path FROM candidates c JOIN runs r USING (run_id) WHERE r.goal = ? "
                           "AND c.name = ? AND c.adapter_path IS NOT NULL ORDER BY r.started_at DESC LIMIT 1",
                           [goal, candidate])
-        return rows[0]["adapter_path"] if rows else None
+        return artifact_from_store(rows[0]["adapter_path"], self.folder) if rows else None
 
     def curves(self, run_id: str) -> list[dict[str, Any]]:
         return self.query("SELECT candidate, step, split, loss FROM curves WHERE run_id = ? "

@@ -132,7 +132,7 @@ def test_device_cuda_without_one_exits_2_before_any_work(tmp_path, tiny_model_di
         assert f"{goal}:{line} [device]" in r.stderr and "no CUDA GPU" in r.stderr, r.stderr
     store = Store(db)
     assert store.count("runs") == 0 and store.count("predictions") == 0 and store.count("examples") == 0
-    assert not (tmp_path / ".harness" / "adapters").exists()  # nothing trained
+    assert not (tmp_path / "adapters").exists()  # nothing trained (the work folder is the store's)
 
 
 def test_candidate_overrides_are_checked_at_their_own_line(tmp_path, tiny_model_dir, monkeypatch):

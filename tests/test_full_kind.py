@@ -28,7 +28,7 @@ def test_a_full_fine_tune_runs_reruns_plans_and_exports(tmp_path, tiny_model_dir
     doc.pop("human")  # no panel: the run needs no rubric from the repository's folder
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     goal = load_goal(path)
-    # through `harness run`, as a user runs it (the work folder is .harness under the current one)
+    # through `harness run`, as a user runs it (the work folder is the store's folder, here tmp_path)
     proc = subprocess.run([sys.executable, "-m", "harness", "run", str(path), "--db", str(tmp_path / "s.duckdb"),
                            "--json", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -39,9 +39,9 @@ def test_a_full_fine_tune_runs_reruns_plans_and_exports(tmp_path, tiny_model_dir
     run_id = json.loads(proc.stdout)["run"]["id"]
     row = next(c for c in store.candidates(run_id) if c["name"] == "full")
     assert row["status"] == "done" and (tmp_path / row["adapter_path"] / "config.json").is_file()  # a model folder
-    second = run_goal(goal, store, progress=False, work_dir=tmp_path / ".harness")
+    second = run_goal(goal, store, progress=False)  # the same work folder: beside the store
     assert second.counts["trained"] == 0 and second.counts["generated"] == 0
-    steps = plan(goal, store, prepare(goal, store, record=False), work_dir=tmp_path / ".harness")
+    steps = plan(goal, store, prepare(goal, store, record=False))
     work = [s for s in steps if s.candidate == "full" and s.action in ("train", "generate")]
     assert work and all(s.todo == 0 for s in work), steps
     exp = subprocess.run([sys.executable, "-m", "harness", "export", str(path), "full", "--db",

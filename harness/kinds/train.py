@@ -4,7 +4,8 @@ training method a third party registers): train an artifact, then generate with 
 The artifact is a peft adapter on the base model, or for methods that are not peft
 (``full``) a whole model folder, which is then loaded as the model itself. It is keyed by the
 trainer's version, the base model's content hash, the hyperparameters and the ids of the
-training and validation examples, and lives under ``.harness/adapters/GOAL/``; a folder with
+training and validation examples, and lives under ``adapters/GOAL/`` in the run's work folder
+(the store's folder by default: ``.harness/``); a folder with
 its ``harness_adapter.json`` is finished, so a rerun reuses it without importing peft.
 """
 from __future__ import annotations

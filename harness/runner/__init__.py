@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- the plan
 
 
-def plan(goal: Goal, store: "Store", prepared: "Prepared", *, work_dir: str | Path = ".harness",
+def plan(goal: Goal, store: "Store", prepared: "Prepared", *, work_dir: str | Path | None = None,
          rubrics_dir: str | Path = "rubrics", only: Sequence[str] | None = None) -> list[Step]:
     """What a run would do, and what is already stored: each kind looks its work up by the
     same content keys the run uses (file hashes and stored rows only; no model is loaded,
-    nothing is written)."""
+    nothing is written). ``work_dir``: where adapters and indexes live (default: the store's
+    folder, :attr:`Run.work_dir`)."""
     run = Run(goal, store, prepared=prepared, progress=False, work_dir=work_dir, rubrics_dir=rubrics_dir,
               candidates=select_candidates(goal, only))
     preflight(run)
@@ -93,7 +94,7 @@ class Decision:
 
 
 def run_goal(goal: Goal, store: "Store", *, only: Sequence[str] | None = None, reseal: bool = False,
-             progress: bool = True, console: Any = None, work_dir: str | Path = ".harness",
+             progress: bool = True, console: Any = None, work_dir: str | Path | None = None,
              rubrics_dir: str | Path = "rubrics", executor: str = "local", address: str | None = None) -> RunResult:
     """Run every step of the goal; the stored run is ``finished`` or, on any error, ``failed``.
     ``executor``: where candidates are produced (:mod:`harness.runner.executor`: ``local`` or
@@ -120,7 +121,7 @@ def run_goal(goal: Goal, store: "Store", *, only: Sequence[str] | None = None, r
 
 
 def prepare_run(goal: Goal, store: "Store", *, only: Sequence[str] | None = None, reseal: bool = False,
-                progress: bool = True, console: Any = None, work_dir: str | Path = ".harness",
+                progress: bool = True, console: Any = None, work_dir: str | Path | None = None,
                 rubrics_dir: str | Path = "rubrics") -> Run:
     """Validate the goal, split the data against its seal, choose the candidates: no work yet."""
     from harness.data.split import prepare

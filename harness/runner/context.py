@@ -104,7 +104,7 @@ class Run:
     """State of one ``harness run``: the goal, the store, the prepared data, loaded models."""
 
     def __init__(self, goal: Goal, store: "Store", *, prepared: "Prepared", run_id: str | None = None,
-                 progress: bool = True, console: Any = None, work_dir: str | Path = ".harness",
+                 progress: bool = True, console: Any = None, work_dir: str | Path | None = None,
                  rubrics_dir: str | Path = "rubrics", candidates: Sequence[Candidate] | None = None):
         self.goal = goal
         self.store = store
@@ -113,7 +113,9 @@ class Run:
         self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.progress = progress
         self.console = console
-        self.work_dir = Path(work_dir)
+        # Adapters, indexes and logs: beside the store by default, so a store copied with its
+        # folder keeps its trained work (stored artifact paths are relative to that folder).
+        self.work_dir = Path(work_dir) if work_dir is not None else store.folder
         self.rubrics_dir = rubrics_dir_for(goal, rubrics_dir)
         self._models: dict[tuple[str, str | None, Any], Any] = {}
         self._placements: dict[tuple[str, str], Placement] = {}
