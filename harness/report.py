@@ -78,7 +78,7 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
     lines = [f"# {goal.goal}: evaluation report", "", goal.description or "", "",
              f"Run `{rid}` ({res['run']['status']}), test set `{(res['run']['test_hash'] or '')[:16]}`, "
              f"git `{(res['run']['git_commit'] or '-')[:10]}`{' (dirty)' if res['run']['git_dirty'] else ''}, "
-             f"confidence {goal.confidence:.0%}.", ""]
+             f"confidence {goal.confidence:.0%}.", ""] + leakage_line(res)
     lines.append(f"**Best candidate: {res['best_candidate']}**" if res["best_candidate"]
                  else "**No candidate meets the goal.**")
     lines += ["", "| candidate | " + " | ".join(c.metric + (f" vs {c.baseline}" if c.baseline else "")
@@ -126,6 +126,18 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
             " report</title><style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>"
             + body + "".join(f"<div>{p}</div>" for p in plots if p) + "</body></html>\n")
+
+
+def leakage_line(res: dict[str, Any]) -> list[str]:
+    """One line when train/validation examples duplicated test examples: dropped, or KEPT (flag)."""
+    leak = res["run"].get("leakage") or {}
+    if not leak.get("duplicates"):
+        return []
+    if leak.get("kept"):
+        return [f"**Leakage:** {leak['kept']} train/validation example(s) duplicating test examples were KEPT in "
+                f"training (`data.leakage: flag`); scores may be inflated.", ""]
+    return [f"Leakage: {leak['dropped']} train/validation example(s) duplicating test examples were dropped from "
+            f"training.", ""]
 
 
 def runtime_section(res: dict[str, Any]) -> list[str]:

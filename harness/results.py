@@ -2,7 +2,8 @@
 
 ```
 {"schema_version": 2, "goal": str,
- "run": {"id", "status", "started_at", "finished_at", "test_hash", "git_commit", ...},
+ "run": {"id", "status", "started_at", "finished_at", "test_hash", "git_commit", ...,
+         "leakage": {"policy", "duplicates", "dropped", "kept"} | null},
  "latest_run": {"id", "status"}, "unfinished": bool,
  "meets_goal": bool, "best_candidate": str | null,
  "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
@@ -27,7 +28,11 @@ device (cpu, cuda:N, mps), dtype, the base's quantization (``nf4``; ``none`` for
 on a full-precision base), the engine that generated its outputs (transformers or
 vllm), and peak memory in MiB with what measured it
 (``cuda_max_memory_allocated`` over the candidate, or ``process_peak_rss``, the process's peak
-so far); all null for API and file candidates and for runs stored before.
+so far); all null for API and file candidates and for runs stored before. ``leakage`` is what the
+run found of train/validation examples duplicating a test example (same user turns and answer,
+or nearly): ``policy`` is the goal's ``data.leakage`` (``drop`` or ``flag``), ``duplicates`` how
+many such examples, ``dropped`` how many were left out of training and ``kept`` how many were
+trained on anyway (``flag``: scores may be inflated); null for runs stored before it was recorded.
 
 Without a run id the results are each candidate's latest *finished* result on the current
 sealed test set: a later ``run --only zero-shot`` does not hide the LoRA candidate's verdict
@@ -106,7 +111,8 @@ def _run_info(run: dict[str, Any]) -> dict[str, Any]:
     return {"id": run["run_id"], "status": run["status"], "started_at": _clean(run["started_at"]),
             "finished_at": _clean(run["finished_at"]), "test_hash": run["test_hash"],
             "data_hash": run["data_hash"], "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
-            "versions": json.loads(run["versions"]) if run["versions"] else {}}
+            "versions": json.loads(run["versions"]) if run["versions"] else {},
+            "leakage": json.loads(run["leakage"]) if run.get("leakage") else None}
 
 
 def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier: bool) -> dict[str, Any]:

@@ -247,12 +247,20 @@ def artifact_from_store(value: str | None, folder: Path) -> str | None:
     return str(path if path.is_absolute() else folder.resolve() / path)
 
 
+def m011_run_leakage(con: duckdb.DuckDBPyConnection) -> None:
+    """What the run knew of train/test leakage when it started (``data.leakage``): the policy
+    (drop or flag), how many train/validation examples duplicate a test example, and how many of
+    them were dropped from training or kept (flag). NULL for runs stored before."""
+    con.execute("ALTER TABLE runs ADD COLUMN leakage JSON")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
                                                                    m003_verdict_interval, m004_rater_invitations,
                                                                    m005_prediction_passages, m006_judge_spend,
                                                                    m007_candidate_runtime, m008_rating_notes,
                                                                    m009_prediction_messages,
-                                                                   m010_artifacts_beside_the_store]
+                                                                   m010_artifacts_beside_the_store,
+                                                                   m011_run_leakage]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -502,11 +510,11 @@ class Store:
 
     def start_run(self, run: dict[str, Any]) -> None:
         cols = ["run_id", "goal", "goal_path", "config_hash", "data_hash", "test_hash", "status",
-                "started_at", "git_commit", "git_dirty", "versions", "host", "config"]
+                "started_at", "git_commit", "git_dirty", "versions", "host", "config", "leakage"]
         vals = [run.get(c) for c in cols]
         vals[cols.index("status")] = run.get("status", "running")
         vals[cols.index("started_at")] = run.get("started_at") or now()
-        for c in ("versions", "host", "config"):
+        for c in ("versions", "host", "config", "leakage"):
             i = cols.index(c)
             vals[i] = json.dumps(vals[i]) if vals[i] is not None else None
         with self.transaction() as con:

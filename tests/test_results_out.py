@@ -93,3 +93,36 @@ def test_a_missing_store_or_run_is_an_error_and_creates_nothing(project, tmp_pat
     assert harness("run", str(goal), "--db", str(db)).returncode == 0
     r = harness("results", str(goal), "--db", str(db), "--run", "bogus")
     assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("policy", ["flag", "drop"])
+def test_leakage_is_stored_with_the_run_and_shown_in_results_and_report(tmp_path, policy):
+    """Issue 11: `data.leakage: flag` was printed by `harness run` and then forgotten. The run stores
+    what it found, `results --format json` shows it under run.leakage, the report says it in a line."""
+    from harness.goals import load_goal
+    from harness.report import build_report
+    from harness.results import results_dict
+    from harness.runner import run_goal
+    from harness.store import Store
+    from tests.helpers import write_yaml
+
+    rows = []
+    for i in range(40):  # each ticket twice, the copy with an exclamation mark: the same words
+        text = f"ticket {i}: the customer cannot open invoice {i * 37 % 101} after the latest app update"
+        rows += [{"text": text, "label": LABELS[i % 3]}, {"text": text + "!", "label": LABELS[i % 3]}]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    outs = write_jsonl(tmp_path / "outs.jsonl", [{"input": r["text"], "output": r["label"]} for r in rows])
+    goal = load_goal(write_yaml(tmp_path / "g.yaml", {
+        "goal": "leaky", "task": "classification",
+        "data": {"path": data, "leakage": policy, "split": {"train": 0.5, "validation": 0.0, "test": 0.5, "seed": 2}},
+        "success": [{"metric": "accuracy", "at_least": 0.5}],
+        "candidates": [{"name": "logs", "kind": "file", "path": outs}]}))
+    store = Store(tmp_path / "s.duckdb")
+    res = run_goal(goal, store, progress=False, work_dir=tmp_path / "w")
+    leak = results_dict(store, "leaky")["run"]["leakage"]
+    assert leak["policy"] == policy and leak["duplicates"] > 0
+    assert (leak["kept"], leak["dropped"]) == ((leak["duplicates"], 0) if policy == "flag" else (0, leak["duplicates"]))
+    assert store.run(res.run_id)["leakage"] is not None
+    md = build_report(store, goal, fmt="md")
+    line = "KEPT in training (`data.leakage: flag`)" if policy == "flag" else "were dropped from training"
+    assert f"{leak['kept'] or leak['dropped']} train/validation example(s)" in md and line in md

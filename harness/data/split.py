@@ -156,6 +156,13 @@ class Prepared:
     def test(self) -> list[Example]:
         return self.splits["test"]
 
+    def leakage_summary(self, policy: str) -> dict[str, Any]:
+        """What a run records of leakage: the policy, how many train/validation examples duplicate
+        a test example (exactly or nearly), and how many of them were dropped or kept."""
+        duplicates = len({p["train_id"] for p in self.leakage})
+        return {"policy": policy, "duplicates": duplicates, "dropped": len(self.dropped),
+                "kept": duplicates - len(self.dropped)}
+
     def manifest(self) -> dict[str, Any]:
         return {
             "goal": self.goal,

@@ -155,7 +155,8 @@ def book(run: Run) -> None:
     config = goal.model_dump(mode="json")
     run.store.start_run({"run_id": run.run_id, "goal": goal.goal, "goal_path": goal.source,
                          "config_hash": content_key(config), "data_hash": run.prepared.data_hash,
-                         "test_hash": run.prepared.test_hash, "config": config, **run_provenance()})
+                         "test_hash": run.prepared.test_hash, "config": config,
+                         "leakage": run.prepared.leakage_summary(goal.data.leakage), **run_provenance()})
 
 
 def produce(run: Run, cand: Candidate) -> Outputs:
