@@ -7,8 +7,8 @@
  "latest_run": {"id", "status"}, "unfinished": bool,
  "meets_goal": bool, "best_candidate": str | null,
  "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
-                 "cost": {"generation_usd", "judging_usd", "total_usd", "training_seconds",
-                          "tokens_trained"},
+                 "cost": {"training_usd", "generation_usd", "judging_usd", "total_usd",
+                          "training_seconds", "tokens_trained"},
                  "train_seconds", "adapter_path", "overfitting",
                  "runtime": {"device", "dtype", "quantization", "engine", "peak_memory_mb",
                              "peak_memory_source"},
@@ -19,6 +19,9 @@
                                "ci": [low, high], "needed_n", "detail",
                                "interval", "confidence", "multiplicity"}]}]}
 ```
+``cost`` splits what a candidate cost: ``training_usd`` (its measured ``training_seconds`` at the
+goal's ``cost.gpu_hour_usd`` × ``cost.gpus``; null when the goal sets no price, 0 for a candidate
+that trains nothing), ``generation_usd`` and ``judging_usd`` (API spend), ``total_usd`` their sum.
 Metric names are as the goal writes them (``accuracy``, ``rougeL``, ``judge.tone``,
 ``human.tone``...). NaN becomes null. ``interval`` names the method behind ``ci``
 (``harness.intervals``), ``confidence`` its two-sided level after the multiplicity rule
@@ -81,7 +84,7 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
         if rid not in by_run:
             by_run[rid] = (store.aggregates(rid), store.verdicts(rid), {c["name"]: c for c in store.candidates(rid)})
         aggs, verdicts, rows = by_run[rid]
-        cands.append(_candidate(rows[name], aggs, verdicts, rid, rid != base["run_id"]))
+        cands.append(_candidate(rows[name], aggs, verdicts, rid, rid != base["run_id"], _training_price(r)))
     cands.sort(key=lambda c: c["name"])
     meets = [c for c in cands if c["meets_goal"]]
     best = base["best_candidate"] if any(c["name"] == base["best_candidate"] for c in meets) else \
@@ -115,7 +118,19 @@ def _run_info(run: dict[str, Any]) -> dict[str, Any]:
             "leakage": json.loads(run["leakage"]) if run.get("leakage") else None}
 
 
-def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier: bool) -> dict[str, Any]:
+def _training_price(run: dict[str, Any]) -> float | None:
+    """USD per hour of training, from the goal's ``cost`` as the run stored it: ``gpu_hour_usd``
+    times ``gpus``; None when the goal sets no price (a CPU's hour has no list price)."""
+    try:
+        cost = (json.loads(run["config"]) if isinstance(run.get("config"), str) else run.get("config") or {})["cost"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    price = (cost or {}).get("gpu_hour_usd")
+    return float(price) * int(cost.get("gpus") or 1) if price else None
+
+
+def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier: bool,
+               hour_usd: float | None = None) -> dict[str, Any]:
     """One candidate's entry, from the run ``rid`` its result comes from."""
     name = c["name"]
     metrics = {a["metric"]: {"value": _clean(a["value"]), "ci": [_clean(a["ci_low"]), _clean(a["ci_high"])],
@@ -126,10 +141,13 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
                  "detail": v["detail"], "interval": v.get("interval"), "confidence": _clean(v.get("confidence")),
                  "multiplicity": v.get("multiplicity")} for v in verdicts if v["candidate"] == name]
     gen, judging = _clean(c["cost_usd"]) or 0.0, _clean(c.get("judge_cost_usd")) or 0.0
+    seconds = _clean(c["train_seconds"])
+    training = round(seconds / 3600 * hour_usd, 6) if seconds and hour_usd else (0.0 if not seconds else None)
     return {"name": name, "kind": c["kind"], "run_id": rid, "from_earlier_run": earlier,
             "meets_goal": bool(c["meets_goal"]), "cost_usd": _clean(c["cost_usd"]),
-            "cost": {"generation_usd": gen, "judging_usd": judging, "total_usd": gen + judging,
-                     "training_seconds": _clean(c["train_seconds"]), "tokens_trained": c.get("tokens_seen")},
+            "cost": {"training_usd": training, "generation_usd": gen, "judging_usd": judging,
+                     "total_usd": gen + judging + (training or 0.0),
+                     "training_seconds": seconds, "tokens_trained": c.get("tokens_seen")},
             "train_seconds": _clean(c["train_seconds"]), "adapter_path": c["adapter_path"],
             "overfitting": c["overfitting"],
             "runtime": {k: _clean(c.get(k)) for k in ("device", "dtype", "quantization", "engine", "peak_memory_mb",

@@ -44,3 +44,27 @@ def test_harness_estimate_prints_the_projection_and_its_assumptions(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "estimate", str(goal), "--params", "8B", "--device", "tpu9",
                           "--db", str(tmp_path / "s.duckdb")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown device" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_results_split_each_candidates_cost_and_price_training_at_the_goals_rate(tiny_run_project, tmp_path):
+    """results --format json: training priced at cost.gpu_hour_usd x gpus when the goal sets it
+    (null when it sets no price), 0 for a candidate that trains nothing; API spend as before."""
+    import json
+
+    from harness.results import results_dict
+    from harness.store import Store
+    from tests.helpers import copy_project
+
+    project = copy_project(tiny_run_project, tmp_path / "p")
+    store = Store(project["db"])
+    unpriced = {c["name"]: c["cost"] for c in results_dict(store, project["goal"])["candidates"]}
+    assert unpriced["lora"]["training_usd"] is None and unpriced["lora"]["training_seconds"] > 0
+    assert unpriced["zero-shot"]["training_usd"] == 0.0 and unpriced["zero-shot"]["total_usd"] == 0.0
+    from harness.results import _candidate, _training_price
+
+    assert _training_price({"config": json.dumps({"cost": {"gpu_hour_usd": 3.6, "gpus": 2}})}) == pytest.approx(7.2)
+    assert _training_price({"config": json.dumps({"cost": {"gpu_hour_usd": None}})}) is None
+    row = next(c for c in store.candidates(project["latest"]) if c["name"] == "lora")
+    lora = _candidate(row, [], [], project["latest"], False, 7.2)["cost"]
+    assert lora["training_usd"] == pytest.approx(lora["training_seconds"] / 3600 * 7.2, rel=1e-4)
+    assert lora["total_usd"] == pytest.approx(lora["training_usd"] + lora["generation_usd"] + lora["judging_usd"])
