@@ -75,6 +75,9 @@ def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str
                            "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
                            "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
 
+    engine = _engine(run, cand, spec, adapter, placement)
+    if engine == "vllm":
+        produce = vllm_produce(run, spec, adapter, prompts, params)
     out = generate_cached(run, cand, keys, model_id, produce, passages=passages)
     quantization = adapter_quantization(placement, adapter)
     if quantization == "none":
@@ -85,21 +88,6 @@ def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str
     return out
 
 
-def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce, *,
-                    passages: list[list[str]] | None = None) -> Outputs:
-    """Reuse the stored predictions among ``keys``; ``produce`` the rest, storing as they come
-    engine = _engine(run, cand, spec, adapter, placement)
-    if engine == "vllm":
-        produce = vllm_produce(run, spec, adapter, prompts, params)
-    (with ``passages``, the retrieved passage ids of each, when the candidate retrieves)."""
-    test = run.prepared.test
-    stored = run.store.get_predictions(keys)
-    todo = [i for i, k in enumerate(keys) if k not in stored]
-    # Link the reused predictions to this run first (cheap, one transaction).
-    reused_links = [(run.run_id, cand.name, test[i].id, keys[i]) for i, k in enumerate(keys) if k in stored]
-    if reused_links:
-        run.store.put_predictions([], reused_links)
-    t0 = time.perf_counter()
 def _engine(run: Run, cand: "Candidate", spec: str | None, adapter: str | Path | None, placement: Any) -> str:
     """The engine that generates this candidate: the one asked for, or transformers (said) where
     vLLM cannot serve it (:func:`harness.runner.engine.why_not_vllm`)."""
@@ -112,6 +100,18 @@ def _engine(run: Run, cand: "Candidate", spec: str | None, adapter: str | Path |
     return "vllm"
 
 
+def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce, *,
+                    passages: list[list[str]] | None = None) -> Outputs:
+    """Reuse the stored predictions among ``keys``; ``produce`` the rest, storing as they come
+    (with ``passages``, the retrieved passage ids of each, when the candidate retrieves)."""
+    test = run.prepared.test
+    stored = run.store.get_predictions(keys)
+    todo = [i for i, k in enumerate(keys) if k not in stored]
+    # Link the reused predictions to this run first (cheap, one transaction).
+    reused_links = [(run.run_id, cand.name, test[i].id, keys[i]) for i, k in enumerate(keys) if k in stored]
+    if reused_links:
+        run.store.put_predictions([], reused_links)
+    t0 = time.perf_counter()
     results: dict[int, dict[str, Any]] = {}
     if todo:
         run.say(f"  {cand.name}: generating {len(todo)} of {len(keys)} ({len(keys) - len(todo)} stored)")
