@@ -36,8 +36,9 @@ def _full_text(ex) -> str:
 
 
 def test_the_expected_files_are_shipped():
-    assert {p.name for p in GOALS} >= {"demo.yaml", "support_offtopic.yaml", "python_error_handling.yaml"}
-    assert {p.name for p in DATA} >= set(GENERATED)
+    assert {p.name for p in GOALS} >= {"demo.yaml", "support_offtopic.yaml", "python_error_handling.yaml",
+                                       "manual_qa.yaml"}
+    assert {p.name for p in DATA} >= set(GENERATED) | {"manual_qa.jsonl"}
 
 
 @pytest.mark.parametrize("path", GOALS, ids=lambda p: p.name)
@@ -129,3 +130,40 @@ def test_support_topics_accept_the_reference_replies_and_reject_off_topic_text(m
     off = ["The capital of France is Paris.", "Mix flour, sugar and eggs, then bake the banana bread for an hour.",
            "To fix a flat bicycle tyre, take the wheel off first.", "Tomorrow will be sunny with light winds."]
     assert compute_metric("off_topic_rate", off, examples[:len(off)], **args).value == 1.0
+
+
+# --------------------------------------------------------------------------- the manual goal
+
+
+def test_manual_qa_generator_reproduces_the_committed_file(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "data" / "make_manual_qa.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "manual_qa.jsonl").read_bytes() == (ROOT / "data" / "manual_qa.jsonl").read_bytes()
+
+
+def test_every_manual_fact_is_stated_in_the_chapter_its_question_names():
+    """What RAG can find: each reference's fact occurs (SQuAD-normalised, as contains_reference
+    reads it) in the chapter the record names as its source, and every chapter is asked about."""
+    from harness.metrics.reference import squad_normalize
+
+    chapters = {p.name: squad_normalize(p.read_text(encoding="utf-8")) for p in (ROOT / "data" / "manual").glob("*.md")}
+    examples = _examples("manual_qa.jsonl")
+    assert len(examples) == 230 and len(chapters) == 7
+    for ex in examples:
+        source = ex.extra["source"]
+        fact = squad_normalize(ex.reference.split("Answer:", 1)[1])
+        assert f" {fact} " in f" {chapters[source]} ", (source, ex.reference)
+    assert {ex.extra["source"] for ex in examples} == set(chapters)
+
+
+def test_manual_references_meet_both_criteria_and_zero_shot_cannot_know_them():
+    """The references answer correctly and in the format (so the criteria can be met at all);
+    an answer that does not name the fact is not correct."""
+    examples = _examples("manual_qa.jsonl")
+    refs = [ex.reference for ex in examples]
+    correct = compute_metric("contains_reference", refs, examples, after="Answer:")
+    fmt = compute_metric("regex", refs, examples, pattern="^Answer: [^\\n]{1,80}$")
+    assert correct.value == 1.0 and fmt.value == 1.0
+    wrong = compute_metric("contains_reference", ["Answer: I do not know."] * len(refs), examples, after="Answer:")
+    assert wrong.value == 0.0
