@@ -49,6 +49,31 @@ def tiny_run_project(tmp_path_factory, tiny_model_dir):
             "candidates": ["few-shot", "lora", "zero-shot"], "model_dir": tiny_model_dir}
 
 
+@pytest.fixture(scope="session")
+def curve_project(tmp_path_factory, tiny_model_dir):
+    """A project (goals/curve.yaml, harness.duckdb) with one real run of a train_fraction sweep:
+    zero-shot and a LoRA on 25%, 50% and 100% of the train split (two steps each)."""
+    import yaml
+
+    from harness.goals import load_goal
+    from harness.runner import run_goal
+    from harness.store import Store
+    from tests.helpers import tiny_goal
+
+    root = tmp_path_factory.mktemp("curve-project")
+    (root / "goals").mkdir()
+    path = tiny_goal(root / "goals", tiny_model_dir, n=80, judge=False, name="curve")
+    doc = yaml.safe_load(path.read_text())
+    doc["candidates"] = [doc["candidates"][0],
+                         {**doc["candidates"][2], "name": "lora", "train_fraction": [0.25, 0.5, 1.0], "max_steps": 2}]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    goal = load_goal(path)
+    store = Store(root / "harness.duckdb")
+    result = run_goal(goal, store, progress=False, work_dir=root / "work")
+    return {"root": root, "goal_path": path, "goal": "curve", "db": root / "harness.duckdb", "result": result,
+            "goals_dir": root / "goals", "rubrics_dir": ROOT / "rubrics"}
+
+
 @pytest.fixture(autouse=True)
 def _main_module_restored():
     """Streamlit's AppTest runs a page as ``__main__`` and can leave it installed; a process

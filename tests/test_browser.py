@@ -243,3 +243,27 @@ def test_rater_only_app_from_an_invitation_link_shows_no_candidate_names_or_refe
         expect(item.get_by_text("Saved ✓ (formal)")).to_be_visible()
         assert [(r["rater"], r["item_id"], r["score"]) for r in store.ratings(goal)] == [("dana", first.item_id, 4.0)]
         browser.close()
+
+
+def test_the_training_page_draws_the_data_size_curve_with_its_extrapolation(curve_project, tmp_path):
+    """A train_fraction sweep's curve on the Training page in the browser: the metric by
+    training-set size, and under it the extrapolated size that would reach the threshold (or
+    the reason there is none)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    _needs_a_browser()
+    root = tmp_path / "proj"
+    shutil.copytree(curve_project["root"], root)
+    info = {"db": root / "harness.duckdb", "goals_dir": root / "goals", "rubrics_dir": curve_project["rubrics_dir"]}
+    with _serving(info) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(f"{url}/?page=Training&goal={curve_project['goal']}")
+        expect(page.get_by_text("Data-size curve: lora, accuracy").first).to_be_visible()
+        expect(page.get_by_text("To reach").first).to_be_visible()
+        # the chart is drawn (a Vega-Lite canvas or SVG inside the chart element)
+        chart = page.locator("[data-testid='stVegaLiteChart'], [data-testid='stArrowVegaLiteChart']").first
+        expect(chart).to_be_visible()
+        browser.close()

@@ -91,23 +91,16 @@ def test_already_there_not_reachable_and_too_few_points():
     assert ext.status == "extrapolated" and ext.n_range[0] <= 400 <= ext.n_range[1]
 
 
-def test_train_fraction_sweeps_train_nested_subsets_and_the_report_plots_the_curve(tmp_path, tiny_model_dir):
+def test_train_fraction_sweeps_train_nested_subsets_and_the_report_plots_the_curve(curve_project):
     from harness.goals import load_goal
     from harness.report import build_report
-    from harness.runner import run_goal
     from harness.store import Store
     from harness.train.sft import read_metadata
-    from tests.helpers import tiny_goal
 
-    path = tiny_goal(tmp_path, tiny_model_dir, n=80, judge=False, name="curve")
-    doc = yaml.safe_load(path.read_text())
-    doc["candidates"] = [doc["candidates"][0],
-                         {**doc["candidates"][2], "name": "lora", "train_fraction": [0.25, 0.5, 1.0], "max_steps": 2}]
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    goal = load_goal(path)
+    goal = load_goal(curve_project["goal_path"])
     assert [c.name for c in goal.candidates] == ["zero-shot", "lora-frac0.25", "lora-frac0.5", "lora-frac1.0"]
-    store = Store(tmp_path / "s.duckdb")
-    res = run_goal(goal, store, progress=False, work_dir=tmp_path / "w")
+    store = Store(curve_project["db"])
+    res = curve_project["result"]
     folders = {row["adapter_path"] for row in store.candidates(res.run_id) if row["adapter_path"]}
     assert res.counts["trained"] == 3 and len(folders) == 3 and all(read_metadata(f) for f in folders)
     md = build_report(store, goal, fmt="md")
@@ -142,7 +135,7 @@ def test_train_fraction_sweeps_train_nested_subsets_and_the_report_plots_the_cur
 
         training.render(Store(db), run_id)
 
-    at = AppTest.from_function(page, args=(str(tmp_path / "s.duckdb"), res.run_id), default_timeout=60).run()
+    at = AppTest.from_function(page, args=(str(curve_project["db"]), res.run_id), default_timeout=60).run()
     assert not at.exception
     assert any("Data-size curve: lora" in h.value for h in at.subheader)
     assert any("To reach" in c.value for c in at.caption)
