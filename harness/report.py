@@ -1,8 +1,17 @@
-"""A self-contained report of one run: Markdown or HTML with inline SVG plots (no CDN)."""
+"""A report of one goal's results: HTML with its charts inline as static SVG (renders with no
+network and no script), or Markdown that links its charts as SVG files written beside it
+(``REPORT_charts/``; GitHub strips inline SVG but shows linked images).
+
+Sections: the verdicts, where each candidate ran, one chart per metric (value, interval, the
+criterion's threshold; :mod:`harness.charts`), the data-size curve, training loss (every
+trained candidate overlaid), examples (the best and worst of each candidate on the first
+criterion's metric), the judge (its scores, a pairwise judge's position-bias rate, its
+agreement with the human panel) and the human panel (scores and inter-rater agreement).
+"""
 from __future__ import annotations
 
 import html
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,73 +21,61 @@ from harness.results import results_dict
 if TYPE_CHECKING:
     from harness.store import Store
 
-COLORS = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#f9a825", None: "#1565c0"}
+EXAMPLES_EACH = 2   # best and worst examples shown per candidate
+CLIP = 160          # characters of an input, reference or output in the examples table
 
 
-def svg_ci_bars(title: str, rows: list[tuple[str, float, float, float, str | None]], threshold: float | None = None,
-                width: int = 560) -> str:
-    """Horizontal bars (value) with CI whiskers, one row per candidate."""
-    vals = [v for r in rows for v in r[1:4] if v is not None and math.isfinite(v)]
-    if threshold is not None:
-        vals.append(threshold)
-    if not vals:
-        return ""
-    lo, hi = min(0.0, min(vals)), max(vals) or 1.0
-    span = (hi - lo) or 1.0
-    left, right, row_h = 140, 20, 26
-    height = 30 + row_h * len(rows) + 10
-    x = lambda v: left + (v - lo) / span * (width - left - right)  # noqa: E731
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<text x="4" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>']
-    for i, (name, v, cl, ch, status) in enumerate(rows):
-        y = 28 + i * row_h
-        parts.append(f'<text x="4" y="{y + 14}" font-size="12">{html.escape(name)}</text>')
-        if v is None or not math.isfinite(v):
-            continue
-        parts.append(f'<rect x="{x(lo):.1f}" y="{y + 3}" width="{max(x(v) - x(lo), 1):.1f}" height="14" '
-                     f'fill="{COLORS.get(status, COLORS[None])}" opacity="0.75"/>')
-        if cl is not None and ch is not None and math.isfinite(cl) and math.isfinite(ch):
-            parts.append(f'<line x1="{x(cl):.1f}" x2="{x(ch):.1f}" y1="{y + 10}" y2="{y + 10}" stroke="black"/>')
-            for e in (cl, ch):
-                parts.append(f'<line x1="{x(e):.1f}" x2="{x(e):.1f}" y1="{y + 5}" y2="{y + 15}" stroke="black"/>')
-        parts.append(f'<text x="{min(x(v) + 4, width - 40):.1f}" y="{y + 14}" font-size="11">{v:.3g}</text>')
-    if threshold is not None:
-        parts.append(f'<line x1="{x(threshold):.1f}" x2="{x(threshold):.1f}" y1="24" y2="{height - 4}" '
-                     f'stroke="#555" stroke-dasharray="4 3"/>')
-    parts.append("</svg>")
-    return "".join(parts)
+@dataclass
+class Figure:
+    name: str    # file stem of the Markdown report's image
+    title: str
+    kind: str    # metric | curve | loss
+    chart: Any   # an Altair chart (harness.charts)
 
 
-def svg_curves(title: str, series: dict[str, list[tuple[int, float]]], width: int = 560, height: int = 220) -> str:
-    pts = [p for s in series.values() for p in s]
-    if not pts:
-        return ""
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1, y0, y1 = min(xs), max(xs) or 1, min(ys), max(ys)
-    sx = lambda v: 40 + (v - x0) / ((x1 - x0) or 1) * (width - 60)  # noqa: E731
-    sy = lambda v: height - 25 - (v - y0) / ((y1 - y0) or 1) * (height - 55)  # noqa: E731
-    palette = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<text x="4" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-             f'<text x="4" y="{height - 6}" font-size="10">loss {y0:.3g}–{y1:.3g}, steps {x0}–{x1}</text>']
-    for i, (name, s) in enumerate(sorted(series.items())):
-        color = palette[i % len(palette)]
-        path = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in sorted(s))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{path}"/>')
-        parts.append(f'<text x="{width - 150}" y="{30 + 14 * i}" font-size="11" fill="{color}">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+@dataclass
+class _Doc:
+    """The report as Markdown lines with figure placeholders, rendered to HTML or Markdown."""
+
+    lines: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+    def figure(self, name: str, title: str, kind: str, chart: Any) -> None:
+        self.lines += ["", f"\x00figure {len(self.figures)}", ""]
+        self.figures.append(Figure(f"{len(self.figures) + 1:02d}-{_slug(name)}", title, kind, chart))
 
 
-def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = "html") -> str:
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)[:60]
+
+
+def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = "html",
+                 assets: Path | None = None) -> str:
+    """The report as HTML, or Markdown (``fmt="md"``) linking chart images written to ``assets``
+    (a folder beside the report; without it the Markdown has no charts)."""
     res = results_dict(store, goal.goal, run_id)
     if res is None:
         raise HarnessError(f"no runs stored for goal {goal.goal!r}; run `harness run` first")
+    doc = _Doc()
+    _verdict_section(doc, goal, res)
+    doc.lines += runtime_section(res)
+    _metric_section(doc, goal, res)
+    _curve_section(doc, store, goal, res)
+    _loss_section(doc, store, res)
+    _examples_section(doc, store, goal, res)
+    _judge_section(doc, store, goal, res)
+    _human_section(doc, store, goal)
+    if fmt == "md":
+        return _render_md(doc, assets)
+    return _render_html(doc, goal)
+
+
+def _verdict_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
     rid = res["run"]["id"]
     lines = [f"# {goal.goal}: evaluation report", "", goal.description or "", "",
              f"Run `{rid}` ({res['run']['status']}), test set `{(res['run']['test_hash'] or '')[:16]}`, "
              f"git `{(res['run']['git_commit'] or '-')[:10]}`{' (dirty)' if res['run']['git_dirty'] else ''}, "
-             f"confidence {goal.confidence:.0%}.", ""] + leakage_line(res)
+             f"confidence {goal.confidence:.0%}.", ""] + leakage_line(res) + failures_line(res)
     lines.append(f"**Best candidate: {res['best_candidate']}**" if res["best_candidate"]
                  else "**No candidate meets the goal.**")
     lines += ["", "| candidate | " + " | ".join(c.metric + (f" vs {c.baseline}" if c.baseline else "")
@@ -90,42 +87,163 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
             lo, hi = v["ci"]
             how = f" ({v['interval']}, {v['confidence'] * 100:.4g}%)" if v.get("interval") and v.get("confidence") else ""
             cells.append(f"{_f(v['value'])} [{_f(lo)}, {_f(hi)}] **{v['status']}**{how}")
-        lines.append(f"| {cand['name']} | " + " | ".join(cells) + f" | {'yes' if cand['meets_goal'] else 'no'} |")
+        earlier = f" (from run {cand['run_id']})" if cand.get("from_earlier_run") else ""
+        lines.append(f"| {cand['name']}{earlier} | " + " | ".join(cells) + f" | {'yes' if cand['meets_goal'] else 'no'} |")
     rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
     if rules:
         lines += ["", "Across candidates: " + "; ".join(rules) + " (each cell names its interval and two-sided level)."]
-    lines += runtime_section(res)
-    plots = []
-    plotted: set[str] = set()
-    for i, crit in enumerate(goal.success):
-        if crit.metric in plotted:
-            continue  # one chart per metric; a relative criterion's verdict is in the table
-        plotted.add(crit.metric)
+    doc.lines += lines
+
+
+def _metric_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
+    """One chart per metric (so 0–1 and 1–5 never share an axis): each candidate's value and
+    interval, coloured by its verdict on the metric's absolute criterion, with that threshold."""
+    from harness import charts
+
+    metrics = list(dict.fromkeys([c.metric for c in goal.success] +
+                                 [m for cand in res["candidates"] for m in cand["metrics"]]))
+    if not metrics:
+        return
+    doc.lines += ["", "## Metrics", "",
+                  "Each candidate's value (dot, coloured by its verdict) and interval (bar); the dashed line is "
+                  "the criterion's threshold. Relative criteria are in the table above."]
+    for metric in metrics:
+        crit = next((c for c in goal.success if c.metric == metric and not c.relative_op), None)
+        idx = goal.success.index(crit) if crit is not None else None
         rows = []
         for cand in res["candidates"]:
-            m = cand["metrics"].get(crit.metric)
-            status = cand["criteria"][i]["status"] if i < len(cand["criteria"]) else None
-            if m:
-                rows.append((cand["name"], m["value"], m["ci"][0], m["ci"][1], status))
-        plots.append(svg_ci_bars(f"{crit.metric} per candidate ({goal.confidence:.0%} CI)", rows,
-                                 None if crit.relative_op else crit.threshold))
-    from harness.curve import curve_section
+            m = cand["metrics"].get(metric)
+            if not m or m["value"] is None:
+                continue
+            status = next((v["status"] for v in cand["criteria"] if idx is not None and v["metric"] == metric
+                           and v["op"] == crit.op and v["baseline"] is None), None)
+            rows.append({"candidate": cand["name"], "value": m["value"], "ci_low": m["ci"][0],
+                         "ci_high": m["ci"][1], "status": status})
+        if rows:
+            chart = charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
+                                          confidence=goal.confidence)
+            doc.figure(metric, f"{metric} per candidate", "metric", chart)
 
-    lines += curve_section(store, goal, res)
-    curves = store.curves(rid)
-    by_cand: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for r in curves:
-        by_cand.setdefault(r["candidate"], {}).setdefault(r["split"], []).append((r["step"], r["loss"]))
-    for cand, series in by_cand.items():
-        plots.append(svg_curves(f"loss curves: {cand}", series))
-    md = "\n".join(lines)
-    if fmt == "md":
-        return md + "\n\n" + "\n\n".join(p for p in plots if p) + "\n"
-    body = _md_table_to_html(lines)
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(goal.goal) +
-            " report</title><style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>"
-            + body + "".join(f"<div>{p}</div>" for p in plots if p) + "</body></html>\n")
+
+def _curve_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> None:
+    from harness import charts
+    from harness.curve import curve_data, curve_section
+
+    doc.lines += curve_section(store, goal, res)
+    for c in curve_data(store, goal, res):
+        doc.figure(f"curve-{c['group']}-{c['metric']}", f"{c['metric']} by training-set size ({c['group']})", "curve",
+                   charts.curve_chart(c["points"], c["threshold"], c["metric"]))
+
+
+def _loss_section(doc: _Doc, store: Store, res: dict[str, Any]) -> None:
+    """Training and validation loss of every trained candidate, overlaid (a sweep compares at a glance)."""
+    from harness import charts
+
+    points, best = [], {}
+    for rid in sorted({c["run_id"] for c in res["candidates"]}):
+        names = {c["name"] for c in res["candidates"] if c["run_id"] == rid}
+        points += [p for p in store.curves(rid) if p["candidate"] in names]
+        best.update({c["name"]: c.get("best_step") for c in store.candidates(rid) if c["name"] in names})
+    if not points:
+        return
+    trained = sorted({p["candidate"] for p in points})
+    doc.lines += ["", "## Training", "", f"Loss by step of {', '.join(trained)} (solid: train, dashed: validation; "
+                                         "a dotted rule marks each early-stopping point)."]
+    doc.figure("loss", "loss curves", "loss",
+               charts.loss_chart(points, "loss curves", {n: best.get(n) for n in trained}))
+
+
+def _examples_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> None:
+    """Per candidate, its best and worst test examples on the first criterion's metric."""
+    metric = goal.success[0].metric if goal.success else None
+    if metric is None:
+        return
+    tests = {e["example_id"]: e for e in store.examples_of(goal.goal, "test")}
+    out = ["", "## Examples", "", f"Each candidate's {EXAMPLES_EACH} best and {EXAMPLES_EACH} worst test examples "
+                                  f"on {metric} (ties in example order)."]
+    for cand in res["candidates"]:
+        scores = {s["example_id"]: s["value"] for s in store.run_scores(cand["run_id"])
+                  if s["candidate"] == cand["name"] and s["metric"] == metric and s["value"] is not None}
+        if not scores:
+            continue
+        outputs = {o["example_id"]: o["output"] for o in store.run_outputs(cand["run_id"], cand["name"])}
+        ranked = sorted(scores, key=lambda e: (-scores[e], e))
+        best = ranked[:EXAMPLES_EACH]
+        worst = [e for e in ranked[::-1] if e not in best][:EXAMPLES_EACH]
+        out += ["", f"### {cand['name']}", "", f"| | {metric} | input | reference | output |", "|---|---|---|---|---|"]
+        for label, ids in (("best", best), ("worst", worst)):
+            for e in ids:
+                ex = tests.get(e, {})
+                out.append(f"| {label} | {scores[e]:.3g} | {_cell(ex.get('input'))} | {_cell(ex.get('reference'))} "
+                           f"| {_cell(outputs.get(e))} |")
+    doc.lines += out
+
+
+def _judge_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> None:
+    """The judge's scores per candidate, a pairwise judge's position-bias rate, and how far the
+    human panel agrees with it (weighted kappa on the items both scored)."""
+    if goal.judge is None:
+        return
+    rows = [(c["name"], m, v) for c in res["candidates"] for m, v in c["metrics"].items() if m.startswith("judge.")]
+    out = ["", "## Judge", "", f"Judge `{goal.judge.model}` ({goal.judge.mode}) on "
+                                f"{', '.join(goal.judge.rubrics)}.", "",
+           "| candidate | metric | value [interval] | n | position-bias rate | win rate |", "|---|---|---|---|---|---|"]
+    for name, metric, v in rows:
+        out.append(f"| {name} | {metric} | {_f(v['value'])} [{_f(v['ci'][0])}, {_f(v['ci'][1])}] | {v['n']} | "
+                   f"{_pct(v.get('position_bias_rate'))} | {_pct(v.get('win_rate'))} |")
+    if goal.judge.mode == "pairwise":
+        out += ["", "Position-bias rate: the share of pairs whose winner changed when the two outputs swapped places."]
+    report = _agreement(store, goal)
+    versus = report.get("judge_vs_human") or []
+    if versus:
+        out += ["", f"Agreement with the human panel (quadratic-weighted κ; the judge is trusted from κ ≥ "
+                    f"{report['threshold']:g} on at least 5 items):", "",
+                "| rubric | criterion | items | κ | Spearman ρ | exact | within one | trusted |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += [f"| {r['rubric']} | {r['criterion']} | {r['n']} | {_f(r['kappa'])} | {_f(r['spearman'])} | "
+                f"{_pct(r['exact'])} | {_pct(r['within_one'])} | "
+                f"{ {True: 'yes', False: 'no'}.get(r['trusted'], 'too few items')} |" for r in versus]
+    elif goal.human is not None:
+        out += ["", "No human ratings of the judge's items yet: the judge is unchecked."]
+    doc.lines += out
+
+
+def _human_section(doc: _Doc, store: Store, goal: Any) -> None:
+    """The panel's scores now (mean, interval, items, ratings) and inter-rater agreement."""
+    from harness import charts, panel
+
+    if goal.human is None:
+        return
+    items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal.goal)]
+    ratings = store.ratings(goal.goal)
+    out = ["", "## Human panel", "", f"{len(ratings)} ratings of {len(items)} items."]
+    doc.lines += out
+    if not ratings:
+        return
+    metrics = list(dict.fromkeys([f"human.{r}" for r in goal.human.rubrics] +
+                                 [c.metric for c in goal.success if c.metric.startswith("human.")]))
+    for metric in metrics:
+        rows = panel.human_aggregates(ratings, items, metric, confidence=goal.confidence)
+        if not rows:
+            continue
+        crit = next((c for c in goal.success if c.metric == metric and not c.relative_op), None)
+        doc.figure(metric, f"{metric} per candidate", "metric",
+                   charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
+                                         confidence=goal.confidence))
+    inter = _agreement(store, goal).get("inter_rater") or []
+    if inter:
+        doc.lines += ["", "| rubric | criterion | items | ratings | Krippendorff α |", "|---|---|---|---|---|"]
+        doc.lines += [f"| {r['rubric']} | {r['criterion']} | {r.get('n_items', '-')} | {r.get('n_ratings', '-')} | "
+                      f"{_f(r.get('alpha'))} |" for r in inter]
+
+
+def _agreement(store: Store, goal: Any) -> dict[str, Any]:
+    from harness.agreement import panel_report
+    from harness.runner.context import rubrics_dir_for
+
+    if goal.human is None:
+        return {}
+    return panel_report(store, goal, rubrics_dir_for(goal, "rubrics"))
 
 
 def leakage_line(res: dict[str, Any]) -> list[str]:
@@ -138,6 +256,15 @@ def leakage_line(res: dict[str, Any]) -> list[str]:
                 f"training (`data.leakage: flag`); scores may be inflated.", ""]
     return [f"Leakage: {leak['dropped']} train/validation example(s) duplicating test examples were dropped from "
             f"training.", ""]
+
+
+def failures_line(res: dict[str, Any]) -> list[str]:
+    """One line when generations failed: how many per candidate (left out of its scores and verdicts)."""
+    failed = [f"{c['name']} {c['generations_failed']}" for c in res["candidates"] if c.get("generations_failed")]
+    if not failed:
+        return []
+    return [f"**Failed generations** (left out of scoring; above 5% of the test examples a criterion is "
+            f"inconclusive; the next run retries them): {', '.join(failed)}.", ""]
 
 
 def runtime_section(res: dict[str, Any]) -> list[str]:
@@ -158,7 +285,52 @@ def runtime_section(res: dict[str, Any]) -> list[str]:
 
 
 def _f(x: Any) -> str:
-    return "-" if x is None else f"{x:.3g}"
+    return "-" if x is None or x != x else f"{x:.3g}"
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None or x != x else f"{x:.0%}"
+
+
+def _cell(text: Any) -> str:
+    """Text for a Markdown table cell: one line, pipes escaped, clipped."""
+    t = " ".join(str(text or "").split()).replace("|", "\\|")
+    return t if len(t) <= CLIP else t[:CLIP - 1] + "…"
+
+
+def _render_md(doc: _Doc, assets: Path | None) -> str:
+    """Markdown, each chart an image link to an SVG file written to ``assets``."""
+    from harness import charts
+
+    out = []
+    for ln in doc.lines:
+        if not ln.startswith("\x00figure "):
+            out.append(ln)
+            continue
+        if assets is None:
+            continue
+        fig = doc.figures[int(ln.split()[1])]
+        assets.mkdir(parents=True, exist_ok=True)
+        (assets / f"{fig.name}.svg").write_text(charts.to_svg(fig.chart), encoding="utf-8")
+        out.append(f"![{fig.title}]({assets.name}/{fig.name}.svg)")
+    return "\n".join(out) + "\n"
+
+
+def _render_html(doc: _Doc, goal: Any) -> str:
+    """One HTML file: tables, and each chart as inline SVG in a ``<figure class="chart">``."""
+    from harness import charts
+
+    body = _md_table_to_html(doc.lines)
+    for i, fig in enumerate(doc.figures):
+        svg = charts.to_svg(fig.chart)
+        block = (f'<figure class="chart" data-kind="{fig.kind}" data-name="{html.escape(fig.name)}">{svg}'
+                 f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")
+        body = body.replace(f"<p>\x00figure {i}</p>", block, 1)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(goal.goal) +
+            " report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+            "vertical-align:top}figure{margin:1em 0}figcaption{color:#555;font-size:90%}</style></head><body>"
+            + body + "</body></html>\n")
 
 
 def _md_table_to_html(lines: list[str]) -> str:
@@ -167,7 +339,7 @@ def _md_table_to_html(lines: list[str]) -> str:
         if ln.startswith("|---"):
             continue
         if ln.startswith("|"):
-            cells = [c.strip() for c in ln.strip("|").split("|")]
+            cells = [c.strip().replace("\\|", "|") for c in _split_row(ln)]
             tag = "th" if not in_table else "td"
             if not in_table:
                 out.append("<table>")
@@ -177,21 +349,44 @@ def _md_table_to_html(lines: list[str]) -> str:
         if in_table:
             out.append("</table>")
             in_table = False
-        if ln.startswith("# "):
-            out.append(f"<h1>{html.escape(ln[2:])}</h1>")
-        elif ln.startswith("## "):
-            out.append(f"<h2>{html.escape(ln[3:])}</h2>")
-        elif ln:
-            out.append(f"<p>{html.escape(ln).replace('**', '').replace('`', '')}</p>")
+        for prefix, tag in (("# ", "h1"), ("## ", "h2"), ("### ", "h3")):
+            if ln.startswith(prefix):
+                out.append(f"<{tag}>{html.escape(ln[len(prefix):])}</{tag}>")
+                break
+        else:
+            if ln:
+                out.append(f"<p>{html.escape(ln).replace('**', '').replace('`', '')}</p>")
     if in_table:
         out.append("</table>")
     return "\n".join(out)
 
 
+def _split_row(line: str) -> list[str]:
+    """A Markdown table row's cells (``\\|`` is a pipe inside a cell)."""
+    cells, cur, i, text = [], "", 0, line.strip()[1:-1] if line.strip().endswith("|") else line.strip()[1:]
+    while i < len(text):
+        if text.startswith("\\|", i):
+            cur += "\\|"
+            i += 2
+        elif text[i] == "|":
+            cells.append(cur)
+            cur = ""
+            i += 1
+        else:
+            cur += text[i]
+            i += 1
+    return cells + [cur]
+
+
 def write_report(store: Store, goal: Any, out: str | Path, run_id: str | None = None) -> Path:
+    """Write the report (``.md``: Markdown with its charts as SVG files in ``STEM_charts/`` beside
+    it; anything else: one self-contained HTML file)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from harness.fsutil import atomic_write_text
 
-    atomic_write_text(out, build_report(store, goal, run_id, "md" if out.suffix == ".md" else "html"))
+    md = out.suffix == ".md"
+    text = build_report(store, goal, run_id, "md" if md else "html",
+                        assets=out.parent / f"{out.stem}_charts" if md else None)
+    atomic_write_text(out, text)
     return out

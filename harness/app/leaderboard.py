@@ -38,9 +38,9 @@ def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any, run_id:
     else:
         table_view(board, rows)
     human_panel_table(store, goal)
-    metric_chart(store, run_id)
+    metric_chart(store, run_id, goal)
     if history is not None:
-        history_view(store, history, goal_name, run_id)
+        history_view(store, history, goal_name, run_id, goal)
 
 
 def filter_widgets(store: Store, board: lbs.Leaderboard, context: dict[str, Any]) -> dict[str, Any]:
@@ -144,16 +144,30 @@ def human_panel_table(store: Store, goal: Any) -> None:
                                 "examples": r["n"], "ratings": r["extra"]["n_ratings"]} for r in rows]))
 
 
-def metric_chart(store: Store, run_id: str) -> None:
+def _thresholds(goal: Any) -> dict[str, float]:
+    """Each metric's absolute criterion threshold (the first, if several)."""
+    out: dict[str, float] = {}
+    for c in (goal.success if goal is not None else []):
+        if not c.relative_op:
+            out.setdefault(c.metric, c.threshold)
+    return out
+
+
+def metric_chart(store: Store, run_id: str, goal: Any = None) -> None:
+    """The chosen metric per candidate: value, interval, verdict colour, the criterion's threshold."""
     metrics = store.aggregate_metrics(run_id)
     if not metrics:
         return
     metric = st.selectbox("Chart metric", metrics, key="lb:chart_metric")
     rows = store.aggregates(run_id, metric)
-    st.altair_chart(charts.metric_ci_chart(rows, metric), width="stretch", height=90 + 36 * len(rows))
+    threshold = _thresholds(goal).get(metric)
+    statuses = {v["candidate"]: v["status"] for v in store.verdicts(run_id)
+                if v["metric"] == metric and v["baseline"] is None and threshold is not None}
+    st.altair_chart(charts.metric_ci_chart(rows, metric, threshold, getattr(goal, "confidence", None), statuses),
+                    width="stretch")
 
 
-def history_view(store: Store, board: lbs.Leaderboard, goal_name: str, run_id: str) -> None:
+def history_view(store: Store, board: lbs.Leaderboard, goal_name: str, run_id: str, goal: Any = None) -> None:
     st.subheader("Candidate across runs")
     names = store.goal_candidates(goal_name)
     if not names:
@@ -163,11 +177,7 @@ def history_view(store: Store, board: lbs.Leaderboard, goal_name: str, run_id: s
     if not rows:
         st.info("No history for this candidate.")
         return
-    df = pd.DataFrame(rows)
     table_view(board, rows)
-    import altair as alt
-
-    st.altair_chart(alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("run_id:N", sort=None, title="run"), y=alt.Y("value:Q", scale=alt.Scale(zero=False)),
-        color="metric:N", tooltip=["run_id", "metric", alt.Tooltip("value:Q", format=".4f")]
-    ).properties(title=f"{cand} across runs", height=240), width="stretch")
+    # One chart per scale: 0–1 rates and 1–5 ratings never share an axis.
+    for chart in charts.history_charts(rows, _thresholds(goal), title=f"{cand} across runs"):
+        st.altair_chart(chart, width="stretch")

@@ -22,6 +22,10 @@ def render(store: Store, run_id: str) -> None:
     if not trained:
         st.info("No trained candidates (adapters) in this run.")
         return
+    if len(trained) > 1:  # a sweep: every candidate's curves on one chart first
+        st.subheader("All trained candidates")
+        st.altair_chart(charts.sweep_loss_chart(points, {n: cands.get(n, {}).get("best_step") for n in trained}),
+                        width="stretch")
     for name in trained:
         cand = cands.get(name, {})
         st.subheader(name)
