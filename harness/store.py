@@ -254,13 +254,20 @@ def m011_run_leakage(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN leakage JSON")
 
 
+def m012_prediction_errors(con: duckdb.DuckDBPyConnection) -> None:
+    """A generation that failed (an API request that failed after its retries) is stored as a
+    failure with its reason, like a failed judgment: never served as a cached output, replaced
+    by the next run's success. NULL for every prediction stored before (all successes)."""
+    con.execute("ALTER TABLE predictions ADD COLUMN error VARCHAR")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
                                                                    m003_verdict_interval, m004_rater_invitations,
                                                                    m005_prediction_passages, m006_judge_spend,
                                                                    m007_candidate_runtime, m008_rating_notes,
                                                                    m009_prediction_messages,
                                                                    m010_artifacts_beside_the_store,
-                                                                   m011_run_leakage]
+                                                                   m011_run_leakage, m012_prediction_errors]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -630,37 +637,54 @@ class Store:
 
     # ------------------------------------------------------------------ predictions
 
-    def _by_keys(self, table: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Rows of a content-keyed table (``cache_key`` first) for these keys; missing keys are absent."""
+    def _by_keys(self, table: str, keys: Sequence[str], *, successes_only: bool = False) -> dict[str, dict[str, Any]]:
+        """Rows of a content-keyed table (``cache_key`` first) for these keys; missing keys are absent
+        (and, with ``successes_only``, stored failures too)."""
         if not keys:
             return {}
+        where = " AND error IS NULL" if successes_only else ""
         with self.connect(read_only=True) as con:
-            cur = con.execute(f"SELECT * FROM {table} WHERE cache_key IN (SELECT unnest(?))", [sorted(set(keys))])
+            cur = con.execute(f"SELECT * FROM {table} WHERE cache_key IN (SELECT unnest(?)){where}",
+                              [sorted(set(keys))])
             cols = [d[0] for d in cur.description]
             return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
 
     def get_predictions(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Stored predictions for these cache keys (missing keys are simply absent)."""
-        return self._by_keys("predictions", keys)
+        """Stored *successful* predictions for these cache keys (missing keys are simply absent).
+        A failed generation (``error`` set) is a result of its run, never a cache hit: the next
+        run generates it again."""
+        return self._by_keys("predictions", keys, successes_only=True)
 
     def put_predictions(self, rows: Sequence[dict[str, Any]], links: Sequence[tuple[str, str, str, str]] = ()) -> None:
-        """Store predictions (ignored when the key exists: content-keyed, so identical) and
-        link them to (run, candidate, example) in the same transaction."""
+        """Store predictions (ignored when a success is stored under the key: content-keyed, so
+        identical; a stored failure is replaced, never a success by a failure) and link them to
+        (run, candidate, example) in the same transaction. A row with ``error`` is a failure."""
         data = [[r["cache_key"], r.get("model_id"), r.get("output"), r.get("prompt_tokens"),
                  r.get("output_tokens"), r.get("latency_s"), r.get("cost_usd"), r.get("attempts"), now(),
                  None if r.get("passages") is None else json.dumps(r["passages"]),
-                 None if r.get("messages") is None else json.dumps(r["messages"])]
+                 None if r.get("messages") is None else json.dumps(r["messages"]), r.get("error")]
                 for r in rows]
         with self.transaction() as con:
+            if data:  # a new attempt replaces a stored failure, never a stored success
+                con.execute("DELETE FROM predictions WHERE error IS NOT NULL AND cache_key IN (SELECT unnest(?))",
+                            [[r[0] for r in data]])
             _insert(con, "predictions", ["cache_key", "model_id", "output", "prompt_tokens", "output_tokens",
-                                         "latency_s", "cost_usd", "attempts", "created_at", "passages", "messages"],
-                    data, "OR IGNORE")
+                                         "latency_s", "cost_usd", "attempts", "created_at", "passages", "messages",
+                                         "error"], data, "OR IGNORE")
             _insert(con, "outputs", ["run_id", "candidate", "example_id", "cache_key"], links)
 
+    def failed_outputs(self, run_id: str) -> dict[str, int]:
+        """{candidate: how many of its test examples a run linked to a failed generation}; a
+        failure a later run replaced with a success no longer counts."""
+        rows = self.query("SELECT o.candidate, count(*) AS n FROM outputs o JOIN predictions p USING (cache_key) "
+                          "WHERE o.run_id = ? AND p.error IS NOT NULL GROUP BY o.candidate", [run_id])
+        return {r["candidate"]: int(r["n"]) for r in rows}
+
     def outputs_for_example(self, run_id: str, example_id: str) -> dict[str, str]:
-        """{candidate: output} of one run on one example."""
+        """{candidate: output} of one run on one example (a failed generation is no output)."""
         rows = self.query("SELECT o.candidate, p.output FROM outputs o JOIN predictions p USING (cache_key) "
-                          "WHERE o.run_id = ? AND o.example_id = ? ORDER BY o.candidate", [run_id, example_id])
+                          "WHERE o.run_id = ? AND o.example_id = ? AND p.error IS NULL ORDER BY o.candidate",
+                          [run_id, example_id])
         return {r["candidate"]: r["output"] for r in rows}
 
     def passages_for_example(self, run_id: str, example_id: str) -> dict[str, list[str]]:
@@ -683,15 +707,18 @@ class Store:
             "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]
 
     def finished_run_outputs(self, goal: str) -> list[dict[str, Any]]:
-        """(run_id, candidate, example_id) of every output of the goal's finished runs, newest run first."""
+        """(run_id, candidate, example_id) of every output of the goal's finished runs, newest run
+        first (failed generations are no outputs)."""
         return self.query("SELECT o.run_id, o.candidate, o.example_id FROM outputs o JOIN runs r USING (run_id) "
-                          "WHERE r.goal = ? AND r.status = 'finished' "
+                          "JOIN predictions p USING (cache_key) "
+                          "WHERE r.goal = ? AND r.status = 'finished' AND p.error IS NULL "
                           "ORDER BY r.started_at DESC, o.run_id, o.candidate, o.example_id", [goal])
 
     def run_outputs(self, run_id: str, candidate: str | None = None) -> list[dict[str, Any]]:
+        """A run's outputs (one candidate's, when given); failed generations are no outputs."""
         sql = ("SELECT o.candidate, o.example_id, p.output, p.prompt_tokens, p.output_tokens, p.latency_s, "
                "p.cost_usd, p.cache_key, p.passages FROM outputs o JOIN predictions p USING (cache_key) "
-               "WHERE o.run_id = ?")
+               "WHERE o.run_id = ? AND p.error IS NULL")
         params: list[Any] = [run_id]
         if candidate is not None:
             sql += " AND o.candidate = ?"

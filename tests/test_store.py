@@ -199,3 +199,47 @@ def test_m008_m009_a_version_7_store_gains_rating_notes_and_prediction_messages(
     with pytest.raises(HarnessError, match="revoked"):
         s.put_invited_rating_note("g", "hash-cy", "i3", comment="x", flagged=True)
     assert [(r["rater"], r["item_id"]) for r in s.rating_notes("g") if r["flagged"]] == [("cy", "i2")]
+
+
+def test_a_failed_generation_is_stored_but_never_served_and_a_success_replaces_it(store):
+    """Issue 11: a failed generation is a result (with its reason) of the run that linked it, not
+    a cache entry; the next success replaces it, a failure never replaces a success."""
+    store.put_predictions([{"cache_key": "k1", "error": "500 after 3 attempts", "attempts": 3},
+                           {"cache_key": "k2", "output": "billing"}],
+                          [("r1", "gpt", "e1", "k1"), ("r1", "gpt", "e2", "k2")])
+    assert store.get_predictions(["k1", "k2"]).keys() == {"k2"}
+    assert store.failed_outputs("r1") == {"gpt": 1}
+    assert [r["example_id"] for r in store.run_outputs("r1")] == ["e2"]  # a failure is no output
+    assert store.outputs_for_example("r1", "e1") == {}
+    store.put_predictions([{"cache_key": "k1", "error": "timeout"}], [("r2", "gpt", "e1", "k1")])  # fails again
+    assert store.query("SELECT error FROM predictions WHERE cache_key = 'k1'") == [{"error": "timeout"}]
+    store.put_predictions([{"cache_key": "k1", "output": "shipping"}], [("r3", "gpt", "e1", "k1")])
+    store.put_predictions([{"cache_key": "k1", "error": "late failure"}, {"cache_key": "k2", "error": "x"}])
+    rows = store.query("SELECT cache_key, output, error FROM predictions ORDER BY cache_key")
+    assert rows == [{"cache_key": "k1", "output": "shipping", "error": None},
+                    {"cache_key": "k2", "output": "billing", "error": None}]
+    assert store.get_predictions(["k1"])["k1"]["output"] == "shipping" and store.failed_outputs("r3") == {}
+
+
+def test_m012_a_version_11_store_gains_prediction_errors(tmp_path):
+    """A store written before failed generations were kept migrates forward: its predictions
+    read back as successes, and a failure stored after is not served."""
+    from harness.store import migrate
+
+    path = tmp_path / "v11.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for version, fn in enumerate(MIGRATIONS[:11], start=1):
+        fn(con)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con.execute("INSERT INTO predictions (cache_key, output) VALUES ('old', 'billing')")
+    assert migrate(con) == SCHEMA_VERSION
+    con.close()
+
+    s = Store(path)
+    cols = [r["column_name"] for r in s.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'predictions' "
+        "ORDER BY ordinal_position")]
+    assert cols[-1] == "error" and "messages" in cols
+    s.put_predictions([{"cache_key": "new", "error": "connection error"}])
+    assert s.get_predictions(["old", "new"]).keys() == {"old"}
