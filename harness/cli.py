@@ -278,8 +278,9 @@ def _print_run_summary(goal: Goal, goal_path: Path, store: Store, db: Optional[P
 
     _print_verdicts(goal, store, result.run_id)
     c = result.counts
-    console.print(f"run {result.run_id}: {result.seconds:.1f} s; generated {c['generated']}, reused {c['reused']}; "
-                  f"judged {c['judged']}, reused {c['judgments_reused']}"
+    console.print(f"run {result.run_id}: {result.seconds:.1f} s; generated {c['generated']}, reused {c['reused']}"
+                  + (f", [yellow]failed {c['generations_failed']}[/]" if c.get("generations_failed") else "")
+                  + f"; judged {c['judged']}, reused {c['judgments_reused']}"
                   + (f", [yellow]failed {c['judgments_failed']}[/]" if c.get("judgments_failed") else "")
                   + f"; trained {c['trained']}, "
                   f"adapters reused {c['adapters_reused']}")

@@ -9,7 +9,7 @@
  "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
                  "cost": {"training_usd", "generation_usd", "judging_usd", "total_usd",
                           "training_seconds", "tokens_trained"},
-                 "train_seconds", "adapter_path", "overfitting",
+                 "train_seconds", "adapter_path", "overfitting", "generations_failed",
                  "runtime": {"device", "dtype", "quantization", "engine", "peak_memory_mb",
                              "peak_memory_source"},
                  "metrics": {METRIC: {"value", "ci": [low, high], "n",
@@ -36,6 +36,10 @@ run found of train/validation examples duplicating a test example (same user tur
 or nearly): ``policy`` is the goal's ``data.leakage`` (``drop`` or ``flag``), ``duplicates`` how
 many such examples, ``dropped`` how many were left out of training and ``kept`` how many were
 trained on anyway (``flag``: scores may be inflated); null for runs stored before it was recorded.
+``generations_failed`` is how many of the candidate's test examples have no output because their
+generation failed after its retries (an API request); they are left out of its metrics, judge
+and verdicts (above 5% of the test examples a criterion is inconclusive) and generated again by
+the next run; a failure a later run replaced with a success no longer counts.
 
 Without a run id the results are each candidate's latest *finished* result on the current
 sealed test set: a later ``run --only zero-shot`` does not hide the LoRA candidate's verdict
@@ -82,9 +86,11 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
     for name, r in picked.items():
         rid = r["run_id"]
         if rid not in by_run:
-            by_run[rid] = (store.aggregates(rid), store.verdicts(rid), {c["name"]: c for c in store.candidates(rid)})
-        aggs, verdicts, rows = by_run[rid]
+            by_run[rid] = (store.aggregates(rid), store.verdicts(rid), {c["name"]: c for c in store.candidates(rid)},
+                           store.failed_outputs(rid))
+        aggs, verdicts, rows, failed = by_run[rid]
         cands.append(_candidate(rows[name], aggs, verdicts, rid, rid != base["run_id"], _training_price(r)))
+        cands[-1]["generations_failed"] = failed.get(name, 0)
     cands.sort(key=lambda c: c["name"])
     meets = [c for c in cands if c["meets_goal"]]
     best = base["best_candidate"] if any(c["name"] == base["best_candidate"] for c in meets) else \

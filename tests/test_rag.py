@@ -285,6 +285,42 @@ def test_documents_sent_to_an_api_model_are_scrubbed_of_pii(tmp_path, monkeypatc
     assert not any(email in s for s in sent)
 
 
+def test_a_failed_api_answer_of_a_rag_candidate_is_stored_as_a_failure_and_retried(tmp_path, monkeypatch):
+    """Issue 11: a RAG candidate answering through an API keeps going when a request fails after
+    its retries: the failure is stored with its passages and reason, left out of the metrics, and
+    the next run asks exactly that request again."""
+    from harness.runner import run_goal
+    from harness.store import Store
+    from tests.fakeapi import FakeAPI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TEST_KEY", "sk-test")
+    import hashlib
+
+    state = {"faulty": True}
+
+    def policy(call):  # about half the prompts fail, on every attempt, until the API recovers
+        return "500" if state["faulty"] and int(hashlib.sha256(call.prompt.encode()).hexdigest(), 16) % 2 else None
+
+    with FakeAPI(responder=lambda msgs: "within five days", policy=policy) as srv:
+        goal = load_goal(rag_goal(tmp_path, tmp_path, [
+            {"name": "rag-api", "kind": "rag", "documents": "docs/manual", "k": 1, "chunk_chars": 300,
+             "provider": "openai-compatible", "model": "my-model", "base_url": srv.openai_url,
+             "api_key_env": "TEST_KEY", "max_retries": 0}]))
+        store = Store(tmp_path / "s.duckdb")
+        first = run_goal(goal, store, progress=False, work_dir=tmp_path / "work")
+        failed = first.counts["generations_failed"]
+        n = failed + first.counts["generated"]
+        assert failed >= 1 and first.aggregates["rag-api"]["retrieval_recall@k"]["n"] == n - failed
+        rows = store.query("SELECT passages, error FROM predictions WHERE error IS NOT NULL")
+        assert len(rows) == failed and all(r["passages"] and "500" in r["error"] for r in rows)
+        state["faulty"] = False
+        before = len(srv.calls)
+        second = run_goal(goal, store, progress=False, work_dir=tmp_path / "work")
+    assert len(srv.calls) - before == failed and second.counts["generations_failed"] == 0
+    assert second.aggregates["rag-api"]["retrieval_recall@k"]["n"] == n
+
+
 # --------------------------------------------------------------------------- bad input
 
 

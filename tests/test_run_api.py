@@ -291,3 +291,133 @@ judge:
         (cand,) = results_dict(store, "spend", res.run_id)["candidates"]
         assert cand["cost"]["judging_usd"] == pytest.approx(spent["usd"]) and cand["cost"]["generation_usd"] == 0
         assert cand["cost"]["total_usd"] == pytest.approx(spent["usd"])
+
+
+def _route(msgs):
+    """The right queue for a routing prompt (the fake candidate answers correctly)."""
+    last = next(m["content"] for m in reversed(msgs) if m["role"] == "user")
+    return "billing" if "billing" in last else "shipping"
+
+
+def test_failed_generations_are_not_cached_and_the_next_run_generates_exactly_those_again(tmp_path):
+    """Issue 11, generations: with 80% of an API candidate's requests failing on every attempt, the
+    failures are stored as failures and printed per candidate; the candidate is scored on its
+    outputs only (n = the outputs scored), its criterion is inconclusive (not a pass on the
+    survivors) and `harness run` exits 1; once the API recovers, the rerun sends exactly the failed
+    requests again and decides on all 40."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from harness.results import results_dict
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    state = {"faulty": True}
+
+    def policy(call):
+        h = int(hashlib.sha256(call.prompt.encode()).hexdigest(), 16)
+        return "500" if state["faulty"] and h % 5 != 0 else None  # about 80% of prompts, on every attempt
+
+    with FakeAPI(responder=_route, policy=policy) as srv:
+        g = write_eval_goal(tmp_path / "g.yaml", "genfaults", data, success=[{"metric": "accuracy", "at_least": 0.5}],
+                            candidates=[{"name": "api", "kind": "api", "provider": "openai-compatible",
+                                         "model": "my-model", "base_url": srv.openai_url, "max_retries": 1,
+                                         "backoff_base_s": 0.01}])
+        db = tmp_path / "s.duckdb"
+        first = subprocess.run([sys.executable, "-m", "harness", "run", str(g), "--db", str(db), "--no-progress"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "COLUMNS": "400"})
+        assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]  # not a pass on the survivors
+        store = Store(db)
+        failed_prompts = {json.dumps(json.loads(r["messages"]), sort_keys=True) for r in store.query(
+            "SELECT messages FROM predictions WHERE error IS NOT NULL")}
+        failed = len(failed_prompts)
+        assert 20 <= failed <= 39
+        assert f"{failed} of 40 generations failed" in first.stdout and f"failed {failed}" in first.stdout
+        (row,) = store.query("SELECT DISTINCT error FROM predictions WHERE error IS NOT NULL")
+        assert "500" in row["error"] and "2 attempt(s)" in row["error"]
+        (cand,) = results_dict(store, "genfaults")["candidates"]
+        assert cand["generations_failed"] == failed
+        assert cand["metrics"]["accuracy"]["n"] == 40 - failed  # the outputs scored, not the examples asked
+        assert cand["metrics"]["accuracy"]["value"] == 1.0  # a failed output is never scored as an empty answer
+        (crit,) = cand["criteria"]
+        assert crit["status"] == "inconclusive", crit
+        assert f"{failed} of 40 outputs failed to generate" in crit["detail"] and "not decided" in crit["detail"]
+        from harness.report import build_report
+
+        assert f"**Failed generations**" in build_report(store, load_goal(g), fmt="md") and f"api {failed}." in \
+            build_report(store, load_goal(g), fmt="md")
+
+        state["faulty"] = False
+        before = len(srv.calls)
+        second = run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        asked = [c.prompt for c in srv.calls[before:]]
+        assert len(asked) == failed and set(asked) == failed_prompts  # exactly the failed ones, once each
+        assert (second.counts["generated"], second.counts["reused"], second.counts["generations_failed"]) == \
+            (failed, 40 - failed, 0)
+        (v,) = second.verdicts["api"]
+        assert v.status == "pass" and "failed" not in v.detail and second.exit_code == 0
+        assert second.aggregates["api"]["accuracy"]["n"] == 40
+        assert store.query("SELECT count(*) AS n FROM predictions WHERE error IS NOT NULL")[0]["n"] == 0
+        assert results_dict(store, "genfaults")["candidates"][0]["generations_failed"] == 0
+
+
+def test_a_failed_generation_is_never_scored_or_judged_and_relative_criteria_pair_what_both_have(tmp_path):
+    """One of 40 generations fails on every attempt (2.5%, under the 5% share): the judge is never
+    asked about it, the candidate's metrics and judge scores rest on 39 outputs, and its relative
+    criterion pairs it with the baseline on those 39 examples, and is decided."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    test_rows = [json.loads(l) for l in data.read_text().splitlines()]
+    write_jsonl(tmp_path / "base.jsonl", [{"input": r["messages"][1]["content"], "output": "billing"}
+                                          for r in test_rows])
+    judged = json.dumps({"score": 4, "rationale": "ok"})
+    with FakeAPI(responder=_route, policy=by_prompt({"problem number 3 ": ["500"] * 3})) as srv, \
+            FakeAPI(responder=lambda msgs: judged) as judge:
+        g = tmp_path / "g.yaml"
+        g.write_text(f"""goal: onefails
+data: {{path: {data}, split: {{train: 0.0, validation: 0.0, test: 1.0}}}}
+task: classification
+success:
+  - {{metric: accuracy, improve_by: 10%, baseline: base}}
+  - {{metric: judge.correctness, at_least: 3}}
+candidates:
+  - {{name: api, kind: api, provider: openai-compatible, model: my-model, base_url: "{srv.openai_url}",
+      max_retries: 2, backoff_base_s: 0.01}}
+  - {{name: base, kind: file, path: {tmp_path / 'base.jsonl'}}}
+judge:
+  model: "openai-compatible:judge-model@{judge.openai_url}"
+  rubrics: [correctness]
+  backoff_base_s: 0.01
+""")
+        store = Store(tmp_path / "s.duckdb")
+        res = run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        assert res.counts["generations_failed"] == 1 and res.counts["generated"] == 39
+        n_criteria = len(store.query("SELECT DISTINCT criterion FROM judgments"))
+        asked = {i: sum(f"problem number {i} " in c.prompt for c in judge.calls) for i in (3, 5)}
+        assert asked == {3: n_criteria, 5: 2 * n_criteria}  # the failed output was never judged, base's was
+        links = store.query("SELECT candidate, count(*) AS n FROM judgment_links WHERE run_id = ? GROUP BY candidate "
+                            "ORDER BY candidate", [res.run_id])
+        assert [(r["candidate"], r["n"]) for r in links] == [("api", 39 * n_criteria), ("base", 40 * n_criteria)]
+        assert res.aggregates["api"]["accuracy"]["n"] == 39 and res.aggregates["api"]["judge.correctness"]["n"] == 39
+        relative, judged_v = res.verdicts["api"]
+        # Paired on the 39 examples both have: 40 test examples less the pairs decided on.
+        assert relative.status == "pass" and "1 of 40 outputs failed to generate (here or in base)" in relative.detail
+        assert judged_v.status == "pass" and "1 of 40 outputs failed to generate" in judged_v.detail
+        assert res.aggregates["base"]["judge.correctness"]["n"] == 40 and "failed" not in res.verdicts["base"][1].detail
+
+
+def test_an_api_key_the_server_rejects_stops_the_run_and_stores_no_failure(tmp_path, env):
+    """A 401 would fail every request alike: the run stops with a clear error, it is not stored
+    as 40 failed generations."""
+    from harness.errors import HarnessError
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    with FakeAPI(responder=_route, policy=lambda call: "401") as srv:
+        g = write_eval_goal(tmp_path / "g.yaml", "badkey", data, success=[{"metric": "accuracy", "at_least": 0.5}],
+                            candidates=[{"name": "gpt", "kind": "api", "provider": "openai", "model": "gpt-4o-mini",
+                                         "base_url": srv.openai_url, "api_key_env": "TEST_OPENAI_KEY"}])
+        store = Store(tmp_path / "s.duckdb")
+        with pytest.raises(HarnessError, match="401"):
+            run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
+        assert store.query("SELECT count(*) AS n FROM predictions WHERE error IS NOT NULL")[0]["n"] == 0

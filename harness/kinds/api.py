@@ -110,23 +110,19 @@ class ApiKind(CandidateKind):
         def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
             reqs = [ChatRequest(key=str(i), messages=sent[i], max_tokens=d.max_new_tokens, temperature=d.temperature,
                                 top_p=d.top_p if d.top_p < 1 else None) for i in todo]
-            failures: list[str] = []
             from harness.progress import bar
 
             def done(res: Any) -> None:
+                # A request that failed after its retries is a result (stored as a failure, asked
+                # again next run); a 401/403/404, which would fail every request, stops chat_many.
                 progress.advance(1)
-                if res.error is not None:
-                    failures.append(res.error)
-                    return
-                on_result(int(res.key), {"output": res.text, "prompt_tokens": res.input_tokens,
-                                         "output_tokens": res.output_tokens, "latency_s": res.latency_s,
-                                         "cost_usd": res.cost_usd, "attempts": res.attempts})
+                row = {"prompt_tokens": res.input_tokens, "output_tokens": res.output_tokens,
+                       "latency_s": res.latency_s, "cost_usd": res.cost_usd, "attempts": res.attempts}
+                on_result(int(res.key), {**row, "output": res.text} if res.error is None else
+                          {**row, "output": None, "error": f"{res.error} (after {res.attempts} attempt(s))"})
 
             with bar(f"{cand.name}: generating", len(reqs), unit="requests", enabled=run.progress) as progress:
                 chat_many(cfg, reqs, on_result=done)
-            if failures:
-                raise HarnessError(f"candidate {cand.name!r}: {len(failures)} request(s) failed after retries "
-                                   f"(stored results are kept; rerun to retry): {failures[0]}")
 
         model_id = f"api:{cfg.provider}:{cfg.model}:{cfg.base_url or ''}"
         return generate_cached(run, cand, keys, model_id, produce, passages=passages)

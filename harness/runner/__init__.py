@@ -218,6 +218,11 @@ def aggregate(run: Run, results: dict[str, dict[str, Any]]) -> dict[str, dict[st
 
 def decide(run: Run, results: dict[str, dict[str, Any]], missing: dict[str, str],
            outputs: dict[str, Outputs]) -> Decision:
+    for name, out in outputs.items():
+        if out.texts and len(out.failed) == len(out.texts):  # nothing to score: every criterion says why
+            for c in run.goal.success:
+                missing.setdefault(f"{name}/{c.metric}", f"all {len(out.texts)} generations failed "
+                                                         f"(first: {out.failed[0]}); rerun to retry them")
     verdicts, meets, best = decide_verdicts(run, results, missing, {n: o.cost_usd for n, o in outputs.items()},
                                             judge_labels(run, outputs))
     return Decision(verdicts, meets, best)

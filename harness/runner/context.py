@@ -37,7 +37,8 @@ class Step:
 
 @dataclass
 class Outputs:
-    """One candidate's outputs on the test split, in test order."""
+    """One candidate's outputs on the test split, in test order. ``failed``: the test examples
+    (by index) whose generation failed, with the reason; their text is empty and is never scored."""
 
     candidate: str
     texts: list[str]
@@ -48,6 +49,11 @@ class Outputs:
     train: dict[str, Any] = field(default_factory=dict)
     retrieved: list[list[str]] | None = None  # passage ids per test example, best first (kind: rag)
     runtime: dict[str, Any] = field(default_factory=dict)  # device, dtype, quantization of a local model
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def succeeded(self) -> list[int]:
+        """Indices of the test examples that have an output (every one but the failed)."""
+        return [i for i in range(len(self.texts)) if i not in self.failed]
 
 
 @dataclass
@@ -120,8 +126,9 @@ class Run:
         self._models: dict[tuple[str, str | None, Any], Any] = {}
         self._placements: dict[tuple[str, str], Placement] = {}
         self._vllm: Any = None  # harness.backends.vllm.VllmEngine, started on first use
-        self.counts = {"generated": 0, "reused": 0, "judged": 0, "judgments_reused": 0, "judgments_failed": 0,
-                       "trained": 0, "adapters_reused": 0, "indexes_built": 0, "indexes_reused": 0}
+        self.counts = {"generated": 0, "reused": 0, "generations_failed": 0, "judged": 0, "judgments_reused": 0,
+                       "judgments_failed": 0, "trained": 0, "adapters_reused": 0, "indexes_built": 0,
+                       "indexes_reused": 0}
         self.classification = is_classification(goal, prepared.examples)
         self.labels = label_set(prepared.train + prepared.test) if self.classification else []
 

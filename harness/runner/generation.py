@@ -103,9 +103,12 @@ def _engine(run: Run, cand: "Candidate", spec: str | None, adapter: str | Path |
 def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce, *,
                     passages: list[list[str]] | None = None) -> Outputs:
     """Reuse the stored predictions among ``keys``; ``produce`` the rest, storing as they come
-    (with ``passages``, the retrieved passage ids of each, when the candidate retrieves)."""
+    (with ``passages``, the retrieved passage ids of each, when the candidate retrieves). A row
+    ``produce`` reports with ``error`` (a request that failed after its retries) is stored as a
+    failure: linked to this run, counted and printed, marked in ``Outputs.failed``, never scored,
+    and generated again by the next run."""
     test = run.prepared.test
-    stored = run.store.get_predictions(keys)
+    stored = run.store.get_predictions(keys)  # successes only: a stored failure is asked again
     todo = [i for i, k in enumerate(keys) if k not in stored]
     # Link the reused predictions to this run first (cheap, one transaction).
     reused_links = [(run.run_id, cand.name, test[i].id, keys[i]) for i, k in enumerate(keys) if k in stored]
@@ -130,16 +133,33 @@ def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str,
     gen_seconds = time.perf_counter() - t0
     for k in keys:
         _MESSAGES.pop(k, None)  # stored with their predictions, or already stored before
-    texts, cost = [], 0.0
+    out = _outputs(cand.name, keys, test, results, stored)
+    out.generated, out.reused = len(todo) - len(out.failed), len(keys) - len(todo)  # failures: new ones only
+    out.gen_seconds, out.retrieved = gen_seconds, passages
+    run.counts["generated"] += out.generated
+    run.counts["reused"] += out.reused
+    if out.failed:
+        run.counts["generations_failed"] += len(out.failed)
+        first = out.failed[min(out.failed)]
+        run.say(f"  [yellow]{cand.name}[/]: {len(out.failed)} of {len(keys)} generations failed (stored as "
+                f"failures, left out of scoring, generated again next run); first: {first}")
+    return out
+
+
+def _outputs(name: str, keys: list[str], test: Sequence[Any], results: dict[int, dict[str, Any]],
+             stored: dict[str, dict[str, Any]]) -> Outputs:
+    """The candidate's texts in test order (empty where the generation failed, with the reason
+    in ``failed``) and what they cost."""
+    texts, cost, failed = [], 0.0, {}
     for i, k in enumerate(keys):
         row = results.get(i) or stored.get(k)
         if row is None:
-            raise HarnessError(f"candidate {cand.name!r}: no output for test example {test[i].id}")
-        texts.append(row["output"] or "")
+            raise HarnessError(f"candidate {name!r}: no output for test example {test[i].id}")
+        if row.get("error"):
+            failed[i] = str(row["error"])
+        texts.append("" if row.get("error") else row["output"] or "")
         cost += float(row.get("cost_usd") or 0.0)
-    run.counts["generated"] += len(todo)
-    run.counts["reused"] += len(keys) - len(todo)
-    return Outputs(cand.name, texts, len(todo), len(keys) - len(todo), cost, gen_seconds, retrieved=passages)
+    return Outputs(name, texts, cost_usd=cost, failed=failed)
 
 
 class _Writer:

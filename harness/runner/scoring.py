@@ -25,18 +25,28 @@ def metric_args(run: Run, name: str) -> tuple[str, dict[str, Any]]:
 
 
 def score_candidate(run: Run, outputs: Outputs, names: list[str]) -> dict[str, Any]:
+    """The candidate's computed metrics, on the test examples it has an output for: a failed
+    generation is left out (``extra["generation_failed"]`` counts them), never scored as an
+    empty answer. Nothing when every generation failed."""
     from harness.metrics import METRICS, compute_metric
 
+    ok = outputs.succeeded()
+    if not ok:
+        return {}
+    examples, texts = [run.prepared.test[i] for i in ok], [outputs.texts[i] for i in ok]
+    retrieved = None if outputs.retrieved is None else [outputs.retrieved[i] for i in ok]
     results = {}
     for name in names:
         if parse_metric_name(name).rated:
             continue
         base, args = metric_args(run, name)
         if base in METRICS and METRICS.meta(base).get("needs_retrieval"):
-            args["retrieved"] = outputs.retrieved  # passage ids per example; None: it retrieves nothing
-        res = compute_metric(base, outputs.texts, run.prepared.test, **args)
+            args["retrieved"] = retrieved  # passage ids per example; None: it retrieves nothing
+        res = compute_metric(base, texts, examples, **args)
         res.name = name
-        res.extra["ids"] = [ex.id for ex in run.prepared.test]  # pairing is checked by example
+        res.extra["ids"] = [ex.id for ex in examples]  # pairing is checked by example
+        if outputs.failed:
+            res.extra["generation_failed"] = len(outputs.failed)
         results[name] = res
     return results
 
@@ -89,12 +99,10 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
         for cname, outs in outputs.items():
             if spec.mode == "pairwise" and cname == baseline:
                 continue  # the baseline is what the others are compared with
-            if spec.mode == "pairwise":
-                others = ([ex.reference for ex in test] if baseline == "reference" else outputs[baseline].texts)
-                items = [JudgeItem(ex.id, ex.input_text, o, ex.reference, other)
-                         for ex, o, other in zip(test, outs.texts, others)]
-            else:
-                items = [JudgeItem(ex.id, ex.input_text, o, ex.reference) for ex, o in zip(test, outs.texts)]
+            other = outputs[baseline] if spec.mode == "pairwise" and baseline != "reference" else None
+            ids, items = _judge_items(run, JudgeItem, outs, other, spec.mode == "pairwise")
+            if not items:
+                continue  # every generation failed: nothing to judge
             pairs, judgments = _ask_judge(run, judge, rubric, cname, items, cached, spec.mode == "pairwise")
             spend[cname] = spend.get(cname, 0.0) + _count_judgments(run, cname, rubric.name, judgments, cached)
             for j in judgments:
@@ -102,7 +110,6 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                     cached.setdefault(j.key, j)
             run.store.put_judgments([], [(run.run_id, cname, j.example_id, rubric.name, j.criterion, j.order or "-",
                                           j.key) for j in judgments])
-            ids = [ex.id for ex in test]
             for metric in names:
                 if spec.mode == "pairwise":
                     crit = parse_metric_name(metric).criterion
@@ -113,10 +120,26 @@ def judge_candidates(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[st
                 else:
                     per, extra = metric_scores(metric, judgments), {"ids": ids, "bounds": RUBRIC_BOUNDS}
                 extra["failed"] = sum(per.get(i) is None for i in ids)  # unparseable or errored judgments
+                if len(ids) < len(test):
+                    extra["generation_failed"] = len(test) - len(ids)  # outputs (or the baseline's) that failed
                 out.setdefault(cname, {})[metric] = from_values(metric, [per.get(i) for i in ids], extra=extra)
     for cname, usd in spend.items():
         run.store.update_candidate(run.run_id, cname, judge_cost_usd=usd)
     return out
+
+
+def _judge_items(run: Run, item: Any, outs: Outputs, base: Outputs | None, pairwise: bool
+                 ) -> tuple[list[str], list[Any]]:
+    """(example ids, judge items) of one candidate's outputs: the examples it has an output for
+    (and, pairwise against another candidate, that one too); a failed generation is never judged."""
+    test = run.prepared.test
+    ok = [i for i in outs.succeeded() if base is None or i not in base.failed]
+    if pairwise:
+        others = [ex.reference for ex in test] if base is None else base.texts
+        items = [item(test[i].id, test[i].input_text, outs.texts[i], test[i].reference, others[i]) for i in ok]
+    else:
+        items = [item(test[i].id, test[i].input_text, outs.texts[i], test[i].reference) for i in ok]
+    return [test[i].id for i in ok], items
 
 
 def _ask_judge(run: Run, judge: Any, rubric: Any, cname: str, items: list[Any], cached: dict[str, Any],
@@ -310,7 +333,7 @@ def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, d
         parsed = parse_metric_name(metric)
         scores = panel.human_scores(ratings, items, str(parsed.rubric), parsed.criterion)
         for cand, outs in outputs.items():
-            now = dict(zip(ids, outs.texts))
+            now = {ids[i]: outs.texts[i] for i in outs.succeeded()}  # a failed generation has no text
             same = {e: v for e, v in scores.get(cand, {}).items() if e in now and rated_text.get((cand, e)) == now[e]}
             if same:
                 out.setdefault(cand, {})[metric] = same
@@ -419,13 +442,18 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
     res = results[cand].get(c.metric)
     if res is None:
         return undecided(missing.get(f"{cand}/{c.metric}", "no value"))
+    total = res.n + int(res.extra.get("generation_failed", 0))  # the test examples, failed outputs too
     base = None
     if c.relative_op:
         base = results.get(c.baseline, {}).get(c.metric)
         if base is None:
             return undecided(f"baseline {c.baseline!r} has no {c.metric} in this run")
-        if base.n != res.n or base.extra.get("ids") != res.extra.get("ids"):
+        res, base = _on_shared_examples(res, base)
+        if res is None or base is None:
             return undecided("candidate and baseline were scored on different examples")
+        if not res.n:
+            return undecided(f"no test example has an output from both this candidate and {c.baseline!r} "
+                             f"(their generations failed)")
     verdict = judge_criterion(c.metric, c.op, getattr(c, c.op), res, base, c.baseline, confidence, seed=0,
                               multiplicity=rule)
     if res.extra.get("ppi_short"):
@@ -433,7 +461,7 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
 
         verdict.detail += (f"; {res.extra['ppi_short']} of this candidate's outputs have human ratings, "
                            f"PPI needs {MIN_N}: the judge alone decides")
-    _count_failed(verdict, res, base)
+    _count_failed(verdict, res, base, total - res.n, f" (here or in {c.baseline})" if base is not None else "")
     if base is not None and _binary(res) and _binary(base):
         from harness.stats import mcnemar
 
@@ -443,23 +471,61 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
     return verdict
 
 
-# Above this share of failed (unparseable or errored) judgments a judge criterion is not decided:
-# the outputs a judge fails on are rarely a random sample of all outputs.
+# Above this share of the test examples left out by failures (generations that failed after their
+# retries, unparseable or errored judgments) a criterion is not decided: what fails is rarely a
+# random sample of the examples.
 MAX_FAILED_SHARE = 0.05
 
 
-def _count_failed(verdict: Any, res: Any, base: Any) -> None:
-    """Failed judgments count: reported in the detail, and above MAX_FAILED_SHARE undecided."""
+def _count_failed(verdict: Any, res: Any, base: Any, left_out: int = 0, where: str = "") -> None:
+    """Failed judgments (of ``res``'s examples) and failed generations (``left_out`` test examples
+    with no output, ``where`` says on which side) count: each said in the detail, and above
+    MAX_FAILED_SHARE of the test examples together, undecided."""
     from harness.verdict import INCONCLUSIVE
 
     failed = max(int(r.extra.get("failed", 0)) for r in (res, base) if r is not None)
-    if not failed:
+    if not failed and not left_out:
         return
-    share = failed / max(res.n, 1)
-    verdict.detail += f"; {failed} of {res.n} judgments failed and are left out"
-    if share > MAX_FAILED_SHARE and verdict.status != INCONCLUSIVE:
+    total = res.n + left_out
+    if left_out:
+        verdict.detail += f"; {left_out} of {total} outputs failed to generate{where} and are left out"
+    if failed:
+        verdict.detail += f"; {failed} of {res.n} judgments failed and are left out"
+    if (failed + left_out) / max(total, 1) > MAX_FAILED_SHARE and verdict.status != INCONCLUSIVE:
         verdict.status = INCONCLUSIVE
-        verdict.detail += f" (more than {MAX_FAILED_SHARE:.0%}: not decided)"
+        verdict.detail += f" (more than {MAX_FAILED_SHARE:.0%} of the test examples: not decided)"
+
+
+def _on_shared_examples(res: Any, base: Any) -> tuple[Any, Any]:
+    """Candidate and baseline on the examples both have an output for, when a generation failed on
+    either side (a relative criterion pairs example by example); (None, None) when they were scored
+    on different examples for another reason."""
+    a, b = res.extra.get("ids"), base.extra.get("ids")
+    if a == b and res.n == base.n:
+        return res, base
+    failures = res.extra.get("generation_failed") or base.extra.get("generation_failed")
+    if not failures or a is None or b is None or len(a) != res.n or len(b) != base.n:
+        return None, None
+    shared = set(b)
+    keep = [e for e in a if e in shared]
+    return _on_examples(res, keep), _on_examples(base, keep)
+
+
+def _on_examples(res: Any, ids: list[str]) -> Any:
+    """A copy of ``res`` on the examples ``ids`` only: its rows of statistics (what every interval
+    resamples) and per-example values, the value recomputed from them."""
+    import copy
+
+    row = {e: i for i, e in enumerate(res.extra["ids"])}
+    rows = [row[e] for e in ids]
+    out = copy.copy(res)
+    out.stats = res.stats[rows]
+    out.per_example = [res.per_example[i] for i in rows] if len(res.per_example) == res.n else []
+    out.value = float(res.aggregate(out.stats.sum(axis=0))) if rows else float("nan")
+    out.extra = {**res.extra, "ids": list(ids)}
+    if "failed" in res.extra:  # failed judgments among the examples kept
+        out.extra["failed"] = sum(v is None for v in out.per_example)
+    return out
 
 
 def _binary(res: Any) -> bool:
