@@ -174,7 +174,26 @@ class Decoding(Strict):
     seed: int = 0
 
 
-class Candidate(BaseModel):
+class _Placed(BaseModel):
+    """Where a part's local model runs (:mod:`harness.backends.device`); None: the goal's."""
+
+    device: str | None = Field(None, description="Where this part's local model runs and trains "
+                                                 "(auto, cpu, cuda, cuda:N, mps); default: the goal's device.")
+    dtype: str | None = Field(None, description="Precision of this part's local model (auto, bfloat16, "
+                                                "float16, float32); default: the goal's dtype.")
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, v: Any) -> Any:
+        return v if v is None else check_device(v)
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_ok(cls, v: Any) -> Any:
+        return v if v is None else check_dtype(v)
+
+
+class Candidate(_Placed):
     """A candidate. ``kind`` names a module of :mod:`harness.kinds`, which validates the rest of
     the keys as its options (``harness.runner.validate``)."""
 
@@ -184,10 +203,6 @@ class Candidate(BaseModel):
     kind: str = Field(description="prompt, lora, qlora, prefix, prompt_tuning, full, api, file, rag, or a registered kind.")
     model: str | None = Field(None, description="Base model (local kinds) or API model id; default: the goal's model.")
     sweep_of: str | None = Field(None, description="Set by a sweep: the name of the entry it expanded from.")
-    device: str | None = Field(None, description="Where this candidate's local model runs and trains "
-                                                 "(auto, cpu, cuda, cuda:N, mps); default: the goal's device.")
-    dtype: str | None = Field(None, description="Precision of this candidate's local model (auto, bfloat16, "
-                                                "float16, float32); default: the goal's dtype.")
     generation_batch_size: int | None = Field(
         None, ge=1, description="Prompts per generation batch of this candidate's local model; default: the goal's.")
     engine: Literal["transformers", "vllm"] | None = Field(
@@ -199,16 +214,6 @@ class Candidate(BaseModel):
     def _name_ok(cls, v: str) -> str:
         return _check_name("candidate", v)
 
-    @field_validator("device")
-    @classmethod
-    def _device_ok(cls, v: Any) -> Any:
-        return v if v is None else check_device(v)
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype_ok(cls, v: Any) -> Any:
-        return v if v is None else check_dtype(v)
-
     @property
     def options(self) -> dict[str, Any]:
         """The kind's options: every key besides name, kind, model, sweep_of and the runtime keys
@@ -216,24 +221,11 @@ class Candidate(BaseModel):
         return dict(self.model_extra or {})
 
 
-class JudgeSpec(BaseModel):
+class JudgeSpec(_Placed):
     model_config = ConfigDict(extra="allow")
     model: str = Field("local:default", description="openai:MODEL, anthropic:MODEL, openai-compatible:MODEL@URL, local:default|PATH")
     rubrics: list[str] = Field(default_factory=list)
     mode: Literal["pointwise", "pairwise"] = "pointwise"
-    device: str | None = Field(None, description="Where a local judge runs (auto, cpu, cuda, cuda:N, mps); "
-                                                 "default: the goal's device.")
-    dtype: str | None = Field(None, description="A local judge's precision; default: the goal's dtype.")
-
-    @field_validator("device")
-    @classmethod
-    def _device_ok(cls, v: Any) -> Any:
-        return v if v is None else check_device(v)
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype_ok(cls, v: Any) -> Any:
-        return v if v is None else check_dtype(v)
 
 
 class HumanSpec(BaseModel):

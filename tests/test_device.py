@@ -90,7 +90,7 @@ def test_on_the_cpu_generation_keeps_batches_of_16_unless_told(tiny_model_dir, m
     model = LocalModel(str(tiny_model_dir), device="cpu", dtype="float32")
     sizes = []
     original = model._generate_batch
-    monkeypatch.setattr(model, "_generate_batch", lambda rows, *a: sizes.append(len(rows)) or original(rows, *a))
+    monkeypatch.setattr(model, "_generate_batch", lambda rows, *a, **k: sizes.append(len(rows)) or original(rows, *a, **k))
     prompts = [[{"role": "user", "content": f"message {i} " * (1 + i % 3)}] for i in range(20)]
     model.generate(prompts, DecodingParams(max_new_tokens=2), progress=False)
     assert sizes == [16, 4]
@@ -221,7 +221,7 @@ def test_fp32_and_bf16_run_end_to_end_and_record_where_they_ran(tmp_path, tiny_m
         assert same >= 0.3, (fp32, same)  # loosely: bf16 rounding flips some greedy tokens
     meta = json.loads(next((tmp_path / "work" / "adapters" / goal.goal).glob("lora-bf16-*/harness_adapter.json"))
                       .read_text())
-    assert meta["runtime"] == {"device": "cpu", "dtype": "bfloat16", "quantization": None}
+    assert meta["runtime"] == {"device": "cpu", "dtype": "bfloat16", "quantization": None, "processes": 1}
     res = results_dict(store, goal.goal)
     by = {c["name"]: c for c in res["candidates"]}
     assert by["lora-bf16"]["runtime"]["dtype"] == "bfloat16" and by["lora"]["runtime"]["device"] == "cpu"
