@@ -351,6 +351,64 @@ def required_n_from_ci(n: int, estimate: float, ci: tuple[float, float], thresho
     return 10 ** 12 if not need < 1e12 else max(n, math.ceil(need))
 
 
+# Above this many examples "n needed" for a proportion is the normal approximation: the exact
+# power converges to it, and the binomial tails are no longer cheap to search.
+EXACT_POWER_MAX_N = 10 ** 7
+
+
+def clopper_pearson_power(big_n, p: float, threshold: float, confidence: float = 0.95) -> np.ndarray:
+    """Exact chance, if ``p`` is the truth, that a Clopper–Pearson interval over ``big_n`` examples
+    (an int or an array of them) settles against ``threshold`` on ``p``'s side: its low bound
+    >= threshold when p > threshold, its high bound <= threshold when p < threshold.
+
+    The low bound of k successes clears t exactly when P(Bin(N, t) >= k) <= alpha (the beta-
+    binomial identity behind Clopper–Pearson), so the passing counts are k >= k_min(N) and the
+    power is P(Bin(N, p) >= k_min); the high bound is the same on 1 - p, 1 - t."""
+    from scipy.stats import binom
+
+    if p < threshold:
+        return clopper_pearson_power(big_n, 1 - p, 1 - threshold, confidence)
+    big_n = np.asarray(big_n, dtype=float)
+    alpha = (1 - confidence) / 2
+    if threshold <= 0:
+        return np.ones_like(big_n)
+    k = binom.isf(alpha, big_n, threshold) + 1  # smallest k with P(X >= k) <= alpha, up to rounding
+    # isf works in floating point: step to the exact boundary (at most one count either way).
+    k = np.where(binom.sf(k - 1, big_n, threshold) > alpha, k + 1, k)
+    k = np.where((k > 1) & (binom.sf(k - 2, big_n, threshold) <= alpha), k - 1, k)
+    return np.where(k <= big_n, binom.sf(k - 1, big_n, p), 0.0)
+
+
+def required_n_proportion(p: float, threshold: float, confidence: float = 0.95, power: float = POWER,
+                          start: int = 1) -> int | None:
+    """The smallest number of examples (from ``start``, searched near the first crossing) at which
+    a Clopper–Pearson verdict settles with probability >= ``power`` if ``p`` is the truth, by
+    exact binomial power (:func:`clopper_pearson_power`). Power is a saw-tooth in N (each new
+    passing count costs a step down), so the answer is the smallest N within a window below the
+    first crossing found by bisection, and the power *at* it is >= ``power``. None when ``p`` is
+    on the threshold; the normal approximation past ``EXACT_POWER_MAX_N``."""
+    if p == threshold or not (0 <= p <= 1 and 0 <= threshold <= 1):
+        return None
+
+    def ok(n: int) -> bool:
+        return bool(clopper_pearson_power(n, p, threshold, confidence) >= power)
+
+    lo = max(1, int(start))
+    if ok(lo):
+        return lo
+    hi = max(lo + 1, required_n(p, threshold, proportion=True, confidence=confidence, power=power) or lo + 1)
+    while not ok(hi):
+        lo, hi = hi, math.ceil(hi * 1.5)
+        if hi > EXACT_POWER_MAX_N:
+            return required_n(p, threshold, proportion=True, confidence=confidence, power=power)
+    while hi - lo > 1:  # ok(hi), not ok(lo)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    window = np.arange(max(int(start), hi - 4 * math.isqrt(hi) - 20), hi + 1)
+    passing = window[clopper_pearson_power(window, p, threshold, confidence) >= power]
+    return int(passing[0]) if passing.size else hi
+
+
 def resolvable_distance(n: int, estimate: float, ci: tuple[float, float], factor: float = 10.0,
                         confidence: float = 0.95, power: float = POWER) -> float | None:
     """With ``factor`` times the examples, how far from the threshold the truth would have to

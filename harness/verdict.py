@@ -9,12 +9,19 @@
   means cand - base >= 0.1. The direction comes from the criterion, not the metric.
 
 Each verdict names the interval it rests on (``harness.intervals``: Clopper–Pearson for
-proportions, the SCAS paired score / MOVER-R for paired ones, PPI++ for a judge with human
-ratings, a two-way random-effects interval for a human panel, studentised bootstraps from
-``MIN_N`` examples for the rest), the two-sided confidence it used, and the multiplicity rule that set that confidence
+proportions, the SCAS paired score and paired ratio score intervals for paired ones, PPI++ for
+a judge with human ratings, a two-way random-effects interval for a human panel, studentised
+bootstraps from ``MIN_N`` examples for the rest, paired ones resampling whole pairs), the two-sided confidence it used, and the multiplicity rule that set that confidence
 (``harness.multiplicity``). An inconclusive verdict says how many test examples in total would
-settle it with 80% power if the estimate is the truth, or, when the estimate sits on the
-threshold, what distance from it 10x the data would resolve.
+settle it with 80% power if the estimate is the truth — for a proportion by exact binomial power
+of the Clopper–Pearson interval (the power at that n is at least 80%), for the other types by a
+normal approximation (the interval's half-width shrinking like 1/sqrt(n)), and it says which —
+or, when the estimate sits on the threshold, what distance from it 10x the data would resolve;
+where there is no interval yet (fewer than ``intervals.MIN_N`` examples) that at least that many
+are needed. ``n`` is the number of examples the value rests on: judged, not asked, when
+judgments failed. ``judge_validated`` says whether a judge criterion's judge was checked against
+human ratings and agreed with them (True), was not checked or disagreed (False), or the
+criterion is not a judge's (None).
 """
 from __future__ import annotations
 
@@ -47,6 +54,8 @@ class Verdict:
     interval: str = ""             # the method behind ``ci`` (harness.intervals)
     confidence: float | None = None  # the two-sided level of ``ci`` after any multiplicity adjustment
     multiplicity: str = ""         # the rule that set ``confidence`` ("holm over 4 candidates", "none")
+    n: int | None = None           # the examples the value rests on (judged, not asked)
+    judge_validated: bool | None = None  # judge criteria: agreed with human ratings (True), else False; None: no judge
 
     @property
     def margin(self) -> float:
@@ -90,29 +99,47 @@ def _status(ci: tuple[float, float], threshold: float, upper: bool) -> str:
 
 
 def _needed(status: str, n: int | None, value: float, ci: tuple[float, float], threshold: float,
-            confidence: float) -> int | None:
+            confidence: float, proportion: bool = False) -> int | None:
     if status != INCONCLUSIVE or not n:
         return None
-    from harness.stats import required_n_from_ci
+    from harness.stats import required_n_from_ci, required_n_proportion
 
+    if proportion:
+        return required_n_proportion(value, threshold, confidence, start=n + 1)
     return required_n_from_ci(n, value, ci, threshold, confidence)
 
 
 def _settle_note(status: str, n: int | None, needed: int | None, value: float, ci: tuple[float, float],
-                 confidence: float, unit=None) -> str:
+                 confidence: float, unit=None, proportion: bool = False) -> str:
     """What more data would do for an inconclusive verdict (``"; ..."`` or empty)."""
     from harness.stats import POWER, resolvable_distance
 
     if status != INCONCLUSIVE or not n:
         return ""
+    how = "exact binomial power" if proportion else "by a normal approximation"
     if needed:
-        return f"; about {needed} test examples in total would settle it ({POWER:.0%} power)"
+        return f"; about {needed} test examples in total would settle it ({POWER:.0%} power, {how})"
     far = resolvable_distance(n, value, ci, 10.0, confidence)
     if far is None:
         return ""
     fmt = unit or _fmt
     return (f"; the estimate sits on the threshold: with 10x the data ({10 * n} examples) a true distance of "
-            f"{fmt(far)} from it would be resolved ({POWER:.0%} power)")
+            f"{fmt(far)} from it would be resolved ({POWER:.0%} power, by a normal approximation)")
+
+
+def _no_interval_note(status: str, n: int | None, method: str) -> tuple[int | None, str]:
+    """An undecided criterion with no interval: ("n needed", what to say). Below ``MIN_N``
+    examples at least that many are needed before any interval; with no spread, examples that
+    vary. How many would then settle it depends on what they show."""
+    from harness.intervals import MIN_N, NO_SPREAD, TOO_FEW
+
+    if status != INCONCLUSIVE:
+        return None, ""
+    if method == TOO_FEW and n is not None and n < MIN_N:
+        return MIN_N, f"; at least {MIN_N} test examples are needed before an interval can decide"
+    if method == NO_SPREAD:
+        return None, f"; examples that differ (at least {MIN_N} in all) are needed before an interval can decide"
+    return None, ""
 
 
 def _fmt(x: float) -> str:
@@ -120,20 +147,23 @@ def _fmt(x: float) -> str:
 
 
 def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, threshold: float,
-                   n: int | None = None, interval: str = "", note: str = "", confidence: float = 0.95) -> Verdict:
-    """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples."""
+                   n: int | None = None, interval: str = "", note: str = "", confidence: float = 0.95,
+                   proportion: bool = False) -> Verdict:
+    """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples (``proportion``:
+    a Clopper–Pearson interval, whose "n needed" is exact)."""
     if op not in ("at_least", "at_most"):
         raise InputError(Problem("<goal>", None, "op", f"{op!r} is not an absolute criterion"))
     upper = op == "at_most"
     status = _status(ci, threshold, upper)
-    needed = _needed(status, n, value, ci, threshold, confidence)
     sign = "<=" if upper else ">="
     detail = f"{metric} = {_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}], needs {sign} {_fmt(threshold)}"
     if note:
-        detail += f"; no interval: {note}"
+        needed, more = _no_interval_note(status, n, interval)
+        detail += f"; no interval: {note}{more}"
     else:
-        detail += _settle_note(status, n, needed, value, ci, confidence)
-    return Verdict(metric, status, value, ci, threshold, None, needed, detail, op, False, interval)
+        needed = _needed(status, n, value, ci, threshold, confidence, proportion)
+        detail += _settle_note(status, n, needed, value, ci, confidence, proportion=proportion)
+    return Verdict(metric, status, value, ci, threshold, None, needed, detail, op, False, interval, n=n)
 
 
 def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: str,
@@ -162,17 +192,19 @@ def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: 
         else:
             value, ci = paired.diff, (lo, hi)
     status = _status(ci, target, upper=False)
-    needed = _needed(status, n, value, ci, target, confidence)
     unit = (lambda x: f"{x * 100:.3g}%") if relative else _fmt
     verb = "reduction" if op == "reduce_by" else "improvement"
     detail = (f"{metric}: {_fmt(paired.cand_value)} vs {baseline} {_fmt(paired.base_value)}; "
               f"paired {verb} {unit(value)} [{unit(ci[0])}, {unit(ci[1])}], needs >= {unit(target)}")
     note = getattr(paired, "note", "")
+    needed = None
     if note or any(math.isnan(x) for x in ci):
-        detail += f"; no interval: {note or 'the ratio is unbounded'}"
+        needed, more = _no_interval_note(status, n, method) if note else (None, "")
+        detail += f"; no interval: {note or 'the ratio is unbounded'}{more}"
     else:
+        needed = _needed(status, n, value, ci, target, confidence)
         detail += _settle_note(status, n, needed, value, ci, confidence, unit)
-    return Verdict(metric, status, value, ci, target, baseline, needed, detail, op, relative, method)
+    return Verdict(metric, status, value, ci, target, baseline, needed, detail, op, relative, method, n=n)
 
 
 def criterion_of(criterion: Mapping) -> tuple[str, float | str]:
@@ -202,8 +234,9 @@ def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
         res = stats._as_result(cand)
         found = intervals.interval(res, confidence, n_resamples, seed)
         value = res.recompute() if found.estimate is None else found.estimate
-        verdict = judge_absolute(metric, value, found.ci, op, threshold, res.n, found.method, found.note,
-                                 confidence)
+        # n: the examples the value rests on (judged, not asked: failed judgments are not among them)
+        verdict = judge_absolute(metric, value, found.ci, op, threshold, intervals.n_used(res), found.method,
+                                 found.note, confidence, proportion=found.method == intervals.CLOPPER_PEARSON)
     elif op in ("reduce_by", "improve_by"):
         if base is None or not baseline:
             raise InputError(Problem("<goal>", None, "baseline", f"{op} needs a baseline candidate"))

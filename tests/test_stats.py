@@ -143,7 +143,7 @@ def test_required_n_from_ci_agrees_with_the_normal_formula():
 
 
 @pytest.mark.parametrize("p,t", [(0.93, 0.9), (0.97, 0.95), (0.6, 0.5), (0.05, 0.1)])
-def test_n_needed_has_its_power_by_exact_enumeration(p, t):
+def test_n_needed_from_the_interval_has_about_its_power_by_exact_enumeration(p, t):
     """If the estimate is the truth, at the suggested n the Clopper-Pearson verdict settles
     (passes at_least / at_most) about 80% of the time, never much less."""
     from scipy.stats import binom
@@ -166,3 +166,63 @@ def test_n_needed_is_finite_safe():
     assert stats.required_n_from_ci(0, 0.5, (0.4, 0.6), 0.3) is None
     assert stats.resolvable_distance(100, 0.5, (0.4, 0.6)) == pytest.approx(
         0.1 * (1.959963984540054 + 0.8416212335729143) / 1.959963984540054 / math.sqrt(10))
+
+
+def _exact_settle_chance(big_n: int, p: float, t: float, confidence: float = 0.95) -> float:
+    """By enumeration: the chance that a Clopper-Pearson interval over big_n examples, truth p,
+    settles against t on p's side (every success count, its interval computed directly)."""
+    from scipy.stats import binom
+
+    from harness import intervals
+
+    ks = np.arange(big_n + 1)
+    bounds = np.array([intervals.clopper_pearson(int(k), big_n, confidence) for k in ks])
+    settles = bounds[:, 0] >= t if p > t else bounds[:, 1] <= t
+    return float(binom.pmf(ks[settles], big_n, p).sum())
+
+
+@pytest.mark.parametrize("n0", [30, 100, 300])
+def test_verdict_n_needed_for_a_proportion_has_at_least_80_percent_exact_power(n0):
+    """Over a grid of (estimate, threshold, n0), an inconclusive proportion's "n needed" is an n
+    at which the verdict settles with probability >= 80% if the estimate is the truth, by exact
+    enumeration, and not wildly more (the old normal rule ranged 71% to 99.6%)."""
+    from harness.verdict import judge_criterion
+
+    seen = 0
+    for p in (0.05, 0.3, 0.5, 0.8, 0.9, 0.95):
+        for gap in (-0.06, -0.03, 0.03, 0.06):
+            t = round(p + gap, 4)
+            k = round(p * n0)
+            v = judge_criterion("acc", "at_least", t, [1.0] * k + [0.0] * (n0 - k))
+            if v.status != "inconclusive" or v.needed_n is None:
+                continue
+            seen += 1
+            chance = _exact_settle_chance(v.needed_n, k / n0, t)
+            assert 0.8 <= chance <= 0.9, (p, t, n0, v.needed_n, chance)
+            assert "exact binomial power" in v.detail and f"about {v.needed_n} test examples" in v.detail
+    assert seen >= 8
+
+
+def test_clopper_pearson_power_equals_enumeration_and_required_n_is_the_first_in_its_window():
+    for p, t, n in ((0.93, 0.9, 400), (0.05, 0.1, 250), (0.6, 0.5, 81), (1.0, 0.9, 36)):
+        assert float(stats.clopper_pearson_power(n, p, t)) == pytest.approx(_exact_settle_chance(n, p, t), abs=1e-12)
+        need = stats.required_n_proportion(p, t)
+        assert _exact_settle_chance(need, p, t) >= 0.8 > _exact_settle_chance(need - 1, p, t)
+    assert stats.required_n_proportion(0.5, 0.5) is None
+    # Past the exact search's range, the normal rule (the exact power converges to it).
+    assert stats.required_n_proportion(0.5, 0.5 + 1e-5) == stats.required_n(0.5, 0.5 + 1e-5, proportion=True)
+
+
+def test_no_interval_says_at_least_min_n():
+    from harness import intervals
+    from harness.verdict import judge_criterion
+
+    v = judge_criterion("judge.tone", "at_least", 4.0, [5.0, 4.0, 3.0] * 3)
+    assert v.status == "inconclusive" and v.needed_n == intervals.MIN_N
+    assert f"at least {intervals.MIN_N} test examples" in v.detail
+    v = judge_criterion("m", "at_least", 4.0, [4.0] * 40)  # nothing varies, no bounds
+    assert v.status == "inconclusive" and v.needed_n is None and "examples that differ" in v.detail
+    v = judge_criterion("m", "improve_by", 0.1, [4.0, 3.0] * 5, [3.0, 3.0] * 5, baseline="b")
+    assert v.needed_n == intervals.MIN_N and f"at least {intervals.MIN_N}" in v.detail
+    v = judge_criterion("m", "at_least", 3.4, [3.0, 3.5, 4.0] * 10)  # a normal-approximation "n needed"
+    assert "by a normal approximation" in v.detail and v.needed_n > 30

@@ -416,6 +416,7 @@ def _with_trust(verdict: Any, trust: dict[str, Any]) -> Any:
     if not is_judge_metric(verdict.metric):
         return verdict
     row = trust.get(verdict.metric)
+    verdict.judge_validated = bool(row is not None and row.get("trusted") is True)
     if row is None or row.get("trusted") is None:
         verdict.detail += "; judge not validated against humans"
     elif row["trusted"] is False:
