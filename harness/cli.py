@@ -385,8 +385,10 @@ def _verdict_table(success: list, res: dict):
             value = "-" if v is None or v["value"] is None else _value_cell(v)
             badge = "-" if v is None else _BADGE.get(v["status"], v["status"])
             meets = ("[green]yes[/]" if cand["meets_goal"] else "no") if i == 0 else ""
-            t.add_row(names[i] if i < len(names) else "", labels[i] if i < len(labels) else "-", value, badge,
-                      meets, end_section=i == n - 1)
+            label = labels[i] if i < len(labels) else "-"
+            if v is not None and v.get("judge_validated") is False:
+                label += "\n[yellow]judge not validated[/]"
+            t.add_row(names[i] if i < len(names) else "", label, value, badge, meets, end_section=i == n - 1)
     return t
 
 

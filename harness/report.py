@@ -86,7 +86,8 @@ def _verdict_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
         for v in cand["criteria"]:
             lo, hi = v["ci"]
             how = f" ({v['interval']}, {v['confidence'] * 100:.4g}%)" if v.get("interval") and v.get("confidence") else ""
-            cells.append(f"{_f(v['value'])} [{_f(lo)}, {_f(hi)}] **{v['status']}**{how}")
+            unchecked = " ⚠ judge not validated" if v.get("judge_validated") is False else ""
+            cells.append(f"{_f(v['value'])} [{_f(lo)}, {_f(hi)}] **{v['status']}**{how}{unchecked}")
         earlier = f" (from run {cand['run_id']})" if cand.get("from_earlier_run") else ""
         lines.append(f"| {cand['name']}{earlier} | " + " | ".join(cells) + f" | {'yes' if cand['meets_goal'] else 'no'} |")
     rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
@@ -110,18 +111,23 @@ def _metric_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
     for metric in metrics:
         crit = next((c for c in goal.success if c.metric == metric and not c.relative_op), None)
         idx = goal.success.index(crit) if crit is not None else None
-        rows = []
+        rows, levels = [], set()
         for cand in res["candidates"]:
             m = cand["metrics"].get(metric)
             if not m or m["value"] is None:
                 continue
-            status = next((v["status"] for v in cand["criteria"] if idx is not None and v["metric"] == metric
-                           and v["op"] == crit.op and v["baseline"] is None), None)
-            rows.append({"candidate": cand["name"], "value": m["value"], "ci_low": m["ci"][0],
-                         "ci_high": m["ci"][1], "status": status})
+            v = next((v for v in cand["criteria"] if idx is not None and v["metric"] == metric
+                      and v["op"] == crit.op and v["baseline"] is None), None)
+            # The interval the verdict (and so the dot's colour) rests on, at its level; else the metric's.
+            shown = v if v is not None and v["value"] is not None and v["ci"][0] is not None and v.get("confidence") \
+                else {**m, "confidence": goal.confidence}
+            levels.add(shown["confidence"])
+            rows.append({"candidate": cand["name"], "value": shown["value"], "ci_low": shown["ci"][0],
+                         "ci_high": shown["ci"][1], "status": v["status"] if v is not None else None})
         if rows:
+            level = " / ".join(f"{x * 100:.4g}%" for x in sorted(levels))
             chart = charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
-                                          confidence=goal.confidence)
+                                          title=f"{metric} per candidate (value, {level} interval)")
             doc.figure(metric, f"{metric} per candidate", "metric", chart)
 
 

@@ -17,7 +17,7 @@
                                       "baseline"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
                                "ci": [low, high], "needed_n", "detail",
-                               "interval", "confidence", "multiplicity"}]}]}
+                               "interval", "confidence", "multiplicity", "judge_validated"}]}]}
 ```
 ``cost`` splits what a candidate cost: ``training_usd`` (its measured ``training_seconds`` at the
 goal's ``cost.gpu_hour_usd`` × ``cost.gpus``; null when the goal sets no price, 0 for a candidate
@@ -26,7 +26,12 @@ Metric names are as the goal writes them (``accuracy``, ``rougeL``, ``judge.tone
 ``human.tone``...). NaN becomes null. ``interval`` names the method behind ``ci``
 (``harness.intervals``), ``confidence`` its two-sided level after the multiplicity rule
 ``multiplicity`` (``harness.multiplicity``); all three are null for runs stored before they
-were recorded. ``runtime`` says where a local candidate ran (``harness.backends.device``):
+were recorded. ``judge_validated`` is for judge criteria (``judge.*``): true when human ratings
+of the judge's outputs agree with it (weighted kappa at or above the goal's
+``human.agreement_threshold``), false when no human checked it or the panel disagrees (the
+verdict's detail says which; a judge the panel disagrees with cannot pass), null for every
+other criterion and for runs stored before it was recorded. ``runtime`` says where a local
+candidate ran (``harness.backends.device``):
 device (cpu, cuda:N, mps), dtype, the base's quantization (``nf4``; ``none`` for a qlora adapter
 on a full-precision base), the engine that generated its outputs (transformers or
 vllm), and peak memory in MiB with what measured it
@@ -116,6 +121,10 @@ def _mean_margin(cand: dict[str, Any]) -> float:
     return sum(out) / len(out) if out else -math.inf
 
 
+def _flag(v: Any) -> bool | None:
+    return None if v is None else bool(v)
+
+
 def _run_info(run: dict[str, Any]) -> dict[str, Any]:
     return {"id": run["run_id"], "status": run["status"], "started_at": _clean(run["started_at"]),
             "finished_at": _clean(run["finished_at"]), "test_hash": run["test_hash"],
@@ -145,7 +154,8 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
                  "baseline": v["baseline"], "value": _clean(v["value"]),
                  "ci": [_clean(v["ci_low"]), _clean(v["ci_high"])], "needed_n": v["needed_n"],
                  "detail": v["detail"], "interval": v.get("interval"), "confidence": _clean(v.get("confidence")),
-                 "multiplicity": v.get("multiplicity")} for v in verdicts if v["candidate"] == name]
+                 "multiplicity": v.get("multiplicity"), "judge_validated": _flag(v.get("judge_validated"))}
+                for v in verdicts if v["candidate"] == name]
     gen, judging = _clean(c["cost_usd"]) or 0.0, _clean(c.get("judge_cost_usd")) or 0.0
     seconds = _clean(c["train_seconds"])
     training = round(seconds / 3600 * hour_usd, 6) if seconds and hour_usd else (0.0 if not seconds else None)
@@ -187,7 +197,8 @@ def criterion_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                          "threshold": v["threshold"], "baseline": v["baseline"], "status": v["status"],
                          "value": v["value"], "ci_low": v["ci"][0], "ci_high": v["ci"][1], "needed_n": v["needed_n"],
                          "interval": v["interval"], "confidence": v["confidence"],
-                         "multiplicity": v["multiplicity"], "detail": v["detail"]})
+                         "multiplicity": v["multiplicity"], "judge_validated": v.get("judge_validated"),
+                         "detail": v["detail"]})
     return rows
 
 

@@ -261,13 +261,20 @@ def m012_prediction_errors(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE predictions ADD COLUMN error VARCHAR")
 
 
+def m013_verdict_judge_validated(con: duckdb.DuckDBPyConnection) -> None:
+    """Whether a judge criterion's judge was checked against human ratings and agreed with them
+    (TRUE), was not checked or disagreed (FALSE); NULL for other criteria and older verdicts."""
+    con.execute("ALTER TABLE verdicts ADD COLUMN judge_validated BOOLEAN")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
                                                                    m003_verdict_interval, m004_rater_invitations,
                                                                    m005_prediction_passages, m006_judge_spend,
                                                                    m007_candidate_runtime, m008_rating_notes,
                                                                    m009_prediction_messages,
                                                                    m010_artifacts_beside_the_store,
-                                                                   m011_run_leakage, m012_prediction_errors]
+                                                                   m011_run_leakage, m012_prediction_errors,
+                                                                   m013_verdict_judge_validated]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -729,11 +736,17 @@ class Store:
 
     def put_scores(self, run_id: str, candidate: str, metric: str,
                    values: Sequence[tuple[str, float | None]]) -> None:
+        self.put_run_scores(run_id, [(candidate, metric, values)])
+
+    def put_run_scores(self, run_id: str,
+                       groups: Sequence[tuple[str, str, Sequence[tuple[str, float | None]]]]) -> None:
+        """Per-example scores of many (candidate, metric) pairs in one transaction (one open of
+        the file, not one per metric: a rerun's scoring step is mostly these writes)."""
         import pandas as pd
 
-        df = pd.DataFrame({"run_id": run_id, "candidate": candidate,
-                           "example_id": [e for e, _ in values], "metric": metric,
-                           "value": [None if v is None else float(v) for _, v in values]})
+        rows = [(c, e, m, None if v is None else float(v)) for c, m, values in groups for e, v in values]
+        df = pd.DataFrame({"run_id": run_id, "candidate": [r[0] for r in rows], "example_id": [r[1] for r in rows],
+                           "metric": [r[2] for r in rows], "value": [r[3] for r in rows]})
         with self.transaction() as con:
             con.register("new_scores", df)
             con.execute("INSERT OR REPLACE INTO scores SELECT run_id, candidate, example_id, metric, "
@@ -788,13 +801,14 @@ class Store:
     def put_verdicts(self, run_id: str, verdicts: Mapping[str, Sequence["Verdict"]]) -> None:
         """Each candidate's verdicts, in the order of the goal's ``success`` list (``idx``)."""
         data = [[run_id, cand, idx, v.metric, v.status, v.value, v.ci[0], v.ci[1], v.threshold, v.op, v.baseline,
-                 v.needed_n, v.detail, v.interval or None, v.confidence, v.multiplicity or None]
+                 v.needed_n, v.detail, v.interval or None, v.confidence, v.multiplicity or None,
+                 getattr(v, "judge_validated", None)]
                 for cand, vs in verdicts.items() for idx, v in enumerate(vs)]
         if data:
             with self.transaction() as con:
                 _insert(con, "verdicts", ["run_id", "candidate", "idx", "metric", "status", "value", "ci_low",
                                           "ci_high", "threshold", "op", "baseline", "needed_n", "detail",
-                                          "interval", "confidence", "multiplicity"], data)
+                                          "interval", "confidence", "multiplicity", "judge_validated"], data)
 
     # ------------------------------------------------------------------ judgments
 

@@ -243,3 +243,33 @@ def test_m012_a_version_11_store_gains_prediction_errors(tmp_path):
     assert cols[-1] == "error" and "messages" in cols
     s.put_predictions([{"cache_key": "new", "error": "connection error"}])
     assert s.get_predictions(["old", "new"]).keys() == {"old"}
+
+
+def test_m013_a_version_12_store_gains_verdicts_judge_validated(tmp_path):
+    """A store written before judge_validated migrates forward: its verdicts read back with null
+    (results JSON: null), new verdicts keep True/False/None as the Verdict says."""
+    from harness.results import results_dict
+    from harness.store import migrate, m013_verdict_judge_validated
+    from harness.verdict import Verdict
+
+    assert MIGRATIONS.index(m013_verdict_judge_validated) == 12  # version 13
+    path = tmp_path / "v12.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for version, fn in enumerate(MIGRATIONS[:12], start=1):
+        fn(con)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con.execute("INSERT INTO runs (run_id, goal, status, started_at) VALUES ('r1', 'g', 'finished', now())")
+    con.execute("INSERT INTO candidates (run_id, name, kind, meets_goal) VALUES ('r1', 'c', 'prompt', false)")
+    con.execute("INSERT INTO verdicts (run_id, candidate, idx, metric, status) VALUES ('r1', 'c', 0, 'judge.tone', "
+                "'pass')")
+    assert migrate(con) == SCHEMA_VERSION
+    con.close()
+
+    s = Store(path)
+    assert [v["judge_validated"] for v in s.verdicts("r1")] == [None]
+    assert results_dict(s, "g", "r1")["candidates"][0]["criteria"][0]["judge_validated"] is None
+    s.put_verdicts("r2", {"c": [Verdict("judge.tone", "pass", 4.5, (4.2, 4.8), 4.0, judge_validated=False),
+                                Verdict("judge.tone", "pass", 4.5, (4.2, 4.8), 4.0, judge_validated=True),
+                                Verdict("accuracy", "pass", 0.9, (0.8, 0.95), 0.7)]})
+    assert [v["judge_validated"] for v in s.verdicts("r2")] == [False, True, None]
