@@ -745,6 +745,8 @@ class Store:
         import pandas as pd
 
         rows = [(c, e, m, None if v is None else float(v)) for c, m, values in groups for e, v in values]
+        if not rows:
+            return
         df = pd.DataFrame({"run_id": run_id, "candidate": [r[0] for r in rows], "example_id": [r[1] for r in rows],
                            "metric": [r[2] for r in rows], "value": [r[3] for r in rows]})
         with self.transaction() as con:

@@ -199,11 +199,11 @@ def aggregate(run: Run, results: dict[str, dict[str, Any]]) -> dict[str, dict[st
     from harness import intervals
 
     aggregates: dict[str, dict[str, dict[str, Any]]] = {}
-    rows = []
+    rows, scores = [], []
     for cname, mres in results.items():
         for metric, res in mres.items():
             ids = res.extra.get("ids") or [ex.id for ex in run.prepared.test]
-            run.store.put_scores(run.run_id, cname, metric, list(zip(ids, res.per_example)))
+            scores.append((cname, metric, list(zip(ids, res.per_example))))
             # The interval a verdict on this metric rests on (at the goal's confidence, before any
             # multiplicity adjustment), so the metric table and the verdicts agree on method.
             lo, hi = intervals.interval(res, run.goal.confidence).ci if res.n else (float("nan"),) * 2
@@ -212,6 +212,7 @@ def aggregate(run: Run, results: dict[str, dict[str, Any]]) -> dict[str, dict[st
             rows.append({"candidate": cname, "metric": metric, "value": res.value, "ci_low": lo, "ci_high": hi,
                          "n": n, "extra": _jsonable(extra)})
             aggregates.setdefault(cname, {})[metric] = {"value": res.value, "ci": [lo, hi], "n": n}
+    run.store.put_run_scores(run.run_id, scores)
     run.store.put_aggregates(run.run_id, rows)
     return aggregates
 
