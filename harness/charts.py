@@ -136,8 +136,8 @@ def loss_chart(points: Sequence[Mapping[str, Any]], title: str, best_steps: Mapp
     df = pd.DataFrame(points, columns=["candidate", "step", "split", "loss"])
     lines = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=20)).encode(
         x=alt.X("step:Q", title="training step"), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
-        color=alt.Color("candidate:N", title="candidate"),
-        strokeDash=alt.StrokeDash("split:N", title="split", sort=["train", "validation"]),
+        color=alt.Color("candidate:N", title="candidate", legend=alt.Legend(symbolType="stroke")),
+        strokeDash=alt.StrokeDash("split:N", sort=["train", "validation"], legend=None),  # said in the title
         detail="split:N", tooltip=["candidate", "split", "step", alt.Tooltip("loss:Q", format=".4f")])
     layers: list[Any] = [lines]
     best = [{"candidate": c, "step": s, "label": f"{c}: best step {s}"} for c, s in (best_steps or {}).items()
@@ -145,7 +145,8 @@ def loss_chart(points: Sequence[Mapping[str, Any]], title: str, best_steps: Mapp
     if best:
         layers.append(alt.Chart(pd.DataFrame(best)).mark_rule(strokeDash=[2, 3], opacity=0.7).encode(
             x="step:Q", color=alt.Color("candidate:N"), tooltip=["label"]))
-    return alt.layer(*layers).properties(title=title, width=520, height=260)
+    return alt.layer(*layers).properties(title=alt.TitleParams(title, subtitle="solid: train · dashed: validation"),
+                                         width=520, height=260)
 
 
 def curve_chart(points: Sequence[Any], threshold: float, title: str) -> alt.LayerChart:

@@ -101,8 +101,7 @@ def _metric_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
     interval, coloured by its verdict on the metric's absolute criterion, with that threshold."""
     from harness import charts
 
-    metrics = list(dict.fromkeys([c.metric for c in goal.success] +
-                                 [m for cand in res["candidates"] for m in cand["metrics"]]))
+    metrics = _shown_metrics(goal, res)
     if not metrics:
         return
     doc.lines += ["", "## Metrics", "",
@@ -129,6 +128,25 @@ def _metric_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
             chart = charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
                                           title=f"{metric} per candidate (value, {level} interval)")
             doc.figure(metric, f"{metric} per candidate", "metric", chart)
+
+
+def _shown_metrics(goal: Any, res: dict[str, Any]) -> list[str]:
+    """The criteria's metrics, then every other one stored, less a rubric criterion that only
+    repeats its rubric's mean (a one-criterion rubric: ``judge.tone.tone`` = ``judge.tone``)."""
+    from harness.metric_names import parse_metric_name
+
+    metrics = list(dict.fromkeys([c.metric for c in goal.success] +
+                                 [m for cand in res["candidates"] for m in cand["metrics"]]))
+    criteria = {c.metric for c in goal.success}
+
+    def repeats(metric: str) -> bool:
+        name = parse_metric_name(metric)
+        if not name.rated or name.criterion is None or metric in criteria:
+            return False
+        parent = metric.rsplit(".", 1)[0]
+        return all(c["metrics"].get(parent) == c["metrics"].get(metric) for c in res["candidates"])
+
+    return [m for m in metrics if not repeats(m)]
 
 
 def _curve_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> None:
@@ -190,7 +208,9 @@ def _judge_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> N
     human panel agrees with it (weighted kappa on the items both scored)."""
     if goal.judge is None:
         return
-    rows = [(c["name"], m, v) for c in res["candidates"] for m, v in c["metrics"].items() if m.startswith("judge.")]
+    shown = _shown_metrics(goal, res)
+    rows = [(c["name"], m, c["metrics"][m]) for c in res["candidates"] for m in shown
+            if m.startswith("judge.") and m in c["metrics"]]
     out = ["", "## Judge", "", f"Judge `{goal.judge.model}` ({goal.judge.mode}) on "
                                 f"{', '.join(goal.judge.rubrics)}.", "",
            "| candidate | metric | value [interval] | n | position-bias rate | win rate |", "|---|---|---|---|---|---|"]
@@ -392,7 +412,10 @@ def write_report(store: Store, goal: Any, out: str | Path, run_id: str | None = 
     from harness.fsutil import atomic_write_text
 
     md = out.suffix == ".md"
+    assets = out.parent / f"{out.stem}_charts"
+    for old in assets.glob("[0-9][0-9]-*.svg") if md else ():
+        old.unlink()  # the charts of an earlier report under this name
     text = build_report(store, goal, run_id, "md" if md else "html",
-                        assets=out.parent / f"{out.stem}_charts" if md else None)
+                        assets=assets if md else None)
     atomic_write_text(out, text)
     return out

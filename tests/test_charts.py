@@ -129,3 +129,16 @@ def test_app_charts_carry_the_threshold(rated, monkeypatch):
         assert any(THRESHOLD in json.dumps(s) for s in history)
     finally:
         config.set_option("server.address", old)
+
+
+def test_a_sweeps_loss_curves_share_one_chart():
+    from harness.app.charts import sweep_loss_chart
+
+    points = [{"candidate": c, "step": s, "split": split, "loss": 2.0 / s + i}
+              for i, c in enumerate(("lora-r4", "lora-r8")) for s in (1, 2, 3) for split in ("train", "validation")]
+    spec = sweep_loss_chart(points, {"lora-r4": 2, "lora-r8": None}).to_dict()
+    lines = spec["layer"][0]["encoding"]
+    assert lines["color"]["field"] == "candidate" and lines["strokeDash"]["field"] == "split"
+    assert lines["x"]["title"] == "training step" and lines["y"]["title"] == "loss"
+    data = next(iter(spec["datasets"].values()))
+    assert {d["candidate"] for d in data} == {"lora-r4", "lora-r8"}
