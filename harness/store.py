@@ -930,12 +930,9 @@ class Store:
         in the same transaction (HarnessError, nothing saved, when revoked). Returns the rater name."""
         ts = now()
         with self.transaction() as con:
-            row = con.execute("SELECT rater FROM invitations WHERE token_hash = ? AND goal = ? "
-                              "AND revoked_at IS NULL", [token_hash, goal]).fetchone()
-            if row is None:
-                raise HarnessError("this invitation was revoked (or never existed): nothing was saved")
-            con.execute(self._NOTE_UPSERT, [goal, row[0], item_id, comment or None, bool(flagged), ts, ts])
-        return str(row[0])
+            rater = _invited_rater(con, goal, token_hash)
+            con.execute(self._NOTE_UPSERT, [goal, rater, item_id, comment or None, bool(flagged), ts, ts])
+        return rater
 
     def rating_notes(self, goal: str) -> list[dict[str, Any]]:
         """Every rater's comments and flags on the goal's items (rater, item_id, comment, flagged, times)."""
@@ -982,13 +979,20 @@ class Store:
         (HarnessError). Returns the rater name the rating is stored under."""
         ts = now()
         with self.transaction() as con:
-            row = con.execute("SELECT rater FROM invitations WHERE token_hash = ? AND goal = ? "
-                              "AND revoked_at IS NULL", [token_hash, goal]).fetchone()
-            if row is None:
-                raise HarnessError("this invitation was revoked (or never existed): nothing was saved")
+            rater = _invited_rater(con, goal, token_hash)
             con.execute(
                 "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (goal, rater, item_id, criterion) DO UPDATE SET "
                 "score = excluded.score, choice = excluded.choice, updated_at = excluded.updated_at",
-                [goal, row[0], item_id, criterion, score, choice, ts, ts])
-        return str(row[0])
+                [goal, rater, item_id, criterion, score, choice, ts, ts])
+        return rater
+
+
+def _invited_rater(con: duckdb.DuckDBPyConnection, goal: str, token_hash: str) -> str:
+    """The rater a live invitation of ``goal`` is bound to, read in the caller's transaction (so a
+    revocation between the check and the write cannot slip through); HarnessError when revoked."""
+    row = con.execute("SELECT rater FROM invitations WHERE token_hash = ? AND goal = ? AND revoked_at IS NULL",
+                      [token_hash, goal]).fetchone()
+    if row is None:
+        raise HarnessError("this invitation was revoked (or never existed): nothing was saved")
+    return str(row[0])
