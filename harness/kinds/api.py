@@ -79,9 +79,7 @@ class ApiKind(CandidateKind):
         d = run.goal.decoding
         decoding = {"max_tokens": d.max_new_tokens, "temperature": d.temperature, "top_p": d.top_p}
         model_id = f"api:{cfg.provider}:{cfg.model}:{cfg.base_url or ''}"
-        from harness.runner.generation import remember_messages
-
-        return cfg, sent, remember_messages([prediction_key(model_id, p, decoding) for p in sent], sent)
+        return cfg, sent, [prediction_key(model_id, p, decoding) for p in sent]
 
     def plan(self, run: "Run", cand: "Candidate",
              requests: tuple[Any, list, list[str]] | None = None) -> CandidatePlan:
@@ -125,7 +123,7 @@ class ApiKind(CandidateKind):
                 chat_many(cfg, reqs, on_result=done)
 
         model_id = f"api:{cfg.provider}:{cfg.model}:{cfg.base_url or ''}"
-        return generate_cached(run, cand, keys, model_id, produce, passages=passages)
+        return generate_cached(run, cand, keys, model_id, produce, passages=passages, messages=sent)
 
 
 def _scrubber(run: "Run") -> Callable[[str], str]:

@@ -33,19 +33,7 @@ def local_prediction_keys(run: Run, cand: "Candidate", prompts: list[list[dict[s
     precision = precision_tag(placement, adapter_quantization(placement, adapter))
     model_id = local_model_id(model or cand.model or run.goal.model, adapter, precision)
     decoding = run.decoding().to_dict()
-    return model_id, remember_messages([prediction_key(model_id, p, decoding) for p in prompts], prompts)
-
-
-# The conversation each prediction key was made from, kept until its prediction is stored (with it,
-# so a rater sees what the model was sent). Keys are content keys of the prompt itself: one key
-# names one conversation, whichever run or candidate computed it.
-_MESSAGES: dict[str, list[dict[str, str]]] = {}
-
-
-def remember_messages(keys: list[str], prompts: Sequence[list[dict[str, str]]]) -> list[str]:
-    """Note the conversation behind each key (stored with its prediction); returns ``keys``."""
-    _MESSAGES.update(zip(keys, prompts))
-    return keys
+    return model_id, [prediction_key(model_id, p, decoding) for p in prompts]
 
 
 def generation_plan(run: Run, cand: "Candidate", keys: list[str]) -> CandidatePlan:
@@ -78,7 +66,7 @@ def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str
     engine = _engine(run, cand, spec, adapter, placement)
     if engine == "vllm":
         produce = vllm_produce(run, spec, adapter, prompts, params)
-    out = generate_cached(run, cand, keys, model_id, produce, passages=passages)
+    out = generate_cached(run, cand, keys, model_id, produce, passages=passages, messages=prompts)
     quantization = adapter_quantization(placement, adapter)
     if quantization == "none":
         run.say(f"  {cand.name}: [yellow]the adapter was trained on a 4-bit base; here the base is not 4-bit[/] "
@@ -101,9 +89,11 @@ def _engine(run: Run, cand: "Candidate", spec: str | None, adapter: str | Path |
 
 
 def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str, produce: Produce, *,
-                    passages: list[list[str]] | None = None) -> Outputs:
+                    passages: list[list[str]] | None = None,
+                    messages: Sequence[list[dict[str, str]]] | None = None) -> Outputs:
     """Reuse the stored predictions among ``keys``; ``produce`` the rest, storing as they come
-    (with ``passages``, the retrieved passage ids of each, when the candidate retrieves). A row
+    (with ``passages``, the retrieved passage ids of each, when the candidate retrieves, and
+    ``messages``, the conversation each model was sent, so a rater sees what it saw). A row
     ``produce`` reports with ``error`` (a request that failed after its retries) is stored as a
     failure: linked to this run, counted and printed, marked in ``Outputs.failed``, never scored,
     and generated again by the next run."""
@@ -118,7 +108,7 @@ def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str,
     results: dict[int, dict[str, Any]] = {}
     if todo:
         run.say(f"  {cand.name}: generating {len(todo)} of {len(keys)} ({len(keys) - len(todo)} stored)")
-        writer = _Writer(run, cand.name, model_id, keys, test, passages)
+        writer = _Writer(run, cand.name, model_id, keys, test, passages, messages)
 
         def on_result(i: int, row: dict[str, Any]) -> None:
             results[i] = row
@@ -131,8 +121,6 @@ def generate_cached(run: Run, cand: "Candidate", keys: list[str], model_id: str,
     elif keys:
         run.say(f"  {cand.name}: all {len(keys)} predictions stored, nothing to generate")
     gen_seconds = time.perf_counter() - t0
-    for k in keys:
-        _MESSAGES.pop(k, None)  # stored with their predictions, or already stored before
     out = _outputs(cand.name, keys, test, results, stored)
     out.generated, out.reused = len(todo) - len(out.failed), len(keys) - len(todo)  # failures: new ones only
     out.gen_seconds, out.retrieved = gen_seconds, passages
@@ -166,9 +154,9 @@ class _Writer:
     """Collects (index, row) results and writes them to the store every few results."""
 
     def __init__(self, run: Run, cand: str, model_id: str, keys: list[str], examples: Sequence[Any],
-                 passages: list[list[str]] | None = None):
+                 passages: list[list[str]] | None = None, messages: Sequence[list[dict[str, str]]] | None = None):
         self.run, self.cand, self.model_id, self.keys, self.examples = run, cand, model_id, keys, examples
-        self.passages = passages
+        self.passages, self.messages = passages, messages
         self.buf: list[tuple[int, dict[str, Any]]] = []
 
     def add(self, i: int, row: dict[str, Any]) -> None:
@@ -181,7 +169,7 @@ class _Writer:
             return
         rows = [dict(r, cache_key=self.keys[i], model_id=self.model_id,
                      passages=self.passages[i] if self.passages is not None else None,
-                     messages=r.get("messages") or _MESSAGES.pop(self.keys[i], None)) for i, r in self.buf]
+                     messages=self.messages[i] if self.messages is not None else None) for i, r in self.buf]
         links = [(self.run.run_id, self.cand, self.examples[i].id, self.keys[i]) for i, _ in self.buf]
         self.run.store.put_predictions(rows, links)
         self.buf.clear()
