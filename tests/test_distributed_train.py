@@ -17,7 +17,8 @@ REL_TOL = 1e-4
 def _goal(tmp_path, model_dir, *, launch=None, extra=None):
     path = tiny_goal(tmp_path, model_dir, judge=False, name="ddp", n=60)
     doc = yaml.safe_load(path.read_text())
-    common = {"kind": "lora", "r": 4, "alpha": 8, "learning_rate": 0.005, "batch_size": 4, "max_length": 64,
+    # batch 8: the 6 validation examples make one batch, so the second process has none to evaluate
+    common = {"kind": "lora", "r": 4, "alpha": 8, "learning_rate": 0.005, "batch_size": 8, "max_length": 64,
               "dropout": 0.0, "max_steps": 5, "eval_every": 2}
     doc["candidates"] = [doc["candidates"][0],
                          {"name": "one-process", **common, "grad_accum": 2},
@@ -62,12 +63,17 @@ def test_launch_options_are_checked_before_any_work(tmp_path, tiny_model_dir):
     from harness.goals import load_goal
     from harness.runner.validate import validate_goal
 
+    fsdp = tmp_path / "fsdp.yaml"
+    fsdp.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 8\n")
     bad = _goal(tmp_path, tiny_model_dir, launch={"launcher": "acelerate", "num_processes": 0},
-                extra=[{"name": "cfg", "kind": "lora", "train": {"launcher": "accelerate", "config_file": "nope.yaml"}}])
+                extra=[{"name": "cfg", "kind": "lora", "train": {"launcher": "accelerate", "config_file": "nope.yaml"}},
+                       {"name": "sharded", "kind": "lora", "train": {"launcher": "accelerate", "config_file": str(fsdp)}},
+                       {"name": "unlaunched", "kind": "lora", "train": {"num_processes": 2}}])
     with pytest.raises(InputError) as err:
         validate_goal(load_goal(bad))
     text = "\n".join(str(p) for p in err.value.problems)
     assert "train.launcher" in text and "train.num_processes" in text and "nope.yaml" in text
+    assert "distributed_type FSDP is not supported" in text and "needs launcher: accelerate" in text
     lines = {p.line for p in err.value.problems}
     assert None not in lines
 

@@ -102,12 +102,15 @@ class TrainKind(CandidateKind):
         return TrainOptions(prompt, params, float(fraction), launch)  # type: ignore[arg-type]
 
     def check(self, cand: "Candidate", goal: "Goal", options: TrainOptions) -> list[Problem]:
-        """A launcher's config file must exist (relative to the goal file)."""
+        """A launcher's config file must exist (looked up as the data path is) and set up data
+        parallelism (:data:`harness.train.distributed.SUPPORTED_TYPES`)."""
+        from harness.train.distributed import config_problem
+
         cfg = options.launch.config_file
-        if cfg and not _goal_relative(goal, cfg).is_file():
-            return [Problem(f"candidate {cand.name}", None, "train.config_file",
-                            f"accelerate config file {cfg!r} not found (looked up as the data path is)")]
-        return []
+        if not cfg:
+            return []
+        problem = config_problem(_goal_relative(goal, cfg), cfg)
+        return [Problem(f"candidate {cand.name}", None, "train.config_file", problem)] if problem else []
 
     # ------------------------------------------------------------------ plan and produce
 
@@ -125,6 +128,9 @@ class TrainKind(CandidateKind):
         except GPURequiredError as exc:
             return [Problem(f"candidate {cand.name}", None, "kind", str(exc))]
         return []
+
+    def artifacts(self, run: "Run", cand: "Candidate") -> list[Path]:
+        return [artifact_of(run, cand).folder]
 
     def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
         """A LoRA adapter on a full-precision base (lora, not qlora: its outputs are keyed as run
@@ -181,7 +187,8 @@ def artifact_of(run: "Run", cand: "Candidate") -> Artifact:
     from harness.kinds import kind_of
 
     opts = kind_of(cand).options(cand)
-    art = artifact(run, cand, opts.params, opts.train_fraction, opts.launch.num_processes)
+    processes = opts.launch.num_processes if opts.launch.launched else 1
+    art = artifact(run, cand, opts.params, opts.train_fraction, processes)
     art.launch = opts.launch
     return art
 
@@ -276,11 +283,17 @@ def _launch_options(value: Any, name: str, problems: list[Problem]) -> Any:
                                 "train: is a mapping, e.g. {launcher: accelerate, num_processes: 2}"))
         return LaunchOptions()
     try:
-        return parse_options(LaunchOptions, value, name)
+        launch = parse_options(LaunchOptions, value, name)
     except InputError as exc:
         problems += [Problem(p.file, p.line, f"train.{p.field}" if p.field else "train", p.message)
                      for p in exc.problems]
         return LaunchOptions()
+    if launch.num_processes > 1 and not launch.launched:
+        problems.append(Problem(f"candidate {name}", None, "train.num_processes",
+                                "num_processes > 1 needs launcher: accelerate (without it training runs in one process)"))
+    if launch.config_file and not launch.launched:
+        problems.append(Problem(f"candidate {name}", None, "train.config_file", "config_file needs launcher: accelerate"))
+    return launch
 
 
 lora = TrainKind("lora", "lora")

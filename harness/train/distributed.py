@@ -5,9 +5,10 @@ The harness writes the job (base model, examples, hyperparameters, output folder
 beside the adapter, runs ``accelerate launch --num_processes N [--config_file F] -m
 harness.train.launch JOB`` and, when every process has finished, reads the adapter and its
 curves from the folder as it does after training in-process. ``config_file`` (an ``accelerate
-config`` file: DDP, FSDP, DeepSpeed, several machines) is passed through untouched; without
-one, several processes on one machine run as DDP (``--multi_gpu``; on the CPU the processes
-talk over gloo).
+config`` file: data parallel over several GPUs or machines) is passed through untouched; one
+that selects FSDP or DeepSpeed is refused before any work (:func:`config_problem`: this loop's
+optimizer, clipping and save do not go through accelerate). Without one, several processes on
+one machine run as DDP (``--multi_gpu``; on the CPU the processes talk over gloo).
 
 Each process takes its share of every optimizer step: a step is ``grad_accum × N``
 micro-batches of ``batch_size`` (the per-process batch, as in accelerate), process r takes the
@@ -21,9 +22,34 @@ cache key (it changes the global batch); 1 keys as training in-process does.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+# accelerate's distributed types the harness's loop runs: data parallelism (DDP on any device
+# kind) or none. FSDP and DeepSpeed shard the model and the optimizer, and this loop's optimizer,
+# gradient clipping and save would need to go through accelerate for them: refused, not half-run.
+SUPPORTED_TYPES = ("NO", "MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_HPU", "MULTI_MUSA")
+
+
+def config_problem(path: Path, shown: str) -> str | None:
+    """Why an accelerate config file cannot be used (None: it can)."""
+    import yaml
+
+    if not path.is_file():
+        return f"accelerate config file {shown!r} not found (looked up as the data path is)"
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return f"accelerate config file {shown!r} does not parse: {exc}"
+    kind = str(cfg.get("distributed_type", "NO") if isinstance(cfg, dict) else "?").upper()
+    if kind not in SUPPORTED_TYPES:
+        return (f"accelerate config file {shown!r}: distributed_type {kind} is not supported; the harness's "
+                "training loop runs data parallel (DDP: MULTI_GPU, MULTI_CPU, ...) only, since FSDP and DeepSpeed "
+                "would need its optimizer, clipping and save to go through accelerate")
+    return None
 
 
 class LaunchOptions(BaseModel):
@@ -35,8 +61,8 @@ class LaunchOptions(BaseModel):
         "none", description="none: train in the harness's process; accelerate: under accelerate launch.")
     num_processes: int = Field(1, ge=1, le=4096, description="Processes in all (GPUs, or CPU processes).")
     config_file: str | None = Field(
-        None, description="An accelerate config file (DDP, FSDP, DeepSpeed, several machines), passed through "
-                          "untouched; relative to the goal file.")
+        None, description="An accelerate config file (data parallel: several GPUs or machines), passed to "
+                          "accelerate launch untouched; found as the data path is. FSDP and DeepSpeed are refused.")
     main_process_port: int | None = Field(None, ge=1, le=65535, description="Rendezvous port; default: a free one.")
 
     @property

@@ -482,7 +482,7 @@ class _Loop:
         import torch
 
         self.dist = dist or Dist()
-        self.model = self.dist.prepare(model)  # DDP (or FSDP...) under accelerate launch; itself otherwise
+        self.model = self.dist.prepare(model)  # DDP under accelerate launch; itself otherwise
         self.train_rows, self.pad_id, self.params = train_rows, pad_id, params
         self.on_curve = on_curve
         self.device = self.dist.device or next(model.parameters()).device
@@ -512,8 +512,10 @@ class _Loop:
 
         Step 0's evaluation is the untrained baseline: it is recorded, not a candidate for best.
         """
+        # Each process its share, on the unwrapped model: a DDP forward broadcasts buffers, and a
+        # process with no validation batch (fewer batches than processes) would skip that collective.
         mine = self.val_batches[self.dist.rank::self.dist.world]
-        total, count = self.dist.sum(list(evaluate_sums(self.model, mine, self.device)))
+        total, count = self.dist.sum(list(evaluate_sums(self.dist.unwrap(self.model), mine, self.device)))
         self.last_val, self.evaluated_at = total / max(count, 1), self.step
         self.record(self.step, "validation", self.last_val)
         return self.step > 0 and self.stopper.update(self.model, self.step, self.last_val)
