@@ -94,9 +94,9 @@ def test_one_server_for_base_and_adapters_same_keys_as_transformers(tmp_path, ti
 
     requests = _lines(fake_vllm / "requests.jsonl")
     adapter = next(c for c in store.candidates(first.run_id) if c["name"] == "lora")["adapter_path"]
-    adapter_name = os.path.basename(adapter)
     loads = [r for r in requests if r["path"] == "/v1/load_lora_adapter"]
-    assert [r["model"] for r in loads] == [adapter_name]
+    adapter_name = loads[0]["model"]  # the folder's name and its content hash
+    assert [r["model"] for r in loads] == [adapter_name] and adapter_name.startswith(os.path.basename(adapter) + "-")
     by_model = {}
     for r in requests:
         if r["path"] == "/v1/completions":
@@ -191,3 +191,25 @@ def test_vllm_is_asked_only_for_candidates_it_can_serve(tmp_path, tiny_model_dir
         validate_goal(load_goal(path), ROOT / "rubrics")
     fields = {p.field for p in err.value.problems}
     assert "engine_url" in fields and "candidates[3].engine" in fields, err.value.problems
+
+
+def test_an_attached_server_must_serve_the_goals_model_and_engine_args_keep_off_the_outputs(tmp_path,
+                                                                                           tiny_model_dir):
+    from harness.backends.vllm import VllmEngine
+    from harness.errors import HarnessError, InputError
+    from harness.goals import load_goal
+    from harness.runner.validate import validate_goal
+
+    engine = VllmEngine(tiny_model_dir, dtype="float32", url="http://127.0.0.1:1", log_dir=tmp_path, known=list)
+    ours = {"id": "base", "root": str(tiny_model_dir), "parent": None}
+    assert engine._attached_base([{"id": "lora-x", "root": "/a", "parent": "base"}, ours]) is ours
+    with pytest.raises(HarnessError, match="not the goal's model"):
+        engine._attached_base([{"id": "llama", "root": "/models/llama-3-8b", "parent": None}])
+    path = _goal(tmp_path, tiny_model_dir, engine="vllm", engine_url="http://127.0.0.1:8000/v1",
+                 engine_args=["--gpu-memory-utilization", "0.8", "--dtype=float16", "--quantization", "awq"])
+    with pytest.raises(InputError) as err:
+        validate_goal(load_goal(path), ROOT / "rubrics")
+    assert {p.field for p in err.value.problems} == {"engine_args[2]", "engine_args[3]"}
+    plain = _goal(tmp_path, tiny_model_dir, engine_url="http://127.0.0.1:8000/v1")  # no engine: vllm anywhere
+    with pytest.raises(InputError, match="engine_url applies to engine: vllm"):
+        validate_goal(load_goal(plain), ROOT / "rubrics")

@@ -54,6 +54,15 @@ VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 START_TIMEOUT_S = 900.0
 REQUEST_TIMEOUT_S = 600.0
 CONCURRENCY = 64
+# vllm serve flags that decide what a prompt's output is (model, weights, precision, tokenizer,
+# decoding defaults) or that the harness sets itself: refused in engine_args, since outputs are
+# stored under keys that say nothing of them.
+OUTPUT_FLAGS = frozenset({
+    "--model", "--tokenizer", "--tokenizer-mode", "--revision", "--code-revision", "--tokenizer-revision",
+    "--dtype", "--quantization", "-q", "--kv-cache-dtype", "--load-format", "--hf-overrides", "--seed",
+    "--generation-config", "--override-generation-config", "--served-model-name", "--enable-lora",
+    "--lora-modules", "--max-lora-rank", "--lora-dtype", "--chat-template", "--host", "--port",
+    "--speculative-config", "--logits-processors"})
 MISSING = ("engine: vllm needs the vllm package (pip install vllm, on a Linux machine with a CUDA GPU), "
            "or engine_url: pointing at a running vLLM server")
 
@@ -239,12 +248,9 @@ class VllmEngine:
         if self.attach_url:
             self.client = VllmClient(self.attach_url)
             models = self.client.models()
-            roots = [m["id"] for m in models if not m.get("parent")]
-            if not roots:
-                raise HarnessError(f"vLLM at {self.attach_url} lists no base model at /v1/models")
-            self.base_name = roots[0]
-            self.served = {m["id"] for m in models}
-            self.say(f"  vllm: attached to {self.attach_url}, serving {self.base_name!r} (it must be the goal's model)")
+            base = self._attached_base(models)
+            self.base_name, self.served = base["id"], {m["id"] for m in models}
+            self.say(f"  vllm: attached to {self.attach_url}, serving {self.base_name!r} from {base.get('root')}")
             return self.client
         exe = find_vllm()
         if exe is None:
@@ -258,6 +264,22 @@ class VllmEngine:
         self.client = self.server.start()
         self.served = {SERVED_BASE, *(a.name for a in adapters)}
         return self.client
+
+    def _attached_base(self, models: list[dict[str, Any]]) -> dict[str, Any]:
+        """The attached server's base model, which must be the goal's model folder (its ``root``
+        in /v1/models is the path ``vllm serve`` was given): outputs of any other model would be
+        stored under the goal model's keys."""
+        roots = [m for m in models if not m.get("parent")]
+        if not roots:
+            raise HarnessError(f"vLLM at {self.attach_url} lists no base model at /v1/models")
+        mine = Path(self.base).resolve()
+        for m in roots:
+            root = str(m.get("root") or m["id"])
+            if Path(root).expanduser().resolve() == mine:
+                return m
+        raise HarnessError(f"vLLM at {self.attach_url} serves {', '.join(str(m.get('root') or m['id']) for m in roots)}, "
+                           f"not the goal's model {mine}: start it as `vllm serve {mine} --enable-lora` (the same "
+                           "folder, so its outputs are the ones the cache keys name)")
 
     def model_name(self, adapter: Adapter | None) -> str:
         """The ``model`` a request names: the base, or the adapter (loaded now if not served yet)."""

@@ -29,8 +29,9 @@ def engine_of(run: "Run", cand: "Candidate") -> str:
 
 
 def vllm_adapter(folder: str | Path) -> "Adapter | None":
-    """The adapter as vLLM serves it (named by its content-keyed folder), or None when vLLM
+    """The adapter as vLLM serves it (named by its folder and its content hash), or None when vLLM
     cannot serve it here: not a LoRA, or trained on a 4-bit base (harness_adapter.json)."""
+    from harness.backends.modelhub import adapter_hash
     from harness.backends.vllm import Adapter, adapter_rank
     from harness.train.methods import METHODS
 
@@ -44,7 +45,9 @@ def vllm_adapter(folder: str | Path) -> "Adapter | None":
         method = None
     if method in METHODS and METHODS.meta(method).get("quantize"):
         return None
-    return Adapter(folder.name, folder, rank)
+    # Named by content too: a server that lives longer than one training of this folder (engine_url,
+    # or an adapter trained again after a damaged metadata file) never answers with older weights.
+    return Adapter(f"{folder.name}-{adapter_hash(folder)[:8]}", folder, rank)
 
 
 def why_not_vllm(run: "Run", cand: "Candidate", spec: str | None, adapter: str | Path | None,

@@ -167,7 +167,7 @@ def _placement_problems(goal: Goal) -> list[Problem]:
 def _engine_problems(goal: Goal) -> list[Problem]:
     """``engine: vllm`` needs the vllm command (or ``engine_url``), and applies to candidates on the
     goal's base model (:mod:`harness.runner.engine`); ``engine_url`` is an http(s) address."""
-    from harness.backends.vllm import MISSING, find_vllm
+    from harness.backends.vllm import MISSING, OUTPUT_FLAGS, find_vllm
     from harness.kinds import kind_of
 
     problems = []
@@ -185,6 +185,13 @@ def _engine_problems(goal: Goal) -> list[Problem]:
                                      + ("runs no local model" if not local else "names another model")))
     if asked and goal.engine_url is None and find_vllm() is None:
         problems.append(_problem(goal, asked[0], MISSING))
+    for key in ("engine_url", "engine_args"):
+        if getattr(goal, key) and not asked:
+            problems.append(_problem(goal, (key,), f"{key} applies to engine: vllm, which no part of this goal uses"))
+    for i, arg in enumerate(goal.engine_args):
+        if (flag := str(arg).split("=", 1)[0]) in OUTPUT_FLAGS:
+            problems.append(_problem(goal, ("engine_args", i), f"{flag} is the harness's to set (it changes the "
+                                                               "outputs stored under the candidates' keys)"))
     return problems
 
 
