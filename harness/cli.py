@@ -246,6 +246,7 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
     goal = _load_goal(goal_path)
     store = _store(db)
     try:
+        _check_executor(executor, address)
         if dry_run:
             from harness.data.split import prepare
 
@@ -253,12 +254,6 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
             prepared = prepare(goal, store, reseal=reseal, record=False)
             _print_plan(goal, plan(goal, store, prepared, only=only), prepared)
             return
-        if executor not in ("local", "ray"):
-            raise HarnessError(f"--executor: use local or ray, not {executor!r}")
-        if executor == "ray":
-            from harness.runner.executor import require_ray
-
-            require_ray()  # Ray missing: say so before any work
         result = run_goal(goal, store, only=only, reseal=reseal, progress=progress,
                           console=None if as_json or quiet else console, executor=executor, address=address)
     except HarnessError as exc:
@@ -287,6 +282,18 @@ def _print_run_summary(goal: Goal, goal_path: Path, store: Store, db: Optional[P
     db_arg = f" --db {shlex.quote(str(store.path))}" if db is not None else ""
     console.print(f"Next: harness results {shlex.quote(str(goal_path))}{db_arg}  ·  harness app{db_arg}  "
                   f"(store: {store.path})", highlight=False, soft_wrap=True)
+
+
+def _check_executor(executor: str, address: str | None) -> None:
+    """``--executor`` and ``--address`` make sense, and Ray is there when asked for: before any work."""
+    if executor not in ("local", "ray"):
+        raise HarnessError(f"--executor: use local or ray, not {executor!r}")
+    if address and executor != "ray":
+        raise HarnessError("--address names a Ray cluster: it needs --executor ray")
+    if executor == "ray":
+        from harness.runner.executor import require_ray
+
+        require_ray()
 
 
 def _print_plan(goal, steps, prepared) -> None:
@@ -319,7 +326,7 @@ def _stored_criteria(res: dict) -> list:
 
     first = max(res["candidates"], key=lambda c: len(c["criteria"]), default={"criteria": []})
     return [SimpleNamespace(metric=v["metric"], op=v["op"], baseline=v["baseline"],
-                            **{v["op"]: f"{v['threshold'] * 100:.4g}%" if v["op"] in ("improve_by", "reduce_by")
+                            **{v["op"]: f"{v['threshold'] * 100:.4g}%" if v.get("relative")
                                and v["threshold"] is not None else v["threshold"]})
             for v in first["criteria"]]
 
@@ -393,8 +400,12 @@ def _verdict_table(success: list, res: dict):
 
 
 def _value_cell(v: dict) -> str:
-    """``0.933 [0.823, 0.985]``; a relative criterion's change in percent (``+180% [+95.4%, +350%]``)."""
+    """``0.933 [0.823, 0.985]``; a relative criterion's change in percent (``+180% [+95.4%, +350%]``),
+    an absolute one's signed in the metric's units (``+0.8 [+0.3, +1.2]``)."""
     if v["op"] in ("improve_by", "reduce_by"):
+        if v.get("relative") is False:
+            signed = lambda x: "-" if x is None else f"{x:+.3g}"  # noqa: E731
+            return f"{signed(v['value'])} [{signed(v['ci'][0])}, {signed(v['ci'][1])}]"
         pct = lambda x: "-" if x is None else f"{x * 100:+.3g}%"  # noqa: E731
         return f"{pct(v['value'])} [{pct(v['ci'][0])}, {pct(v['ci'][1])}]"
     return f"{_fmt(v['value'])} [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]"

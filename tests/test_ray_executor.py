@@ -146,3 +146,23 @@ def test_without_ray_the_cli_says_so_before_any_work(tmp_path, tiny_model_dir):
                            str(tmp_path / "s.duckdb")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2 and "pip install" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_trained_adapter_travels_whole_and_never_over_one_already_there(tmp_path):
+    """What a task gets (the driver's trained adapters) and gives back (one it trained): packed
+    with their folder name, unpacked under the other side's work folder unless already there."""
+    from harness.runner.executor import _tar, _untar
+
+    folder = tmp_path / "driver" / "adapters" / "g" / "lora-abc"
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"\x00weights" * 100)
+    (folder / "harness_adapter.json").write_text('{"method": "lora"}')
+    packed = {"adapters/g/lora-abc": _tar(folder)}
+    worker = tmp_path / "worker"
+    _untar(worker, packed)
+    copy = worker / "adapters" / "g" / "lora-abc"
+    assert sorted(p.name for p in copy.iterdir()) == ["adapter_model.safetensors", "harness_adapter.json"]
+    assert (copy / "adapter_model.safetensors").read_bytes() == (folder / "adapter_model.safetensors").read_bytes()
+    (copy / "harness_adapter.json").write_text('{"method": "lora", "here": true}')
+    _untar(worker, packed)  # already there (a shared disk, or trained here): left as it is
+    assert "here" in (copy / "harness_adapter.json").read_text()

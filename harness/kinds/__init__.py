@@ -80,6 +80,11 @@ class CandidateKind:
         parallel, :mod:`harness.runner.executor`); none by default."""
         return []
 
+    def artifacts(self, run: "Run", cand: "Candidate") -> "list[Path]":
+        """The artifact folders (adapters, model folders) this candidate trains or uses, trained or
+        not yet: what a worker on another machine needs beside the data; none by default."""
+        return []
+
     def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
         """(folder, rank) of the LoRA adapter this candidate generates with, trained or not yet,
         for an engine that serves adapters beside one base model (vLLM starts with every trained

@@ -100,6 +100,11 @@ class RagKind(CandidateKind):
         name = cand.options.get("adapter_of")
         return [name] if isinstance(name, str) and name else []
 
+    def artifacts(self, run: "Run", cand: "Candidate") -> list[Path]:
+        """The artifact of the training candidate this one answers with (``adapter_of``)."""
+        others = [run.goal.candidate(name) for name in self.needs(cand)]
+        return [f for other in others for f in kind_of(other).artifacts(run, other)]
+
     def engine_adapter(self, run: "Run", cand: "Candidate") -> "tuple[Path, int] | None":
         """The adapter of the training candidate this one answers with (``adapter_of``)."""
         name = self.options(cand).adapter_of

@@ -126,8 +126,38 @@ def _submit(run: "Run", cand: "Candidate", remote: Any, cluster_gpus: float) -> 
     stored = run.store.get_predictions(keys) if keys else {}
     payload = {"goal": run.goal, "prepared": run.prepared, "run_id": run.run_id, "candidate": cand.name,
                "work_dir": str(run.work_dir.resolve()), "rubrics_dir": str(Path(run.rubrics_dir).resolve()),
-               "stored": stored, "cwd": os.getcwd()}
+               "stored": stored, "cwd": os.getcwd(), "artifacts": _finished_artifacts(run, cand)}
     return remote.options(max_retries=MAX_RETRIES, **resources(run, cand, cluster_gpus)).remote(payload)
+
+
+def _finished_artifacts(run: "Run", cand: "Candidate") -> dict[str, bytes]:
+    """The trained artifacts the candidate uses, packed for a worker that may not share this
+    machine's disk (it would train them again, and its weights would not be the ones stored)."""
+    from harness.kinds import kind_of
+    from harness.train.sft import METADATA_FILE
+
+    out = {}
+    for folder in kind_of(cand).artifacts(run, cand):
+        if (folder / METADATA_FILE).is_file():
+            out[str(folder.resolve().relative_to(run.work_dir.resolve()))] = _tar(folder)
+    return out
+
+
+def _tar(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(folder.resolve(), arcname=folder.name)
+    return buf.getvalue()
+
+
+def _untar(work_dir: Path, packed: dict[str, bytes]) -> None:
+    """Unpack each artifact under ``work_dir`` unless it is there already (a shared disk)."""
+    for rel, blob in packed.items():
+        target = work_dir / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+                tar.extractall(target.parent, filter="data")
 
 
 def resources(run: "Run", cand: "Candidate", cluster_gpus: float) -> dict[str, Any]:
@@ -160,11 +190,7 @@ def _collect(run: "Run", cand: "Candidate", result: dict[str, Any]) -> "Outputs"
     """Write what the task recorded, unpack a shipped adapter, book the candidate as produced."""
     for method, args, kwargs in result["writes"]:
         getattr(run.store, method)(*args, **kwargs)
-    for rel, blob in result["artifacts"].items():
-        target = run.work_dir / rel
-        if not target.exists():
-            with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-                tar.extractall(target.parent, filter="data")
+    _untar(run.work_dir, result["artifacts"])
     for k, v in result["counts"].items():
         run.counts[k] = run.counts.get(k, 0) + v
     for line in result["said"]:
@@ -188,6 +214,7 @@ def _task(payload: dict[str, Any]) -> dict[str, Any]:
         os.chdir(payload["cwd"])  # relative paths in the goal resolve as on the driver
     goal = payload["goal"]
     cand = goal.candidate(payload["candidate"])
+    _untar(Path(payload["work_dir"]), payload["artifacts"])  # trained on the driver's side: not again here
     store = RecordingStore(payload["stored"])
     said: list[str] = []
     run = Run(goal, store, prepared=payload["prepared"], run_id=payload["run_id"], progress=False,
@@ -210,10 +237,7 @@ def _pack(run: "Run", out: "Outputs") -> dict[str, bytes]:
     if not path:
         return {}
     folder = Path(path).resolve()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(folder, arcname=folder.name)
-    return {str(folder.relative_to(run.work_dir.resolve())): buf.getvalue()}
+    return {str(folder.relative_to(run.work_dir.resolve())): _tar(folder)}
 
 
 class _Collect:
