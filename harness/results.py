@@ -17,7 +17,8 @@
                                       "baseline"}},
                  "criteria": [{"metric", "status", "op", "threshold", "baseline", "value",
                                "ci": [low, high], "needed_n", "detail",
-                               "interval", "confidence", "multiplicity", "judge_validated"}]}]}
+                               "interval", "confidence", "multiplicity", "judge_validated",
+                               "relative"}]}]}
 ```
 ``cost`` splits what a candidate cost: ``training_usd`` (its measured ``training_seconds`` at the
 goal's ``cost.gpu_hour_usd`` × ``cost.gpus``; null when the goal sets no price, 0 for a candidate
@@ -30,7 +31,10 @@ were recorded. ``judge_validated`` is for judge criteria (``judge.*``): true whe
 of the judge's outputs agree with it (weighted kappa at or above the goal's
 ``human.agreement_threshold``), false when no human checked it or the panel disagrees (the
 verdict's detail says which; a judge the panel disagrees with cannot pass), null for every
-other criterion and for runs stored before it was recorded. ``runtime`` says where a local
+other criterion and for runs stored before it was recorded. ``relative`` says whether an
+``improve_by``/``reduce_by`` criterion's threshold, value and ci are shares of the baseline's
+value (true: 0.3 is 30%) or changes in the metric's own units (false); null for the other
+criteria and for runs stored before it was recorded. ``runtime`` says where a local
 candidate ran (``harness.backends.device``):
 device (cpu, cuda:N, mps), dtype, the base's quantization (``nf4``; ``none`` for a qlora adapter
 on a full-precision base), the engine that generated its outputs (transformers or
@@ -154,7 +158,8 @@ def _candidate(c: dict[str, Any], aggs: list, verdicts: list, rid: str, earlier:
                  "baseline": v["baseline"], "value": _clean(v["value"]),
                  "ci": [_clean(v["ci_low"]), _clean(v["ci_high"])], "needed_n": v["needed_n"],
                  "detail": v["detail"], "interval": v.get("interval"), "confidence": _clean(v.get("confidence")),
-                 "multiplicity": v.get("multiplicity"), "judge_validated": _flag(v.get("judge_validated"))}
+                 "multiplicity": v.get("multiplicity"), "judge_validated": _flag(v.get("judge_validated")),
+                 "relative": _flag(v.get("relative"))}
                 for v in verdicts if v["candidate"] == name]
     gen, judging = _clean(c["cost_usd"]) or 0.0, _clean(c.get("judge_cost_usd")) or 0.0
     seconds = _clean(c["train_seconds"])
@@ -198,7 +203,7 @@ def criterion_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                          "value": v["value"], "ci_low": v["ci"][0], "ci_high": v["ci"][1], "needed_n": v["needed_n"],
                          "interval": v["interval"], "confidence": v["confidence"],
                          "multiplicity": v["multiplicity"], "judge_validated": v.get("judge_validated"),
-                         "detail": v["detail"]})
+                         "relative": v.get("relative"), "detail": v["detail"]})
     return rows
 
 

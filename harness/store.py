@@ -217,15 +217,19 @@ def m010_artifacts_beside_the_store(con: duckdb.DuckDBPyConnection) -> None:
     to the folder ``harness`` ran in. Each stored path is rewritten as it would be stored now: a
     relative one found from the current folder as found; else, one with an ``adapters`` part from
     that part on under the store's folder (the default layout: ``.harness/adapters/...`` beside
-    ``.harness/harness.duckdb``); an absolute one as it is."""
+    ``.harness/harness.duckdb``) when it is there; an absolute one, or one found in neither place,
+    as it is."""
     row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
     folder = Path(row[0]).parent if row and row[0] else Path.cwd()
     olds = [r[0] for r in con.execute("SELECT DISTINCT adapter_path FROM candidates WHERE adapter_path IS NOT NULL"
                                       ).fetchall()]
     for old in olds:
         path = Path(old)
-        if not path.is_absolute() and not path.exists() and "adapters" in path.parts:
-            path = folder.joinpath(*path.parts[path.parts.index("adapters"):])
+        if not path.is_absolute() and not path.exists():
+            beside = folder.joinpath(*path.parts[path.parts.index("adapters"):]) if "adapters" in path.parts else None
+            if beside is None or not beside.exists():
+                continue  # found nowhere: keep what was stored, for a person to resolve
+            path = beside
         new = artifact_for_store(path, folder)
         if new != old:
             con.execute("UPDATE candidates SET adapter_path = ? WHERE adapter_path = ?", [new, old])
@@ -267,6 +271,12 @@ def m013_verdict_judge_validated(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE verdicts ADD COLUMN judge_validated BOOLEAN")
 
 
+def m014_verdict_relative(con: duckdb.DuckDBPyConnection) -> None:
+    """Whether a reduce_by/improve_by criterion was relative (``30%``: a share of the baseline's
+    value) or absolute (``0.3``), so a stored change is shown in its own units; NULL before."""
+    con.execute("ALTER TABLE verdicts ADD COLUMN relative BOOLEAN")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m002_verdict_per_criterion,
                                                                    m003_verdict_interval, m004_rater_invitations,
                                                                    m005_prediction_passages, m006_judge_spend,
@@ -274,7 +284,7 @@ MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [m001_initial, m
                                                                    m009_prediction_messages,
                                                                    m010_artifacts_beside_the_store,
                                                                    m011_run_leakage, m012_prediction_errors,
-                                                                   m013_verdict_judge_validated]
+                                                                   m013_verdict_judge_validated, m014_verdict_relative]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -804,13 +814,14 @@ class Store:
         """Each candidate's verdicts, in the order of the goal's ``success`` list (``idx``)."""
         data = [[run_id, cand, idx, v.metric, v.status, v.value, v.ci[0], v.ci[1], v.threshold, v.op, v.baseline,
                  v.needed_n, v.detail, v.interval or None, v.confidence, v.multiplicity or None,
-                 getattr(v, "judge_validated", None)]
+                 getattr(v, "judge_validated", None), v.relative if v.op in ("improve_by", "reduce_by") else None]
                 for cand, vs in verdicts.items() for idx, v in enumerate(vs)]
         if data:
             with self.transaction() as con:
                 _insert(con, "verdicts", ["run_id", "candidate", "idx", "metric", "status", "value", "ci_low",
                                           "ci_high", "threshold", "op", "baseline", "needed_n", "detail",
-                                          "interval", "confidence", "multiplicity", "judge_validated"], data)
+                                          "interval", "confidence", "multiplicity", "judge_validated", "relative"],
+                        data)
 
     # ------------------------------------------------------------------ judgments
 

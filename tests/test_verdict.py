@@ -135,3 +135,26 @@ def test_judge_absolute_from_a_given_interval():
     k = (1.959963984540054 + 0.8416212335729143) / 1.959963984540054
     assert v.status == "inconclusive" and v.needed_n == math.ceil(100 * (2 * k) ** 2) and "80% power" in v.detail
     assert judge_absolute("rougeL", 0.40, (0.36, 0.44), "at_most", 0.35).status == "fail"
+
+
+def test_a_pass_on_a_proportion_holds_only_if_the_failed_outputs_counted_against_it_still_pass():
+    """39 of 39 right passes at_least 0.9 (exact lower bound 0.910); with the 40th example's failed
+    generation counted as wrong (39 of 40, lower bound 0.868) it does not: the pass becomes
+    inconclusive. at_most counts a failure as a hit; a pass that survives stays a pass."""
+    from types import SimpleNamespace
+
+    from harness.intervals import clopper_pearson
+    from harness.runner.scoring import _worst_case_pass
+    from harness.verdict import INCONCLUSIVE, PASS, Verdict
+
+    assert clopper_pearson(39, 39)[0] > 0.9 > clopper_pearson(39, 40)[0]
+    res = SimpleNamespace(per_example=[1.0] * 39)
+    v = Verdict("accuracy", PASS, 1.0, clopper_pearson(39, 39), 0.9, op="at_least", confidence=0.95)
+    _worst_case_pass(v, res, 1)
+    assert v.status == INCONCLUSIVE and "counting the 1 failed output(s) as wrong" in v.detail
+    low = Verdict("off_topic", PASS, 0.0, clopper_pearson(0, 39), 0.1, op="at_most", confidence=0.95)
+    _worst_case_pass(low, SimpleNamespace(per_example=[0.0] * 39), 1)
+    assert low.status == INCONCLUSIVE and "as hits" in low.detail
+    easy = Verdict("accuracy", PASS, 1.0, clopper_pearson(39, 39), 0.8, op="at_least", confidence=0.95)
+    _worst_case_pass(easy, res, 1)
+    assert easy.status == PASS

@@ -128,3 +128,23 @@ def test_a_judge_no_human_checked_is_marked_in_the_cli_table_and_the_report(two_
     doc = SimpleNamespace(lines=[])
     report._verdict_section(doc, goal, res)
     assert sum("⚠ judge not validated" in line for line in doc.lines) == 1
+
+
+def test_a_change_is_shown_in_its_own_units_absolute_or_relative(two_candidates):
+    """improve_by 0.05 is an absolute gain (shown +0.15), improve_by 5% a share of the baseline
+    (shown +21.4%): the JSON says which (relative), and the table and a name-only results follow it."""
+    tmp = two_candidates["tmp"]
+    goal = write_eval_goal(tmp / "units.yaml", "units", tmp / "data.jsonl",
+                           candidates=[{"name": n, "kind": "file", "path": str(tmp / f"{n}.jsonl")}
+                                       for n in ("tuned", "base")],
+                           success=[{"metric": "accuracy", "improve_by": 0.05, "baseline": "base"},
+                                    {"metric": "accuracy", "improve_by": "5%", "baseline": "base"}])
+    db = tmp / "units.duckdb"
+    run = _harness("run", goal, "--db", db, cwd=tmp)
+    assert run.returncode in (0, 1), run.stderr[-2000:]
+    res = json.loads(_harness("results", goal, "--db", db, "--format", "json").stdout)
+    absolute, relative = next(c for c in res["candidates"] if c["name"] == "tuned")["criteria"]
+    assert absolute["relative"] is False and relative["relative"] is True
+    assert absolute["value"] == pytest.approx(0.15) and relative["value"] == pytest.approx(30 / 140)
+    for table in (run.stdout, _harness("results", "units", "--db", db).stdout):
+        assert "+0.15 [" in table and "+21.4% [" in table and "+15%" not in table

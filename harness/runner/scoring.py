@@ -495,6 +495,27 @@ def _count_failed(verdict: Any, res: Any, base: Any, left_out: int = 0, where: s
     if (failed + left_out) / max(total, 1) > MAX_FAILED_SHARE and verdict.status != INCONCLUSIVE:
         verdict.status = INCONCLUSIVE
         verdict.detail += f" (more than {MAX_FAILED_SHARE:.0%} of the test examples: not decided)"
+    elif base is None and left_out:
+        _worst_case_pass(verdict, res, left_out)
+
+
+def _worst_case_pass(verdict: Any, res: Any, left_out: int) -> None:
+    """An absolute pass on a proportion holds only if it holds with the failed outputs counted
+    as the unfavourable outcome (wrong for at_least, a hit for at_most): what fails to generate is
+    rarely a random sample, and leaving it out could lift the estimate by up to the share left out."""
+    from harness.intervals import clopper_pearson
+    from harness.verdict import INCONCLUSIVE, PASS
+
+    if verdict.status != PASS or verdict.op not in ("at_least", "at_most") or not _binary(res):
+        return
+    hits, n = int(sum(v == 1.0 for v in res.per_example)), len(res.per_example)
+    at_most = verdict.op == "at_most"
+    lo, hi = clopper_pearson(hits + (left_out if at_most else 0), n + left_out, verdict.confidence or 0.95)
+    bound = hi if at_most else lo
+    if (bound > verdict.threshold) if at_most else (bound < verdict.threshold):
+        verdict.status = INCONCLUSIVE
+        verdict.detail += (f"; counting the {left_out} failed output(s) as {'hits' if at_most else 'wrong'}, the "
+                           f"{'upper' if at_most else 'lower'} bound is {bound:.4g}: not decided")
 
 
 def _on_shared_examples(res: Any, base: Any) -> tuple[Any, Any]:
