@@ -328,6 +328,9 @@ def test_ppi_interval_keeps_false_pass_at_2_5_percent_with_20_of_80_rated():
     probs = np.array([0.10, 0.15, 0.30, 0.30, 0.15])
     truth = float(probs @ np.arange(1, 6))
     reps, big_n, m = 3000, 80, 20
+    from scipy.stats import norm
+
+    z_humans = float(norm.isf(intervals.expanded_alpha(m)))
     fp_new = fp_normal = cover = 0
     width_new = width_humans = 0.0
     for _ in range(reps):
@@ -340,12 +343,14 @@ def test_ppi_interval_keeps_false_pass_at_2_5_percent_with_20_of_80_rated():
         fp_normal += nlo >= truth
         cover += lo <= truth <= hi
         width_new += hi - lo
-        width_humans += 2 * 1.96 * y.std(ddof=1) / math.sqrt(m)
+        width_humans += 2 * z_humans * y.std(ddof=1) / math.sqrt(m)
     tol = 2 * math.sqrt(0.025 * 0.975 / reps)
     assert fp_new / reps <= 0.025 + tol, fp_new / reps
     assert fp_normal / reps > fp_new / reps
     assert 0.93 <= cover / reps <= 0.975
-    assert width_new < 0.9 * width_humans  # a normal interval of the humans alone; the bench: 0.78x bootstrap-t
+    # A normal interval of the humans alone at the approximate intervals' level; the bench: the
+    # humans' own bootstrap-t is 1.34x as wide at 20 of 80.
+    assert width_new < 0.9 * width_humans
 
 
 def test_ppi_interval_method_names_ppi_and_the_bootstrap():
