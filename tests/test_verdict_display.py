@@ -52,7 +52,8 @@ def _env():
 
 
 def test_results_json_names_interval_level_and_rule(two_candidates):
-    r = _harness("results", two_candidates["goal"], "--db", two_candidates["db"], "--format", "json")
+    r = _harness("results", two_candidates["goal"], "--db", two_candidates["db"], "--format", "json",
+                 cwd=two_candidates["tmp"])
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     tuned = next(c for c in res["candidates"] if c["name"] == "tuned")
@@ -66,7 +67,7 @@ def test_results_json_names_interval_level_and_rule(two_candidates):
 
 
 def test_cli_table_names_interval_level_and_rule(two_candidates):
-    r = _harness("results", two_candidates["goal"], "--db", two_candidates["db"])
+    r = _harness("results", two_candidates["goal"], "--db", two_candidates["db"], cwd=two_candidates["tmp"])
     assert r.returncode in (0, 1), r.stderr
     out = " ".join(r.stdout.split())
     assert HOLM in out
@@ -75,7 +76,8 @@ def test_cli_table_names_interval_level_and_rule(two_candidates):
 
 def test_report_names_interval_level_and_rule_and_its_chart_says_the_level(two_candidates):
     html = two_candidates["tmp"] / "report.html"
-    r = _harness("report", two_candidates["goal"], "--db", two_candidates["db"], "--out", html)
+    r = _harness("report", two_candidates["goal"], "--db", two_candidates["db"], "--out", html,
+                 cwd=two_candidates["tmp"])
     assert r.returncode == 0, r.stderr
     text = html.read_text()
     assert f"{intervals.CLOPPER_PEARSON}, 97.5%" in text and f"{intervals.PAIRED_RATIO_SCORE}, 97.5%" in text
