@@ -90,7 +90,7 @@ STUDENTIZED_DELTA = "studentised bootstrap (delta-method SE, small-n expanded)"
 PPI = "PPI++ (judge corrected by human ratings)"
 PPI_BOOTSTRAP = "studentised bootstrap over both samples, lambda re-tuned in each resample"
 RANDOM_EFFECTS = "two-way random effects (raters and items; t)"
-SCALED_WILSON = "Wilson on the scale (no spread)"
+SCALED_EXACT = "Clopper-Pearson on the scale (no spread)"
 TOO_FEW = "none (too few examples)"
 NO_SPREAD = "none (no spread)"
 
@@ -739,8 +739,9 @@ def rater_item_interval(ratings, confidence: float = 0.95, bounds=None) -> Inter
                                                   "good the outputs are; a second rater is needed", est)
     rater_means = np.nanmean(mat, axis=0)
     var = float(np.var(rater_means, ddof=1)) / len(raters) + float(np.var(item_means, ddof=1)) / len(items)
-    if not var > 0:
-        return _no_spread_mean(est, len(items), confidence, bounds)
+    if not var > 0:  # every rater gave every item the same score: nothing tells a lenient panel apart
+        return Interval(NAN, NAN, NO_SPREAD, "every rater gave every item the same score: how lenient the panel "
+                                             "is cannot be told from how good the outputs are", est)
     df = min(len(raters), len(items)) - 1
     half = float(student.ppf(1 - (1 - confidence) / 2, df)) * math.sqrt(var)
     lo, hi = est - half, est + half
@@ -767,13 +768,15 @@ def _no_spread(result, n: int, confidence: float) -> Interval:
 
 
 def _no_spread_mean(value: float, n: int, confidence: float, bounds) -> Interval:
-    """Every value (or resample) the same: on known bounds the Wilson interval of the value's
-    position within them, else no interval."""
+    """Every value (or resample) the same: on known bounds the Clopper–Pearson interval of the
+    value's position within them, else no interval. Exact where it matters: n scores all at the
+    top of [a, b] have probability at most ((mean - a) / (b - a))^n (a score at b is at most that
+    likely), and the exact lower bound at k = n is where that equals the one-sided error."""
     if bounds is not None and len(bounds) == 2 and bounds[1] > bounds[0]:
         lo_s, hi_s = float(bounds[0]), float(bounds[1])
         pos = min(max((value - lo_s) / (hi_s - lo_s), 0.0), 1.0)
-        lo, hi = stats.wilson_ci(round(pos * n), n, confidence)
-        return Interval(lo_s + lo * (hi_s - lo_s), lo_s + hi * (hi_s - lo_s), SCALED_WILSON)
+        lo, hi = clopper_pearson(round(pos * n), n, confidence)
+        return Interval(lo_s + lo * (hi_s - lo_s), lo_s + hi * (hi_s - lo_s), SCALED_EXACT)
     return Interval(NAN, NAN, NO_SPREAD, "every resample gives the same value, so the data cannot say how far "
                                          "the estimate could be off")
 

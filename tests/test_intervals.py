@@ -170,7 +170,14 @@ def test_small_or_spreadless_means_are_not_decided():
     assert v.status == "inconclusive" and "no interval" in v.detail
     scaled = from_values("judge.tone", [5.0] * 40, extra={"bounds": [1, 5]})
     v = judge_criterion("judge.tone", "at_least", 4.0, scaled)
-    assert v.status == PASS and v.interval == intervals.SCALED_WILSON and v.ci[0] < 5.0
+    assert v.status == PASS and v.interval == intervals.SCALED_EXACT and v.ci[0] < 5.0
+    # exact: 20 scores of 5 on [1, 5] bound the mean below by 1 + 4 * 0.025 ** (1 / 20) = 4.33, and a
+    # judge whose true mean is that bound gives 20 fives at most 2.5% of the time (a 5 at most
+    # (mean - 1) / 4 of the time): the Wilson bound (4.36) passed such a judge 2.7-3.0% of the time.
+    twenty = judge_criterion("judge.tone", "at_least", 4.0, from_values("judge.tone", [5.0] * 20,
+                                                                        extra={"bounds": [1, 5]}))
+    assert twenty.ci[0] == pytest.approx(1 + 4 * 0.025 ** (1 / 20), rel=1e-9)
+    assert ((twenty.ci[0] - 1) / 4) ** 20 == pytest.approx(0.025, rel=1e-9)
 
 
 def test_every_verdict_names_its_interval_and_level():
@@ -406,7 +413,7 @@ def test_one_rater_or_one_item_gives_no_interval():
     assert intervals.rater_item_interval([("i0", "ann", 4.0), ("i0", "bob", 5.0)]).method == intervals.TOO_FEW
     same = intervals.rater_item_interval([(f"i{i}", r, 5.0) for i in range(30) for r in ("ann", "bob")],
                                          bounds=(1, 5))
-    assert same.method == intervals.SCALED_WILSON and same.hi == 5.0 and same.lo < 5.0
+    assert same.method == intervals.NO_SPREAD and math.isnan(same.lo) and same.estimate == 5.0  # a lenient panel
 
 
 def test_studentised_bootstrap_for_means_near_the_ceiling_keeps_false_pass_under_2_5_percent():
