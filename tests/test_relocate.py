@@ -70,7 +70,8 @@ def test_artifact_paths_are_stored_relative_to_the_store_and_read_back_absolute(
 
 def test_m010_rewrites_paths_stored_relative_to_the_working_folder(tmp_path, monkeypatch):
     """A version-9 store of the default layout (``.harness/harness.duckdb`` with adapters stored as
-    ``.harness/adapters/...``, relative to where harness ran) reads from anywhere after m010."""
+    ``.harness/adapters/...``, relative to where harness ran) reads from anywhere after m010; a path
+    found in neither place is kept as it was stored, for a person to resolve."""
     from harness.store import MIGRATIONS, Store, migrate
 
     folder = tmp_path / "proj" / ".harness"
@@ -82,7 +83,9 @@ def test_m010_rewrites_paths_stored_relative_to_the_working_folder(tmp_path, mon
         fn(con)
         con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
     absolute = tmp_path / "proj" / ".harness" / "adapters" / "g" / "abs-1"
-    for name, stored in (("rel", ".harness/adapters/g/lora-1"), ("abs", str(absolute)), ("gone", "work/x/lora-9")):
+    (folder / "adapters" / "g" / "lora-1").mkdir(parents=True)  # where the default layout put it
+    for name, stored in (("rel", ".harness/adapters/g/lora-1"), ("abs", str(absolute)), ("gone", "work/x/lora-9"),
+                         ("lost", ".harness/adapters/g/lora-2")):
         con.execute("INSERT INTO candidates (run_id, name, kind, adapter_path) VALUES ('r1', ?, 'lora', ?)",
                     [name, stored])
     con.close()
@@ -91,7 +94,7 @@ def test_m010_rewrites_paths_stored_relative_to_the_working_folder(tmp_path, mon
     assert store.schema_version() == len(MIGRATIONS)
     raw = {r["name"]: r["adapter_path"] for r in store.query("SELECT name, adapter_path FROM candidates")}
     assert raw["rel"] == "adapters/g/lora-1" and raw["abs"] == "adapters/g/abs-1"
-    assert raw["gone"] == str((tmp_path / "work" / "x" / "lora-9").resolve())  # no adapters part: as it was
+    assert raw["gone"] == "work/x/lora-9" and raw["lost"] == ".harness/adapters/g/lora-2"  # found nowhere: kept
     assert store.latest_artifact("g", "rel") is None  # no run row; candidates() resolves instead
     rows = {r["name"]: r["adapter_path"] for r in store.candidates("r1")}
     assert rows["rel"] == str(folder.resolve() / "adapters" / "g" / "lora-1")
