@@ -185,11 +185,17 @@ def _paired_score_statistic(theta: np.ndarray, t: np.ndarray, cc: float) -> np.n
            + 3 * (p11 * (1 - p2) ** 2 + p12 * p2 ** 2 - p1 * p2 * (1 - p2))) / n ** 2
     corr = 2 * cc * np.sign(s) / n
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        score = np.where(s == 0, 0.0, (s - corr) / np.sqrt(var))
-        skew = np.where((np.abs(mu3) < 1e-10) | (var < 1e-10), 0.0, mu3 / (6 * var ** 1.5))
-        # skew * z^2 + z - (score + skew) = 0, the root that tends to ``score`` as skew -> 0
-        root = (-1 + np.sqrt(np.maximum(1 + 4 * skew * (score + skew), 0.0))) / (2 * np.where(skew == 0, 1, skew))
-        out = np.where(skew == 0, score, root)
+        return _skew_corrected(s, corr, var, mu3, 1e-10)
+
+
+def _skew_corrected(s: np.ndarray, corr: np.ndarray, var: np.ndarray, mu3: np.ndarray, tol: float) -> np.ndarray:
+    """The continuity-corrected score ``(s - corr) / sqrt(var)`` with the skewness correction:
+    the root of ``skew * z^2 + z - (score + skew) = 0`` that tends to the score as skew -> 0
+    (``skew = mu3 / (6 var^1.5)``); 0 inside the continuity band, never NaN."""
+    score = np.where(s == 0, 0.0, (s - corr) / np.sqrt(var))
+    skew = np.where((np.abs(mu3) < tol) | (var < tol), 0.0, mu3 / (6 * var ** 1.5))
+    root = (-1 + np.sqrt(np.maximum(1 + 4 * skew * (score + skew), 0.0))) / (2 * np.where(skew == 0, 1, skew))
+    out = np.where(skew == 0, score, root)
     out = np.where(np.abs(s) < np.abs(corr), 0.0, out)
     return np.nan_to_num(out, nan=0.0)
 
@@ -274,12 +280,7 @@ def _paired_ratio_statistic(theta: np.ndarray, t: np.ndarray, cc: float, correct
     var = (q11 * (1 - theta) ** 2 + q12 + theta ** 2 * q21) / n * bcf
     mu3 = (q11 * (1 - theta) ** 3 + q12 - theta ** 3 * q21) / n ** 2 * (1.0 if corrected else 0.0)
     corr = cc * np.sign(s) * (1 + theta) / n
-    score = np.where(s == 0, 0.0, (s - corr) / np.sqrt(var))
-    skew = np.where((np.abs(mu3) < 1e-14) | (var < 1e-14), 0.0, mu3 / (6 * var ** 1.5))
-    root = (-1 + np.sqrt(np.maximum(1 + 4 * skew * (score + skew), 0.0))) / (2 * np.where(skew == 0, 1, skew))
-    out = np.where(skew == 0, score, root)
-    out = np.where(np.abs(s) < np.abs(corr), 0.0, out)
-    return np.nan_to_num(out, nan=0.0)
+    return _skew_corrected(s, corr, var, mu3, 1e-14)
 
 
 def paired_ratio_limits(tables, confidence: float = 0.95, cc: float = PAIRED_RATIO_CC) -> tuple[np.ndarray, np.ndarray]:
