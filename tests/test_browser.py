@@ -71,6 +71,23 @@ def _serving(info: dict, **env_extra: str):
             proc.kill()
 
 
+@contextmanager
+def chromium_page():
+    """A page of Debian's headless Chromium (no browser download), with minute-long waits: the
+    app renders on a loaded CI machine. Closed afterwards."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 def _needs_a_browser() -> None:
     if not Path(CHROMIUM).exists() or shutil.which("streamlit", path=str(Path(sys.executable).parent)) is None:
         pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium) and streamlit")
@@ -98,17 +115,13 @@ def served_to_raters(tiny_run_project, tmp_path):
 
 
 def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, info = served
     goal = info["goal"]
     rubric = load_rubric("tone", info["rubrics_dir"])
     formal4, empathetic3 = rubric.criteria[0].scale[4], rubric.criteria[1].scale[3]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+    with chromium_page() as page:
         page.goto(f"{url}/?page=Rate&goal={goal}")
         page.get_by_label("Your name").fill("Dana")
         page.get_by_text("Start rating").click()
@@ -152,25 +165,20 @@ def test_rater_rates_three_items_and_leaderboard_shows_human_score(served):
         unrated = set(info["candidates"]) - set(expected)
         for cand in unrated:
             expect(table.locator("tr", has_text=cand)).to_have_count(0)
-        browser.close()
 
 
 def test_a_rater_sees_the_system_prompt_rates_by_keyboard_and_leaves_a_comment_and_flag(served):
     """The Rate page shows the conversation the candidate was sent (the record's system prompt
     first); keys 4 and 3 answer the two criteria, a comment and the flag are saved with the
     ratings, and n submits: all of it in the DuckDB file."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from tests.helpers import ROUTE_SYSTEM
 
     url, info = served
     goal = info["goal"]
     rubric = load_rubric("tone", info["rubrics_dir"])
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+    with chromium_page() as page:
         page.goto(f"{url}/?page=Rate&goal={goal}")
         page.get_by_label("Your name").fill("Ivy")
         page.get_by_text("Start rating").click()
@@ -200,20 +208,15 @@ def test_a_rater_sees_the_system_prompt_rates_by_keyboard_and_leaves_a_comment_a
             [("ivy", first.item_id, "empathetic", 3.0), ("ivy", first.item_id, "formal", 4.0)]
         assert [(n["rater"], n["item_id"], n["comment"], n["flagged"]) for n in store.rating_notes(goal)] == \
             [("ivy", first.item_id, "the output repeats the question", True)]
-        browser.close()
 
 
 def test_rater_only_app_from_an_invitation_link_shows_no_candidate_names_or_references(served_to_raters):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, info, token = served_to_raters
     goal, store = info["goal"], Store(info["db"])
     rubric = load_rubric("tone", info["rubrics_dir"])
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+    with chromium_page() as page:
         for wanted in ("Leaderboard", "Compare"):  # no other page, whatever the URL asks for
             page.goto(f"{url}/?page={wanted}&goal={goal}")
             expect(page.get_by_role("heading", name=f"Rate · {goal}")).to_be_visible()
@@ -242,28 +245,22 @@ def test_rater_only_app_from_an_invitation_link_shows_no_candidate_names_or_refe
         item.get_by_role("radiogroup", name="formal").get_by_text(label, exact=True).click()
         expect(item.get_by_text("Saved ✓ (formal)")).to_be_visible()
         assert [(r["rater"], r["item_id"], r["score"]) for r in store.ratings(goal)] == [("dana", first.item_id, 4.0)]
-        browser.close()
 
 
 def test_the_training_page_draws_the_data_size_curve_with_its_extrapolation(curve_project, tmp_path):
     """A train_fraction sweep's curve on the Training page in the browser: the metric by
     training-set size, and under it the extrapolated size that would reach the threshold (or
     the reason there is none)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _needs_a_browser()
     root = tmp_path / "proj"
     shutil.copytree(curve_project["root"], root)
     info = {"db": root / "harness.duckdb", "goals_dir": root / "goals", "rubrics_dir": curve_project["rubrics_dir"]}
-    with _serving(info) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+    with _serving(info) as url, chromium_page() as page:
         page.goto(f"{url}/?page=Training&goal={curve_project['goal']}")
         expect(page.get_by_text("Data-size curve: lora, accuracy").first).to_be_visible()
         expect(page.get_by_text("To reach").first).to_be_visible()
         # the chart is drawn (a Vega-Lite canvas or SVG inside the chart element)
         chart = page.locator("[data-testid='stVegaLiteChart'], [data-testid='stArrowVegaLiteChart']").first
         expect(chart).to_be_visible()
-        browser.close()

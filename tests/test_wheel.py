@@ -81,10 +81,10 @@ def test_the_wheel_carries_the_app_its_leaderboards_and_the_default_rubrics(inst
 
 @pytest.mark.browser
 def test_harness_app_from_the_wheel_serves_the_leaderboard_outside_the_checkout(installed, tiny_run_project, tmp_path):
-    from tests.test_browser import CHROMIUM, LAUNCH_ARGS, _free_port, _needs_a_browser, _wait_healthy
+    from tests.test_browser import _free_port, _needs_a_browser, _wait_healthy, chromium_page
 
     _needs_a_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     _, _, harness = installed
     info = copy_project(tiny_run_project, tmp_path / "proj")
@@ -97,17 +97,12 @@ def test_harness_app_from_the_wheel_serves_the_leaderboard_outside_the_checkout(
     url = f"http://localhost:{port}"
     try:
         _wait_healthy(url, proc)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-            page = browser.new_page()
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
+        with chromium_page() as page:
             page.goto(f"{url}/?page=Leaderboard&goal={info['goal']}")
             expect(page.get_by_text(f"Leaderboard · {info['goal']}")).to_be_visible()
             grid = page.locator("[data-testid='stDataFrame']").first
             expect(grid).to_be_visible()  # a leaderboard view from the shipped definitions
             assert page.get_by_text("No leaderboard definitions").count() == 0
-            browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
