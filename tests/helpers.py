@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,37 @@ def copy_project(template: dict, dest: Path) -> dict:
     shutil.copytree(template["root"], dest)
     return dict(template, root=dest, db=dest / "harness.duckdb", goals_dir=dest / "goals",
                 rubrics_dir=ROOT / "rubrics")
+
+
+def store_at_version(path: Path, version: int):
+    """A DuckDB file as an older harness left it: only the first ``version`` migrations applied
+    and recorded. Returns the open connection (the caller adds rows, then closes or migrates it)."""
+    import duckdb
+
+    from harness.store import MIGRATIONS
+
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for number, fn in enumerate(MIGRATIONS[:version], start=1):
+        fn(con)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [number, fn.__name__])
+    return con
+
+
+@contextmanager
+def app_on_localhost(monkeypatch, db: Path, goals_dir: Path, timeout: float = 90):
+    """The whole app (``app.py``) under Streamlit's AppTest against ``db`` and ``goals_dir``, run
+    once. AppTest starts no server, and the app reads the address it is bound to from Streamlit's
+    config: loopback, as ``harness app`` binds by default (owner pages open), restored after."""
+    from streamlit import config
+    from streamlit.testing.v1 import AppTest
+
+    for name, value in {"HF_HUB_OFFLINE": "1", "HARNESS_DB": db, "HARNESS_GOALS": goals_dir,
+                        "HARNESS_RUBRICS": ROOT / "rubrics", "HARNESS_LEADERBOARDS": ROOT / "leaderboards"}.items():
+        monkeypatch.setenv(name, str(value))
+    old = config.get_option("server.address")
+    config.set_option("server.address", "localhost")
+    try:
+        yield AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout).run()
+    finally:
+        config.set_option("server.address", old)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import duckdb
 import pytest
 
 from harness import panel
@@ -13,6 +12,7 @@ from harness.app import access
 from harness.errors import HarnessError
 from harness.goals import HumanSpec
 from harness.store import Store
+from tests.helpers import store_at_version
 
 ITEM = panel.PanelItem("it-1", "g", "run", "ex1", "lora", None, panel.POINTWISE, "tone")
 PAIR = panel.PanelItem("it-2", "g", "run", "ex1", "lora", "zero-shot", panel.PAIRWISE, "tone")
@@ -45,14 +45,10 @@ def test_the_store_keeps_a_hash_of_the_token_never_the_token(tmp_path):
 
 
 def test_m004_adds_the_invitations_table_to_an_older_store(tmp_path):
-    from harness.store import SCHEMA_VERSION, m001_initial, m002_verdict_per_criterion, m003_verdict_interval
+    from harness.store import SCHEMA_VERSION
 
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, fn in enumerate((m001_initial, m002_verdict_per_criterion, m003_verdict_interval), start=1):
-        fn(con)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con = store_at_version(path, 3)
     con.close()
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import panel
+from harness.netutil import free_port
 from harness.judge.rubric import load_rubric
 from harness.store import Store
 from tests.helpers import copy_project
@@ -27,12 +27,6 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -52,7 +46,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
 @contextmanager
 def _serving(info: dict, **env_extra: str):
     """The app on a free loopback port, against the project copy; its URL."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HARNESS_DB=str(info["db"]), HARNESS_GOALS=str(info["goals_dir"]),
                HARNESS_RUBRICS=str(info["rubrics_dir"]), HARNESS_LEADERBOARDS=str(REPO / "leaderboards"), **env_extra)
     cmd = [str(Path(sys.executable).parent / "streamlit"), "run", str(REPO / "app.py"), "--server.headless", "true",

@@ -104,18 +104,9 @@ def _app_charts(at) -> list[dict]:
 
 
 def test_app_charts_carry_the_threshold(rated, monkeypatch):
-    from streamlit import config
-    from streamlit.testing.v1 import AppTest
+    from tests.helpers import app_on_localhost
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HARNESS_DB", str(rated["db"]))
-    monkeypatch.setenv("HARNESS_GOALS", str(rated["goals_dir"]))
-    monkeypatch.setenv("HARNESS_RUBRICS", str(ROOT / "rubrics"))
-    monkeypatch.setenv("HARNESS_LEADERBOARDS", str(ROOT / "leaderboards"))
-    old = config.get_option("server.address")
-    config.set_option("server.address", "localhost")
-    try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    with app_on_localhost(monkeypatch, rated["db"], rated["goals_dir"]) as at:
         assert not at.exception, [e.value for e in at.exception]
         at.selectbox(key="lb:chart_metric").set_value("accuracy").run()
         specs = _app_charts(at)
@@ -127,8 +118,6 @@ def test_app_charts_carry_the_threshold(rated, monkeypatch):
         titles = [json.dumps(s["title"], ensure_ascii=False) for s in history]
         assert any(UNIT_SCALE in t for t in titles) and any(RATING_SCALE in t for t in titles)
         assert any(THRESHOLD in json.dumps(s) for s in history)
-    finally:
-        config.set_option("server.address", old)
 
 
 def test_a_sweeps_loss_curves_share_one_chart():

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 import yaml
 
-from tests.helpers import ROOT, tiny_goal
+from tests.helpers import ROOT, store_at_version, tiny_goal
 
 
 def harness(*args, cwd):
@@ -77,11 +77,7 @@ def test_m010_rewrites_paths_stored_relative_to_the_working_folder(tmp_path, mon
     folder = tmp_path / "proj" / ".harness"
     folder.mkdir(parents=True)
     path = folder / "harness.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, fn in enumerate(MIGRATIONS[:9], start=1):
-        fn(con)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con = store_at_version(path, 9)
     absolute = tmp_path / "proj" / ".harness" / "adapters" / "g" / "abs-1"
     (folder / "adapters" / "g" / "lora-1").mkdir(parents=True)  # where the default layout put it
     for name, stored in (("rel", ".harness/adapters/g/lora-1"), ("abs", str(absolute)), ("gone", "work/x/lora-9"),

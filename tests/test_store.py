@@ -6,6 +6,7 @@ from pathlib import Path
 import duckdb
 
 from harness.store import MIGRATIONS, SCHEMA_VERSION, Store
+from tests.helpers import store_at_version
 
 
 def test_migrations_on_blank_database_give_exact_tables(tmp_path):
@@ -132,17 +133,10 @@ def test_m002_keeps_existing_verdicts(tmp_path):
 def test_a_store_written_before_verdict_intervals_migrates_and_still_loads(tmp_path):
     """A version-2 store (verdicts without interval/confidence/multiplicity) opens, migrates
     to the current schema, keeps its rows and reads them back with nulls."""
-    import duckdb
-
     from harness.results import results_dict
-    from harness.store import m001_initial, m002_verdict_per_criterion
 
     path = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, fn in ((1, m001_initial), (2, m002_verdict_per_criterion)):
-        fn(con)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con = store_at_version(path, 2)
     con.execute("INSERT INTO runs (run_id, goal, status, started_at) VALUES ('r1', 'g', 'finished', now())")
     con.execute("INSERT INTO candidates (run_id, name, kind, meets_goal) VALUES ('r1', 'c', 'prompt', true)")
     con.execute("INSERT INTO verdicts VALUES ('r1', 'c', 0, 'accuracy', 'pass', 0.9, 0.8, 0.95, 0.7, 'at_least', "
@@ -169,11 +163,7 @@ def test_m008_m009_a_version_7_store_gains_rating_notes_and_prediction_messages(
     from harness.store import migrate
 
     path = tmp_path / "v7.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, fn in enumerate(MIGRATIONS[:7], start=1):
-        fn(con)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con = store_at_version(path, 7)
     con.execute("INSERT INTO predictions (cache_key, output) VALUES ('old', 'billing')")
     con.execute("INSERT INTO outputs VALUES ('r1', 'zero-shot', 'e1', 'old')")
     assert migrate(con) == SCHEMA_VERSION
@@ -227,11 +217,7 @@ def test_m012_a_version_11_store_gains_prediction_errors(tmp_path):
     from harness.store import migrate
 
     path = tmp_path / "v11.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, fn in enumerate(MIGRATIONS[:11], start=1):
-        fn(con)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con = store_at_version(path, 11)
     con.execute("INSERT INTO predictions (cache_key, output) VALUES ('old', 'billing')")
     assert migrate(con) == SCHEMA_VERSION
     con.close()
@@ -254,11 +240,7 @@ def test_m013_a_version_12_store_gains_verdicts_judge_validated(tmp_path):
 
     assert MIGRATIONS.index(m013_verdict_judge_validated) == 12  # version 13
     path = tmp_path / "v12.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, fn in enumerate(MIGRATIONS[:12], start=1):
-        fn(con)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, fn.__name__])
+    con = store_at_version(path, 12)
     con.execute("INSERT INTO runs (run_id, goal, status, started_at) VALUES ('r1', 'g', 'finished', now())")
     con.execute("INSERT INTO candidates (run_id, name, kind, meets_goal) VALUES ('r1', 'c', 'prompt', false)")
     con.execute("INSERT INTO verdicts (run_id, candidate, idx, metric, status) VALUES ('r1', 'c', 0, 'judge.tone', "

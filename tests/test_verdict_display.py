@@ -88,21 +88,11 @@ def test_report_names_interval_level_and_rule_and_its_chart_says_the_level(two_c
 
 def test_the_app_names_interval_level_and_rule(two_candidates, monkeypatch):
     pytest.importorskip("streamlit")
-    from streamlit import config
-    from streamlit.testing.v1 import AppTest
+    from tests.helpers import app_on_localhost
 
-    monkeypatch.setenv("HARNESS_DB", str(two_candidates["db"]))
-    monkeypatch.setenv("HARNESS_GOALS", str(two_candidates["goal"].parent))
-    monkeypatch.setenv("HARNESS_RUBRICS", str(ROOT / "rubrics"))
-    monkeypatch.setenv("HARNESS_LEADERBOARDS", str(ROOT / "leaderboards"))
-    old = config.get_option("server.address")
-    config.set_option("server.address", "localhost")
-    try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
-    finally:
-        config.set_option("server.address", old)
-    assert not at.exception, [e.value for e in at.exception]
-    shown = "\n".join(str(x.value) for x in [*at.caption, *at.markdown])
+    with app_on_localhost(monkeypatch, two_candidates["db"], two_candidates["goal"].parent) as at:
+        assert not at.exception, [e.value for e in at.exception]
+        shown = "\n".join(str(x.value) for x in [*at.caption, *at.markdown])
     assert f"Across candidates: {HOLM}" in shown
     assert f"{intervals.CLOPPER_PEARSON}, 97.5% two-sided; {HOLM}" in shown
     assert f"{intervals.PAIRED_RATIO_SCORE}, 97.5% two-sided; {HOLM}" in shown

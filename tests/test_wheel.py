@@ -81,7 +81,8 @@ def test_the_wheel_carries_the_app_its_leaderboards_and_the_default_rubrics(inst
 
 @pytest.mark.browser
 def test_harness_app_from_the_wheel_serves_the_leaderboard_outside_the_checkout(installed, tiny_run_project, tmp_path):
-    from tests.test_browser import _free_port, _needs_a_browser, _wait_healthy, chromium_page
+    from harness.netutil import free_port
+    from tests.test_browser import _needs_a_browser, _wait_healthy, chromium_page
 
     _needs_a_browser()
     from playwright.sync_api import expect
@@ -90,7 +91,7 @@ def test_harness_app_from_the_wheel_serves_the_leaderboard_outside_the_checkout(
     info = copy_project(tiny_run_project, tmp_path / "proj")
     outside = tmp_path / "outside"  # no app.py, leaderboards/ or rubrics/ here
     outside.mkdir()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(harness), "app", "--port", str(port), "--db", str(info["db"])], cwd=outside,
                             env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # harness app starts streamlit as its child: stop both

@@ -292,9 +292,10 @@ _KEY_SCRIPT = """<script>
   const buttons = {n: "Submit & next", Enter: "Submit & next", s: "Skip ▶", p: "◀ Back"};
   doc.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
-    const t = e.target, tag = t && t.tagName;
-    if (tag === "TEXTAREA" || tag === "BUTTON" || tag === "SELECT" || (t && t.isContentEditable)) return;
-    if (tag === "INPUT" && !["radio", "checkbox"].includes(t.type)) return;
+    const t = e.target, tag = t && t.tagName ? t.tagName.toLowerCase() : "";
+    // keys typed into a form field (a comment, a drop-down) are the field's, not shortcuts
+    if (["textarea", "button", "select"].includes(tag) || (t && t.isContentEditable)) return;
+    if (tag === "input" && !["radio", "checkbox"].includes(t.type)) return;
     const items = doc.querySelectorAll('[class*="st-key-rate-item-"]');
     const item = items[items.length - 1];
     if (!item) return;

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from harness.backends.device import Placement
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from harness.backends.vllm import Adapter, VllmEngine
     from harness.goals import Candidate
     from harness.runner.context import Run
-
-Produce = Callable[[list[int], Callable[[int, dict], None]], Any]
+    from harness.runner.generation import Produce
 
 
 def engine_of(run: "Run", cand: "Candidate") -> str:
@@ -82,8 +81,25 @@ def make_vllm_engine(run: "Run") -> "VllmEngine":
                       ranks=[r for _, r in planned], seed=run.goal.decoding.seed, say=run.say)
 
 
+def transformers_produce(run: "Run", cand: "Candidate", spec: str | None, adapter: str | Path | None,
+                         placement: "Placement", prompts: list[list[dict[str, str]]],
+                         params: "DecodingParams") -> "Produce":
+    """What ``generate_cached`` calls to generate the prompts left to do in this process (the
+    model loads only when work is left)."""
+
+    def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
+        local = run.local_model(spec, adapter, placement)
+        local.generate([prompts[i] for i in todo], params, progress=run.progress,
+                       batch_size=run.generation_batch_size(cand), label=f"{cand.name}: generating",
+                       on_result=lambda j, g: on_result(todo[j], {
+                           "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
+                           "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
+
+    return produce
+
+
 def vllm_produce(run: "Run", spec: str | None, adapter: str | Path | None, prompts: list[list[dict[str, str]]],
-                 params: "DecodingParams") -> Produce:
+                 params: "DecodingParams") -> "Produce":
     """What ``generate_cached`` calls to generate the prompts left to do through vLLM."""
     from harness.backends.local import PromptCodec
 

@@ -176,11 +176,10 @@ def resources(run: "Run", cand: "Candidate", cluster_gpus: float) -> dict[str, A
 
 def _model_bytes(run: "Run", cand: "Candidate") -> int:
     from harness.backends.modelhub import resolve_model
-    from harness.errors import HarnessError as _E
 
     try:
         folder = Path(resolve_model(cand.model or run.goal.model).path)
-    except _E:
+    except HarnessError:
         return 0
     return sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(
         f.stat().st_size for f in folder.glob("*.bin"))

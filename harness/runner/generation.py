@@ -14,7 +14,7 @@ from harness.cache import prediction_key
 from harness.errors import HarnessError
 from harness.kinds import CandidatePlan
 from harness.runner.context import FLUSH_EVERY, Outputs, Run, Step
-from harness.runner.engine import engine_of, vllm_produce, why_not_vllm
+from harness.runner.engine import engine_of, transformers_produce, vllm_produce, why_not_vllm
 
 if TYPE_CHECKING:
     from harness.goals import Candidate
@@ -55,17 +55,9 @@ def generate_local(run: Run, cand: "Candidate", prompts: list[list[dict[str, str
     params, placement = run.decoding(), run.placement_of(cand)
     model_id, keys = local_prediction_keys(run, cand, prompts, adapter, model=spec)
 
-    def produce(todo: list[int], on_result: Callable[[int, dict], None]) -> None:
-        local = run.local_model(spec, adapter, placement)  # loads only when work is left
-        local.generate([prompts[i] for i in todo], params, progress=run.progress,
-                       batch_size=run.generation_batch_size(cand), label=f"{cand.name}: generating",
-                       on_result=lambda j, g: on_result(todo[j], {
-                           "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
-                           "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
-
     engine = _engine(run, cand, spec, adapter, placement)
-    if engine == "vllm":
-        produce = vllm_produce(run, spec, adapter, prompts, params)
+    produce = (vllm_produce(run, spec, adapter, prompts, params) if engine == "vllm" else
+               transformers_produce(run, cand, spec, adapter, placement, prompts, params))
     out = generate_cached(run, cand, keys, model_id, produce, passages=passages, messages=prompts)
     quantization = adapter_quantization(placement, adapter)
     if quantization == "none":
