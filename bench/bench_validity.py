@@ -52,7 +52,7 @@ at R = 4000, 0.5% at R = 1000), printed beside it (``*_se``); ``false_pass_max_c
 cell's exact 95% interval over its replications; ``cells_fp_over_target_beyond_noise`` counts
 the cells whose interval lies wholly above 2.5%.
 
-    python bench/bench_validity.py                 # all (890 s on 2 shared cores, 2026-12-06)
+    python bench/bench_validity.py                 # all (2,350 s on 2 cores, 2026-12-06)
     python bench/bench_validity.py --only rating   # the rows whose bench name contains "rating"
     python bench/bench_validity.py --scale 0.25    # a quarter of the replications (a quick look)
 
@@ -385,13 +385,12 @@ def paired_proportions(ns=NS) -> list[dict]:
 RATING_TRUTHS = {"floor": (0.60, 0.25, 0.10, 0.03, 0.02),       # mean 1.62
                  "middle": (0.10, 0.15, 0.30, 0.30, 0.15),      # mean 3.25
                  "ceiling": (0.02, 0.03, 0.10, 0.35, 0.50)}     # mean 4.28
-RATING_REPS = {30: 3000, 80: 3000, 300: 3000, 1000: 1500}   # ceiling (the earlier misses); half elsewhere
+# Every simulated cell of a verdict's interval gets SIM_REPS replications: the Monte Carlo se of a
+# 2.5% rate is then 0.25 points (at 1,000 it was 0.5, too coarse to tell 2% from 3%).
+SIM_REPS = 4000
+RATING_REPS = dict.fromkeys(NS, SIM_REPS)
 CORPUS_POPULATIONS = {"beta22": (2.0, 2.0), "beta52": (5.0, 2.0)}
-CORPUS_REPS = {"bleu": {30: 1500, 80: 1200, 300: 800, 1000: 400},
-               "rouge": {30: 2000, 80: 2000, 300: 1500, 1000: 800}}
-# The second setting's cells get this share of the first's replications (BLEU's bootstrap-t, with
-# its gradient of nine statistics, is the dearest interval here).
-SECOND_SHARE = {"bleu": 0.3, "rouge": 0.5, "rating": 0.5, "ppi": 0.5}
+CORPUS_REPS = {"bleu": dict.fromkeys(NS, SIM_REPS), "rouge": dict.fromkeys(NS, SIM_REPS)}
 
 
 def rating_means(name: str) -> list[Cell]:
@@ -399,11 +398,10 @@ def rating_means(name: str) -> list[Cell]:
     probs = np.array(RATING_TRUTHS[name])
     truth = float(np.dot(probs, np.arange(1, 6)))
     rng = np.random.default_rng(11 + list(RATING_TRUTHS).index(name))
-    share = 1.0 if name == "ceiling" else SECOND_SHARE["rating"]
     cells = []
     for n in NS:
         cell = Cell(n=n, truth=round(truth, 4), setting=name)
-        for rep in range(reps_of(RATING_REPS[n] * share)):
+        for rep in range(reps_of(RATING_REPS[n])):
             values = rng.choice(np.arange(1.0, 6.0), size=n, p=probs)
             iv = intervals.studentized(values, n_resamples=N_RESAMPLES)
             cell.add(iv.lo, iv.hi, truth)
@@ -477,12 +475,11 @@ def corpus_metric(metric: str, population: str) -> list[Cell]:
     5,000, whose aggregate is the truth."""
     pop = _text_population(CORPUS_POPULATIONS[population])["bleu" if metric == "bleu" else "rougeL"]
     truth = pop.recompute()
-    share = 1.0 if population == next(iter(CORPUS_POPULATIONS)) else SECOND_SHARE[metric]
     rng = np.random.default_rng(23 + list(CORPUS_POPULATIONS).index(population))
     cells = []
     for n in NS:
         cell = Cell(n=n, truth=round(truth, 4), setting=population)
-        for rep in range(reps_of(CORPUS_REPS[metric][n] * share)):
+        for rep in range(reps_of(CORPUS_REPS[metric][n])):
             res = _draw(pop, rng.integers(0, pop.n, size=n))
             iv = intervals.interval(res, n_resamples=N_RESAMPLES)
             if not math.isfinite(iv.lo):
@@ -496,9 +493,7 @@ def corpus_metric(metric: str, population: str) -> list[Cell]:
 
 # ---------------------------------------------------------------- paired, not 0/1
 
-PAIRED_MEAN_REPS = {"rating": {30: 1500, 80: 1500, 300: 1000, 1000: 500},
-                    "rouge": {30: 1000, 80: 1000, 300: 800, 1000: 400},
-                    "bleu": {30: 600, 80: 600, 300: 400, 1000: 250}}
+PAIRED_MEAN_REPS = {kind: dict.fromkeys(NS, SIM_REPS) for kind in ("rating", "rouge", "bleu")}
 # Candidate and baseline 1-5 ratings of the same outputs: a bivariate normal (rho 0.6, the
 # candidate 0.35 sd higher) cut at fixed points, so the 25 cells' probabilities are exact.
 RATING_PAIR = {"rho": 0.6, "shift": 0.35, "cuts": (-1.3, -0.6, 0.2, 1.0)}
@@ -575,7 +570,7 @@ def paired_means(kind: str) -> list[list[Cell]]:
 # ---------------------------------------------------------------- judge + humans (PPI++)
 
 PPI_NS = (30, 80, 300, 1000)
-PPI_REPS = {30: 1500, 80: 2000, 300: 1500, 1000: 800}
+PPI_REPS = dict.fromkeys(PPI_NS, SIM_REPS)
 PPI_TRUTHS = {"middle": (0.10, 0.15, 0.30, 0.30, 0.15),   # 3.25
               "high": (0.02, 0.05, 0.13, 0.40, 0.40)}     # 4.11: the +1 judge clips at 5
 JUDGE_ALONE_REPS = 300
@@ -588,14 +583,13 @@ def judge_ppi(name: str) -> list[list[Cell]]:
     m human ratings alone, on the same data."""
     probs = np.array(PPI_TRUTHS[name])
     truth = float(np.dot(probs, np.arange(1, 6)))
-    share = 1.0 if name == next(iter(PPI_TRUTHS)) else SECOND_SHARE["ppi"]
     rng = np.random.default_rng(13 + list(PPI_TRUTHS).index(name))
     out: list[list[Cell]] = [[], [], [], []]
     for big_n in PPI_NS:
         m = max(20, big_n // 5)
         key = {"N": big_n, "m": m, "truth": round(truth, 4), "setting": name}
         cell, normal, solo, few = Cell(**key), Cell(**key), Cell(**{**key, "m": 0}), Cell(**key)
-        for rep in range(reps_of(PPI_REPS[big_n] * share)):
+        for rep in range(reps_of(PPI_REPS[big_n])):
             human = rng.choice(np.arange(1, 6), size=big_n, p=probs).astype(float)
             judge = np.clip(np.round(human + 1 + rng.normal(0, 0.8, big_n)), 1, 5)
             ids = [f"e{i}" for i in range(big_n)]
@@ -624,7 +618,9 @@ def judge_ppi(name: str) -> list[list[Cell]]:
 # ---------------------------------------------------------------- human panel (two-way)
 
 PANEL_ITEMS = (30, 80, 300, 1000)
-PANEL_REPS = {30: 4000, 80: 4000, 300: 3000, 1000: 1500}
+# The panel's interval is cheap and its false pass at many items sits near 2.3% (40,000 replications
+# by a vectorised copy of the model): more replications where that is.
+PANEL_REPS = {30: 10000, 80: 10000, 300: 20000, 1000: 20000}
 
 
 def panel() -> list[dict]:
