@@ -781,20 +781,32 @@ def _single_thread() -> None:
 def run(only: str | None = None, workers: int | None = None) -> list[dict]:
     """Every row (or those whose task name contains ``only``), the cells spread over ``workers``
     processes."""
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     tasks = [t for t in _tasks() if only is None or only in t[0]]
     jobs = [(i, fn) for i, (_, fns, _) in enumerate(tasks) for fn in fns]
     workers = workers or max(1, min(2, os.cpu_count() or 1))
     results: dict[int, list] = {i: [] for i in range(len(tasks))}
     seconds: dict[int, float] = {i: 0.0 for i in range(len(tasks))}
+    t0 = time.perf_counter()
+
+    def progress(i: int, secs: float) -> None:  # the full run takes most of an hour: say how far it is
+        print(f"  {tasks[i][0]}: a part done in {secs:.0f} s ({time.perf_counter() - t0:.0f} s in)",
+              file=sys.stderr, flush=True)
+
+    done: dict[int, tuple[int, tuple]] = {}  # job -> (task, (out, seconds)); the rows keep the jobs' order
     if workers == 1:
-        done = [(i, _timed(fn)) for i, fn in jobs]
+        for j, (i, fn) in enumerate(jobs):
+            done[j] = (i, _timed(fn))
+            progress(i, done[j][1][1])
     else:
         with ProcessPoolExecutor(workers, initializer=_single_thread) as pool:
-            futures = [(i, pool.submit(_timed, fn)) for i, fn in jobs]
-            done = [(i, f.result()) for i, f in futures]
-    for i, (out, secs) in done:
+            futures = {pool.submit(_timed, fn): j for j, (_, fn) in enumerate(jobs)}
+            for f in as_completed(futures):
+                j = futures[f]
+                done[j] = (jobs[j][0], f.result())
+                progress(jobs[j][0], done[j][1][1])
+    for _, (i, (out, secs)) in sorted(done.items()):
         results[i].append(out)
         seconds[i] += secs
     rows = []
