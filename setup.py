@@ -4,6 +4,7 @@ package as ``harness/_data/``, so a wheel carries the app and its defaults
 (``harness.resources.shipped`` looks them up). Everything else is in pyproject.toml."""
 from __future__ import annotations
 
+import runpy
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = ("app.py", "leaderboards", "rubrics")  # = harness.resources.SHIPPED
+SHIPPED = runpy.run_path(str(ROOT / "harness" / "resources.py"))["SHIPPED"]  # its one list
 KEEP = ("*.py", "*.yaml", "*.yml", "*.sql")
 
 

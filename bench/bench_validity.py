@@ -773,9 +773,13 @@ def _timed(fn):
 
 
 def _single_thread() -> None:
-    """One BLAS thread per worker: the workers are the parallelism."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+    """One BLAS thread per worker: the workers are the parallelism. The workers are forked with
+    numpy's BLAS already loaded, so setting OPENBLAS_NUM_THREADS there came too late (two workers
+    ran four threads on two cores); threadpoolctl (scikit-learn's dependency) limits the loaded
+    library itself."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def run(only: str | None = None, workers: int | None = None) -> list[dict]:

@@ -38,7 +38,7 @@ def scale_of(metric: str, values: Iterable[Any]) -> str:
     return metric
 
 
-def _domain(scale: str, values: Sequence[float]) -> list[float] | None:
+def _domain(scale: str) -> list[float] | None:
     if scale == UNIT_SCALE:
         return [0.0, 1.0]
     if scale == RATING_SCALE:
@@ -71,7 +71,7 @@ def interval_chart(rows: Sequence[Mapping[str, Any]], metric: str, *, threshold:
     df = pd.DataFrame(data, columns=["candidate", "value", "ci_low", "ci_high", "status"])
     df["label"] = [f"{v:.3g}" for v in df["value"]]
     scale = scale_of(metric, [*df["value"], *df["ci_low"], *df["ci_high"], threshold])
-    domain = _domain(scale, df["value"])
+    domain = _domain(scale)
     level = f"{confidence:.0%} interval" if confidence else "interval"
     x = alt.X("ci_low:Q", title=f"{metric} ({scale})" if scale != metric else metric,
               scale=alt.Scale(domain=domain) if domain else alt.Scale(zero=False, nice=True))
@@ -110,7 +110,7 @@ def history_charts(rows: Sequence[Mapping[str, Any]], thresholds: Mapping[str, f
                            for m in metrics for r in by_metric[m] if _finite(r.get("value"))])
         if df.empty:
             continue
-        domain = _domain(scale, df["value"])
+        domain = _domain(scale)
         y_scale = alt.Scale(domain=domain) if domain else alt.Scale(zero=False)
         y = alt.Y("value:Q", title=scale, scale=y_scale)
         color = alt.Color("metric:N", title="metric")

@@ -239,6 +239,7 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
     from harness import progress as bars
     from harness.liblog import route_library_output
     from harness.runner import plan, run_goal, validate_goal
+    from harness.runner.executor import check_executor
 
     route_library_output(verbose)
     progress = progress and not quiet
@@ -246,7 +247,7 @@ def run(goal_path: Path = typer.Argument(..., help="Goal YAML file."),
     goal = _load_goal(goal_path)
     store = _store(db)
     try:
-        _check_executor(executor, address)
+        check_executor(executor, address)
         if dry_run:
             from harness.data.split import prepare
 
@@ -282,18 +283,6 @@ def _print_run_summary(goal: Goal, goal_path: Path, store: Store, db: Optional[P
     db_arg = f" --db {shlex.quote(str(store.path))}" if db is not None else ""
     console.print(f"Next: harness results {shlex.quote(str(goal_path))}{db_arg}  ·  harness app{db_arg}  "
                   f"(store: {store.path})", highlight=False, soft_wrap=True)
-
-
-def _check_executor(executor: str, address: str | None) -> None:
-    """``--executor`` and ``--address`` make sense, and Ray is there when asked for: before any work."""
-    if executor not in ("local", "ray"):
-        raise HarnessError(f"--executor: use local or ray, not {executor!r}")
-    if address and executor != "ray":
-        raise HarnessError("--address names a Ray cluster: it needs --executor ray")
-    if executor == "ray":
-        from harness.runner.executor import require_ray
-
-        require_ray()
 
 
 def _print_plan(goal, steps, prepared) -> None:

@@ -744,10 +744,6 @@ class Store:
 
     # ------------------------------------------------------------------ scores and aggregates
 
-    def put_scores(self, run_id: str, candidate: str, metric: str,
-                   values: Sequence[tuple[str, float | None]]) -> None:
-        self.put_run_scores(run_id, [(candidate, metric, values)])
-
     def put_run_scores(self, run_id: str,
                        groups: Sequence[tuple[str, str, Sequence[tuple[str, float | None]]]]) -> None:
         """Per-example scores of many (candidate, metric) pairs in one transaction (one open of

@@ -147,10 +147,9 @@ def _fmt(x: float) -> str:
 
 
 def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, threshold: float,
-                   n: int | None = None, interval: str = "", note: str = "", confidence: float = 0.95,
-                   proportion: bool = False) -> Verdict:
-    """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples (``proportion``:
-    a Clopper–Pearson interval, whose "n needed" is exact)."""
+                   n: int | None = None, interval: str = "", note: str = "", confidence: float = 0.95) -> Verdict:
+    """``at_least`` / ``at_most`` on a metric with CI ``ci`` over ``n`` test examples (a
+    proportion's ``interval`` is Clopper–Pearson, whose "n needed" is exact)."""
     if op not in ("at_least", "at_most"):
         raise InputError(Problem("<goal>", None, "op", f"{op!r} is not an absolute criterion"))
     upper = op == "at_most"
@@ -161,6 +160,9 @@ def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, 
         needed, more = _no_interval_note(status, n, interval)
         detail += f"; no interval: {note}{more}"
     else:
+        from harness.intervals import CLOPPER_PEARSON
+
+        proportion = interval == CLOPPER_PEARSON
         needed = _needed(status, n, value, ci, threshold, confidence, proportion)
         detail += _settle_note(status, n, needed, value, ci, confidence, proportion=proportion)
     return Verdict(metric, status, value, ci, threshold, None, needed, detail, op, False, interval, n=n)
@@ -168,7 +170,7 @@ def judge_absolute(metric: str, value: float, ci: tuple[float, float], op: str, 
 
 def judge_relative(metric: str, paired, op: str, amount: float | str, baseline: str,
                    n: int | None = None, confidence: float = 0.95) -> Verdict:
-    """``reduce_by`` / ``improve_by`` from a :class:`harness.stats.PairedResult`."""
+    """``reduce_by`` / ``improve_by`` from a :class:`harness.intervals.PairedInterval`."""
     if op not in ("reduce_by", "improve_by"):
         raise InputError(Problem("<goal>", None, "op", f"{op!r} is not a relative criterion"))
     target, relative = parse_amount(amount, op)
@@ -236,7 +238,7 @@ def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
         value = res.recompute() if found.estimate is None else found.estimate
         # n: the examples the value rests on (judged, not asked: failed judgments are not among them)
         verdict = judge_absolute(metric, value, found.ci, op, threshold, intervals.n_used(res), found.method,
-                                 found.note, confidence, proportion=found.method == intervals.CLOPPER_PEARSON)
+                                 found.note, confidence)
     elif op in ("reduce_by", "improve_by"):
         if base is None or not baseline:
             raise InputError(Problem("<goal>", None, "baseline", f"{op} needs a baseline candidate"))

@@ -167,6 +167,13 @@ def store_at_version(path: Path, version: int):
     return con
 
 
+def table_columns(store, table: str) -> list[str]:
+    """The columns of ``table`` in ``store``, in their order."""
+    return [r["column_name"] for r in store.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+        [table])]
+
+
 @contextmanager
 def app_on_localhost(monkeypatch, db: Path, goals_dir: Path, timeout: float = 90):
     """The whole app (``app.py``) under Streamlit's AppTest against ``db`` and ``goals_dir``, run

@@ -12,7 +12,7 @@ from harness.app import access
 from harness.errors import HarnessError
 from harness.goals import HumanSpec
 from harness.store import Store
-from tests.helpers import store_at_version
+from tests.helpers import store_at_version, table_columns
 
 ITEM = panel.PanelItem("it-1", "g", "run", "ex1", "lora", None, panel.POINTWISE, "tone")
 PAIR = panel.PanelItem("it-2", "g", "run", "ex1", "lora", "zero-shot", panel.PAIRWISE, "tone")
@@ -52,8 +52,7 @@ def test_m004_adds_the_invitations_table_to_an_older_store(tmp_path):
     con.close()
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION
-    cols = [r["column_name"] for r in store.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'invitations' ORDER BY ordinal_position")]
+    cols = table_columns(store, "invitations")
     assert cols == ["token_hash", "goal", "rater", "created_at", "revoked_at"]
 
 

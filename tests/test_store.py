@@ -6,7 +6,7 @@ from pathlib import Path
 import duckdb
 
 from harness.store import MIGRATIONS, SCHEMA_VERSION, Store
-from tests.helpers import store_at_version
+from tests.helpers import store_at_version, table_columns
 
 
 def test_migrations_on_blank_database_give_exact_tables(tmp_path):
@@ -15,8 +15,7 @@ def test_migrations_on_blank_database_give_exact_tables(tmp_path):
     tables = {r["table_name"] for r in s.query("SELECT table_name FROM information_schema.tables")}
     assert {"schema_version", "runs", "seals", "examples", "candidates", "curves", "predictions", "outputs",
             "scores", "judgments", "judgment_links", "panel_items", "ratings", "aggregates", "verdicts"} <= tables
-    cols = [r["column_name"] for r in s.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'ratings' ORDER BY ordinal_position")]
+    cols = table_columns(s, "ratings")
     assert cols == ["goal", "rater", "item_id", "criterion", "score", "choice", "created_at", "updated_at"]
     # A second open migrates nothing and keeps the version.
     assert Store(tmp_path / "s.duckdb").schema_version() == SCHEMA_VERSION
@@ -170,9 +169,7 @@ def test_m008_m009_a_version_7_store_gains_rating_notes_and_prediction_messages(
     con.close()
 
     s = Store(path)
-    cols = [r["column_name"] for r in s.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'rating_notes' "
-        "ORDER BY ordinal_position")]
+    cols = table_columns(s, "rating_notes")
     assert cols == ["goal", "rater", "item_id", "comment", "flagged", "created_at", "updated_at"]
     sent = [{"role": "system", "content": "Answer with the queue name only."}, {"role": "user", "content": "hi"}]
     s.put_predictions([{"cache_key": "new", "output": "shipping", "messages": sent}], [("r1", "few-shot", "e1", "new")])
@@ -223,9 +220,7 @@ def test_m012_a_version_11_store_gains_prediction_errors(tmp_path):
     con.close()
 
     s = Store(path)
-    cols = [r["column_name"] for r in s.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'predictions' "
-        "ORDER BY ordinal_position")]
+    cols = table_columns(s, "predictions")
     assert cols[-1] == "error" and "messages" in cols
     s.put_predictions([{"cache_key": "new", "error": "connection error"}])
     assert s.get_predictions(["old", "new"]).keys() == {"old"}

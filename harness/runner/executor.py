@@ -62,6 +62,16 @@ class RecordingStore:
                            "driver may use; run it with --executor local")
 
 
+def check_executor(executor: str, address: str | None) -> None:
+    """``--executor`` and ``--address`` make sense, and Ray is there when asked for: before any work."""
+    if executor not in EXECUTORS:
+        raise HarnessError(f"--executor: use {' or '.join(EXECUTORS)}, not {executor!r}")
+    if address and executor != "ray":
+        raise HarnessError("--address names a Ray cluster: it needs --executor ray")
+    if executor == "ray":
+        require_ray()
+
+
 def produce_all(run: "Run", produce: Callable[["Run", "Candidate"], "Outputs"], *, executor: str = "local",
                 address: str | None = None) -> dict[str, "Outputs"]:
     """Every candidate's outputs, by ``executor``."""
