@@ -309,13 +309,20 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def _in_percent(v: dict) -> bool:
+    """A stored change criterion is in percent unless it says it is absolute. Runs stored before
+    m014 say nothing; their label and their value cell both read in percent, as the value cell
+    always read them (the label read them as absolute, so the two disagreed)."""
+    return v["op"] in ("improve_by", "reduce_by") and v.get("relative") is not False
+
+
 def _stored_criteria(res: dict) -> list:
     """The goal's criteria as the stored verdicts give them (for a goal named without its file)."""
     from types import SimpleNamespace
 
     first = max(res["candidates"], key=lambda c: len(c["criteria"]), default={"criteria": []})
     return [SimpleNamespace(metric=v["metric"], op=v["op"], baseline=v["baseline"],
-                            **{v["op"]: f"{v['threshold'] * 100:.4g}%" if v.get("relative")
+                            **{v["op"]: f"{v['threshold'] * 100:.4g}%" if _in_percent(v)
                                and v["threshold"] is not None else v["threshold"]})
             for v in first["criteria"]]
 
@@ -392,7 +399,7 @@ def _value_cell(v: dict) -> str:
     """``0.933 [0.823, 0.985]``; a relative criterion's change in percent (``+180% [+95.4%, +350%]``),
     an absolute one's signed in the metric's units (``+0.8 [+0.3, +1.2]``)."""
     if v["op"] in ("improve_by", "reduce_by"):
-        if v.get("relative") is False:
+        if not _in_percent(v):
             signed = lambda x: "-" if x is None else f"{x:+.3g}"  # noqa: E731
             return f"{signed(v['value'])} [{signed(v['ci'][0])}, {signed(v['ci'][1])}]"
         pct = lambda x: "-" if x is None else f"{x * 100:+.3g}%"  # noqa: E731

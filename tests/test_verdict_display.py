@@ -140,3 +140,17 @@ def test_a_change_is_shown_in_its_own_units_absolute_or_relative(two_candidates)
     assert absolute["value"] == pytest.approx(0.15) and relative["value"] == pytest.approx(30 / 140)
     for table in (run.stdout, _harness("results", "units", "--db", db).stdout):
         assert "+0.15 [" in table and "+21.4% [" in table and "+15%" not in table
+
+
+@pytest.mark.parametrize("relative, label, value", [(True, "30%", "+25% [+10%, +40%]"),
+                                                    (None, "30%", "+25% [+10%, +40%]"),
+                                                    (False, 0.3, "+0.25 [+0.1, +0.4]")])
+def test_a_stored_change_reads_in_the_same_units_in_its_label_and_its_value(relative, label, value):
+    """A run stored before m014 (relative unknown) reads in percent in both places."""
+    from harness.cli import _stored_criteria, _value_cell
+
+    v = {"metric": "m", "op": "improve_by", "baseline": "base", "threshold": 0.3, "relative": relative,
+         "value": 0.25, "ci": [0.1, 0.4]}
+    crit, = _stored_criteria({"candidates": [{"criteria": [v]}]})
+    assert crit.improve_by == label
+    assert _value_cell(v) == value
