@@ -381,3 +381,66 @@ def test_default_model_knows_paris(monkeypatch):
     assert "Paris" in gen.text
     assert gen.output_tokens < 32  # it stopped at the end-of-turn token
     assert "<|im_end|>" not in gen.text
+
+
+class _CountingBar:
+    """Stands in for the progress bar: counts what generation says is done."""
+
+    last: "_CountingBar | None" = None
+
+    def __init__(self, label, total, unit="items", enabled=True):
+        self.total, self.done = total, 0
+        _CountingBar.last = self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def advance(self, k: int = 1) -> None:
+        self.done += k
+
+
+def test_out_of_memory_halves_the_batch_and_a_prompt_alone_is_a_failure(tiny, monkeypatch, caplog):
+    import torch
+
+    from harness.backends import local
+
+    prompts = chats(8)
+    expected = texts(tiny.generate(prompts, GREEDY, batch_size=8, progress=False))
+    real, poison, sizes = tiny._generate_batch, tiny.encode([prompts[5]])[0], []
+
+    def short_of_memory(rows, params, prefix_len, prefix_cache, on_row_end=None):
+        sizes.append(len(rows))
+        if on_row_end is not None:
+            on_row_end(1)  # a row ended before memory ran out: the bar must not count it twice
+        if len(rows) > 2 or poison in rows:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(rows, params, prefix_len, prefix_cache, None)
+
+    monkeypatch.setattr(tiny, "_generate_batch", short_of_memory)
+    monkeypatch.setattr(local, "progress_bar", _CountingBar)
+    seen: list[int] = []
+    with caplog.at_level("WARNING", logger="harness.backends.local"):
+        out = tiny.generate(prompts, GREEDY, batch_size=8, on_result=lambda i, g: seen.append(i))
+    assert sorted(seen) == list(range(8))  # every prompt reported once, the failed one included
+    assert out[5].text == "" and "out of memory" in out[5].error and out[5].output_tokens == 0
+    assert all(g.error is None for i, g in enumerate(out) if i != 5)
+    assert [g.text for i, g in enumerate(out) if i != 5] == [t for i, t in enumerate(expected) if i != 5]
+    assert sizes[:3] == [8, 4, 2] and max(sizes[3:]) <= 2  # halved, and the rest at the smaller size
+    assert "going on 4 at a time" in caplog.text and "stored as a failure" in caplog.text
+    assert _CountingBar.last.done == 8
+
+
+def test_only_memory_errors_are_retried(tiny, monkeypatch):
+    calls: list[int] = []
+
+    def broken(rows, *args, **kwargs):
+        calls.append(len(rows))
+        raise RuntimeError("index out of range in self")
+
+    monkeypatch.setattr(tiny, "_generate_batch", broken)
+    with pytest.raises(RuntimeError, match="index out of range"):
+        tiny.generate(chats(4), GREEDY, batch_size=4, progress=False)
+    assert calls == [4]

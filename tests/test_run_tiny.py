@@ -139,3 +139,40 @@ def test_sigkill_during_generation_then_resume(tmp_path, tiny_model_dir):
     statuses = {r["status"] for r in store.runs("killme")}
     assert statuses == {"interrupted", "finished"}
     assert before >= 16
+
+
+def test_a_prompt_out_of_memory_alone_is_stored_as_a_failed_generation(tmp_path, tiny_model_dir, monkeypatch):
+    """Local generation that runs out of accelerator memory even one prompt at a time: that output
+    is a failure (stored, counted, never scored, asked again next run), the rest go on."""
+    import torch
+
+    from harness.backends.local import LocalModel
+    from tests.helpers import ALL_TEST_SPLIT, routing_rows, write_jsonl, write_yaml
+
+    monkeypatch.chdir(ROOT)
+    marker = "1021"  # the number in example 3's text (1000 + 3 * 7), and in no other
+    goal_file = write_yaml(tmp_path / "oom.yaml", {
+        "goal": "oom", "model": str(tiny_model_dir), "task": "classification", "generation_batch_size": 4,
+        "data": {"path": str(write_jsonl(tmp_path / "d.jsonl", routing_rows(12))), "split": ALL_TEST_SPLIT},
+        "decoding": {"max_new_tokens": 4}, "success": [{"metric": "accuracy", "at_least": 0.5}],
+        "candidates": [{"name": "zero-shot", "kind": "prompt"}]})
+    real, state = LocalModel._generate_batch, {"short": True}
+
+    def short_of_memory(self, rows, *args, **kwargs):
+        if state["short"] and any(marker in self.tokenizer.decode(r) for r in rows):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(self, rows, *args, **kwargs)
+
+    monkeypatch.setattr(LocalModel, "_generate_batch", short_of_memory)
+    store = Store(tmp_path / "s.duckdb")
+    first = run_goal(load_goal(goal_file), store, progress=False, work_dir=tmp_path / "w")
+    assert (first.counts["generated"], first.counts["generations_failed"]) == (11, 1)
+    assert first.aggregates["zero-shot"]["accuracy"]["n"] == 11  # the failed output is not scored as ""
+    (v,) = first.verdicts["zero-shot"]
+    assert "1 of 12 outputs failed to generate" in v.detail and v.status != "pass"
+    (row,) = store.query("SELECT error FROM predictions WHERE error IS NOT NULL")
+    assert "out of memory" in row["error"]
+    state["short"] = False
+    second = run_goal(load_goal(goal_file), store, progress=False, work_dir=tmp_path / "w")
+    assert (second.counts["generated"], second.counts["reused"], second.counts["generations_failed"]) == (1, 11, 0)
+    assert second.aggregates["zero-shot"]["accuracy"]["n"] == 12

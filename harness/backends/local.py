@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from harness.backends.modelhub import ResolvedModel, adapter_hash, model_hash, r
 from harness.errors import HarnessError, InputError, ModelNotAvailableError, Problem
 from harness.progress import bar as progress_bar
 from harness.prompts import render_prompt
+
+log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS_LIMIT = 2048
 # Below this many shared tokens a prefix cache is not worth its copy per batch.
@@ -67,6 +70,30 @@ class Generation:
     prompt_tokens: int
     output_tokens: int
     latency_s: float  # the batch's wall time divided by its size (amortised per example)
+    error: str | None = None  # why there is no text (out of memory even alone); stored as a failure
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """An accelerator's out-of-memory error (CUDA's ``torch.OutOfMemoryError``, mps's
+    RuntimeError): something a smaller batch can get past, unlike any other failure."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def release_memory(device: Any) -> None:
+    """Hand the failed batch's cached blocks back before trying a smaller one."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif kind == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
 
 
 def local_model_id(spec: str | Path | None, adapter: str | Path | None = None, precision: str = "") -> str:
@@ -220,27 +247,64 @@ class LocalModel:
             batch_size = auto_generation_batch_size(self.model, self.placement, longest)
         results: list[Generation | None] = [None] * len(ids)
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         torch.manual_seed(params.seed)
+
+        def done(i: int, gen: Generation) -> None:
+            results[i] = gen
+            if on_result is not None:
+                on_result(i, gen)
+
         with torch.inference_mode(), progress_bar(label, len(ids), unit="examples", enabled=progress) as bar:
             prefix_cache = self._prefill(ids[0][:prefix_len]) if prefix_len else None
-            for batch in batches:
-                start, ended = time.perf_counter(), bar.done
-                rows = [ids[i] for i in batch]
-                outs = self._generate_batch(rows, params, prefix_len, prefix_cache, on_row_end=bar.advance)
-                per_example = (time.perf_counter() - start) / len(batch)
-                for i, out in zip(batch, outs):
-                    gen = Generation(
-                        text=reply_text(self.tokenizer, out),
-                        prompt_tokens=len(ids[i]),
-                        output_tokens=len(out),
-                        latency_s=per_example,
-                    )
-                    results[i] = gen
-                    if on_result is not None:
-                        on_result(i, gen)
-                bar.advance(len(batch) - (bar.done - ended))  # the rows that ran to max_new_tokens
+            self._in_batches(ids, order, batch_size, bar,
+                             lambda rows, tick: self._generate_batch(rows, params, prefix_len, prefix_cache, tick),
+                             done)
         return results  # type: ignore[return-value]
+
+    def _in_batches(self, ids: list[list[int]], order: list[int], batch_size: int, bar: Any,
+                    run_batch: Callable[[list[list[int]], Callable[[int], Any]], list[list[int]]],
+                    done: Callable[[int, Generation], None]) -> None:
+        """Run ``order`` through ``run_batch`` ``batch_size`` prompts at a time, ``done(i, gen)``
+        per prompt. A batch that runs out of accelerator memory is split in half and the rest go
+        at that size (the automatic size is an estimate, and one long reply can outgrow it); a
+        prompt out of memory alone gets ``Generation.error``, which the run stores as a failed
+        generation (asked again next run), and the others go on."""
+        pending, size, owed = list(reversed(order)), batch_size, 0  # owed: rows the bar counted in a failed try
+
+        def tick(k: int) -> None:
+            nonlocal owed
+            paid = min(owed, k)
+            owed, ticked[0] = owed - paid, ticked[0] + k
+            if k > paid:
+                bar.advance(k - paid)
+
+        while pending:
+            batch = [pending.pop() for _ in range(min(size, len(pending)))]
+            start, ticked = time.perf_counter(), [0]
+            try:
+                outs = run_batch([ids[i] for i in batch], tick)
+            except Exception as exc:  # noqa: BLE001 - only memory errors are handled; the rest re-raised
+                if not out_of_memory(exc):
+                    raise
+                release_memory(self.device)
+                if len(batch) > 1:
+                    owed += ticked[0]
+                    size = max(1, len(batch) // 2)
+                    log.warning("out of memory generating %d prompts at once; going on %d at a time",
+                                len(batch), size)
+                    pending.extend(reversed(batch))
+                    continue
+                log.warning("out of memory generating one prompt of %d tokens; stored as a failure",
+                            len(ids[batch[0]]))
+                done(batch[0], Generation("", len(ids[batch[0]]), 0, time.perf_counter() - start,
+                                          error=f"out of memory on {self.device} generating this prompt alone"))
+                tick(1 - ticked[0])
+                continue
+            per_example = (time.perf_counter() - start) / len(batch)
+            for i, out in zip(batch, outs):
+                done(i, Generation(text=reply_text(self.tokenizer, out), prompt_tokens=len(ids[i]),
+                                   output_tokens=len(out), latency_s=per_example))
+            tick(len(batch) - ticked[0])  # the rows that ran to max_new_tokens
 
     def _prefill(self, prefix: list[int]) -> Any:
         """KV cache of the shared prefix for one row."""

@@ -93,7 +93,7 @@ def transformers_produce(run: "Run", cand: "Candidate", spec: str | None, adapte
                        batch_size=run.generation_batch_size(cand), label=f"{cand.name}: generating",
                        on_result=lambda j, g: on_result(todo[j], {
                            "output": g.text, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
-                           "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1}))
+                           "latency_s": g.latency_s, "cost_usd": 0.0, "attempts": 1, "error": g.error}))
 
     return produce
 
