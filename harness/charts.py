@@ -59,6 +59,37 @@ def _threshold_rule(threshold: float | None, axis: str, label: str | None = None
     return rule + text
 
 
+def metric_rows(goal: Any, res: Mapping[str, Any], metric: str) -> tuple[list[dict[str, Any]], list[float]]:
+    """What a metric's chart draws for a run's results (``harness.results.results_dict``): one
+    row per candidate with the interval its verdict on the metric's absolute criterion rests on,
+    at that verdict's (multiplicity-adjusted) level, coloured by that verdict — else the stored
+    metric's interval at the goal's level; and the levels drawn. The app and the report both
+    draw these, so a dot's colour and its bar always come from the same interval."""
+    crit = goal.absolute_criterion(metric) if goal is not None else None
+    confidence = getattr(goal, "confidence", None)
+    rows, levels = [], set()
+    for cand in res["candidates"]:
+        m = cand["metrics"].get(metric)
+        if not m or m["value"] is None:
+            continue
+        v = next((v for v in cand["criteria"] if crit is not None and v["metric"] == metric
+                  and v["op"] == crit.op and v["baseline"] is None), None)
+        shown = v if v is not None and v["value"] is not None and v["ci"][0] is not None and v.get("confidence") \
+            else {**m, "confidence": confidence}
+        if shown["confidence"]:
+            levels.add(shown["confidence"])
+        rows.append({"candidate": cand["name"], "value": shown["value"], "ci_low": shown["ci"][0],
+                     "ci_high": shown["ci"][1], "status": v["status"] if v is not None else None})
+    return rows, sorted(levels)
+
+
+def levels_title(metric: str, levels: Sequence[float]) -> str:
+    """A metric chart's title naming the interval levels drawn (several when Holm adjusted
+    candidates differently)."""
+    level = " / ".join(f"{x * 100:.4g}%" for x in levels)
+    return f"{metric} per candidate (value, {level} interval)" if level else f"{metric} per candidate (value, interval)"
+
+
 def interval_chart(rows: Sequence[Mapping[str, Any]], metric: str, *, threshold: float | None = None,
                    confidence: float | None = None, title: str | None = None) -> alt.LayerChart:
     """One row per candidate: the interval as a bar, the value as a dot coloured by the verdict

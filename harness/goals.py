@@ -340,6 +340,16 @@ class Goal(Strict):
                 return c
         raise KeyError(name)
 
+    def absolute_criterion(self, metric: str) -> Criterion | None:
+        """The metric's first absolute criterion (``at_least``/``at_most``): the threshold its
+        charts draw. Relative criteria (against a baseline) have no line on a metric's axis."""
+        return next((c for c in self.success if c.metric == metric and not c.relative_op), None)
+
+    def thresholds(self) -> dict[str, float]:
+        """Each metric with an absolute criterion → that criterion's threshold (the first's)."""
+        return {c.metric: c.threshold for c in map(self.absolute_criterion, {c.metric: 0 for c in self.success})
+                if c is not None}
+
     def metric_spec(self, name: str) -> MetricSpec | None:
         for m in self.metrics:
             if m.name == name:

@@ -108,25 +108,11 @@ def _metric_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
                   "Each candidate's value (dot, coloured by its verdict) and interval (bar); the dashed line is "
                   "the criterion's threshold. Relative criteria are in the table above."]
     for metric in metrics:
-        crit = next((c for c in goal.success if c.metric == metric and not c.relative_op), None)
-        idx = goal.success.index(crit) if crit is not None else None
-        rows, levels = [], set()
-        for cand in res["candidates"]:
-            m = cand["metrics"].get(metric)
-            if not m or m["value"] is None:
-                continue
-            v = next((v for v in cand["criteria"] if idx is not None and v["metric"] == metric
-                      and v["op"] == crit.op and v["baseline"] is None), None)
-            # The interval the verdict (and so the dot's colour) rests on, at its level; else the metric's.
-            shown = v if v is not None and v["value"] is not None and v["ci"][0] is not None and v.get("confidence") \
-                else {**m, "confidence": goal.confidence}
-            levels.add(shown["confidence"])
-            rows.append({"candidate": cand["name"], "value": shown["value"], "ci_low": shown["ci"][0],
-                         "ci_high": shown["ci"][1], "status": v["status"] if v is not None else None})
+        rows, levels = charts.metric_rows(goal, res, metric)
         if rows:
-            level = " / ".join(f"{x * 100:.4g}%" for x in sorted(levels))
+            crit = goal.absolute_criterion(metric)
             chart = charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
-                                          title=f"{metric} per candidate (value, {level} interval)")
+                                          title=charts.levels_title(metric, levels))
             doc.figure(metric, f"{metric} per candidate", "metric", chart)
 
 
@@ -252,7 +238,7 @@ def _human_section(doc: _Doc, store: Store, goal: Any) -> None:
         rows = panel.human_aggregates(ratings, items, metric, confidence=goal.confidence)
         if not rows:
             continue
-        crit = next((c for c in goal.success if c.metric == metric and not c.relative_op), None)
+        crit = goal.absolute_criterion(metric)
         doc.figure(metric, f"{metric} per candidate", "metric",
                    charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
                                          confidence=goal.confidence))

@@ -104,6 +104,9 @@ def _app_charts(at) -> list[dict]:
 
 
 def test_app_charts_carry_the_threshold(rated, monkeypatch):
+    import pyarrow as pa
+
+    from harness.results import results_dict
     from tests.helpers import app_on_localhost
 
     with app_on_localhost(monkeypatch, rated["db"], rated["goals_dir"]) as at:
@@ -112,6 +115,24 @@ def test_app_charts_carry_the_threshold(rated, monkeypatch):
         specs = _app_charts(at)
         interval = next(s for s in specs if "per candidate" in json.dumps(s.get("title")))
         assert THRESHOLD in json.dumps(interval) and "ci_high" in json.dumps(interval)
+        # The bar is the interval the dot's colour (the verdict) rests on, at the verdict's level —
+        # what the report draws — not the metric's interval at the goal's level.
+        store, goal = rated["store"], rated["goal_obj"]
+        res = results_dict(store, goal.goal, store.runs(goal.goal)[0]["run_id"])
+        verdicts = {c["name"]: next(v for v in c["criteria"] if v["metric"] == "accuracy" and v["baseline"] is None)
+                    for c in res["candidates"]}
+        el = next(e.proto for e in at.get("vega_lite_chart") if json.loads(e.proto.spec).get("title") == interval["title"])
+        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in el.datasets]
+        rows = next(f for f in frames if "ci_high" in f.columns)
+        drawn = {r["candidate"]: r for r in rows.to_dict("records")}
+        assert drawn and set(drawn) <= set(verdicts)
+        for name, d in drawn.items():
+            v = verdicts[name]
+            assert (d["ci_low"], d["ci_high"], d["status"]) == (pytest.approx(v["ci"][0]), pytest.approx(v["ci"][1]),
+                                                                v["status"])
+        levels = {v["confidence"] for v in verdicts.values()}
+        assert any(c > goal.confidence for c in levels)  # Holm over candidates: stricter than the goal's level
+        assert all(f"{c * 100:.4g}%" in json.dumps(interval["title"]) for c in levels)
         at.selectbox(key="lb:history_candidate").set_value("lora").run()
         history = [s for s in _app_charts(at) if "across runs" in json.dumps(s.get("title"))]
         assert len(history) >= 2  # 0–1 metrics and 1–5 judge scores on separate charts

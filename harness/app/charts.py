@@ -7,16 +7,7 @@ from typing import Any, Sequence
 import altair as alt
 
 from harness.charts import curve_chart, history_charts, score_distribution  # noqa: F401 - the pages' names
-from harness.charts import interval_chart
 from harness.charts import loss_chart as _loss_chart
-
-
-def metric_ci_chart(rows: Sequence[dict[str, Any]], metric: str, threshold: float | None = None,
-                    confidence: float | None = None, statuses: dict[str, str] | None = None) -> alt.LayerChart:
-    """One row per candidate: value, interval, verdict colour (``statuses``: candidate → status)
-    and the criterion's threshold as a dashed rule."""
-    rows = [dict(r, status=(statuses or {}).get(r["candidate"])) for r in rows]
-    return interval_chart(rows, metric, threshold=threshold, confidence=confidence)
 
 
 def loss_chart(points: Sequence[dict[str, Any]], candidate: str, best_step: int | None = None) -> alt.LayerChart:

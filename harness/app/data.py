@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from harness import agreement, panel
-from harness.errors import HarnessError, InputError
+from harness.errors import InputError
 from harness.metric_names import is_human_metric
 
 if TYPE_CHECKING:

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import streamlit as st
 
+from harness import charts
 from harness import leaderboards as lbs
 from harness import panel
-from harness.app import charts, data, tables
+from harness.app import data, tables
 
 if TYPE_CHECKING:
     from harness.store import Store
@@ -38,7 +39,7 @@ def render(store: Store, cfg: data.AppConfig, goal_name: str, goal: Any, run_id:
     else:
         table_view(board, rows)
     human_panel_table(store, goal)
-    metric_chart(store, run_id, goal)
+    metric_chart(store, goal_name, run_id, goal)
     if history is not None:
         history_view(store, history, goal_name, run_id, goal)
 
@@ -144,27 +145,20 @@ def human_panel_table(store: Store, goal: Any) -> None:
                                 "examples": r["n"], "ratings": r["extra"]["n_ratings"]} for r in rows]))
 
 
-def _thresholds(goal: Any) -> dict[str, float]:
-    """Each metric's absolute criterion threshold (the first, if several)."""
-    out: dict[str, float] = {}
-    for c in (goal.success if goal is not None else []):
-        if not c.relative_op:
-            out.setdefault(c.metric, c.threshold)
-    return out
+def metric_chart(store: Store, goal_name: str, run_id: str, goal: Any = None) -> None:
+    """The chosen metric per candidate: value, interval, verdict colour, the criterion's threshold
+    — the rows the report draws (:func:`harness.charts.metric_rows`)."""
+    from harness.results import results_dict
 
-
-def metric_chart(store: Store, run_id: str, goal: Any = None) -> None:
-    """The chosen metric per candidate: value, interval, verdict colour, the criterion's threshold."""
     metrics = store.aggregate_metrics(run_id)
-    if not metrics:
+    res = results_dict(store, goal_name, run_id)
+    if not metrics or res is None:
         return
     metric = st.selectbox("Chart metric", metrics, key="lb:chart_metric")
-    rows = store.aggregates(run_id, metric)
-    threshold = _thresholds(goal).get(metric)
-    statuses = {v["candidate"]: v["status"] for v in store.verdicts(run_id)
-                if v["metric"] == metric and v["baseline"] is None and threshold is not None}
-    st.altair_chart(charts.metric_ci_chart(rows, metric, threshold, getattr(goal, "confidence", None), statuses),
-                    width="stretch")
+    rows, levels = charts.metric_rows(goal, res, metric)
+    crit = goal.absolute_criterion(metric) if goal is not None else None
+    st.altair_chart(charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
+                                          title=charts.levels_title(metric, levels)), width="stretch")
 
 
 def history_view(store: Store, board: lbs.Leaderboard, goal_name: str, run_id: str, goal: Any = None) -> None:
@@ -179,5 +173,6 @@ def history_view(store: Store, board: lbs.Leaderboard, goal_name: str, run_id: s
         return
     table_view(board, rows)
     # One chart per scale: 0–1 rates and 1–5 ratings never share an axis.
-    for chart in charts.history_charts(rows, _thresholds(goal), title=f"{cand} across runs"):
+    thresholds = goal.thresholds() if goal is not None else {}
+    for chart in charts.history_charts(rows, thresholds, title=f"{cand} across runs"):
         st.altair_chart(chart, width="stretch")
