@@ -25,11 +25,14 @@ Carlo standard errors):
   correlated quality over the same references), at the true difference and the true ratio
   (studentised bootstrap of the per-example differences; delta-method bootstrap-t of the ratio
   and of corpus BLEU's difference and ratio, whole pairs resampled);
-* ``validity_judge_ppi`` — a 1–5 judge biased by +1 (clipped, noisy) with humans rating m =
-  max(20, N/5) of the N outputs, at two human truths (3.25 and 4.11): the PPI++ estimate with
-  a bootstrap-t interval (λ re-tuned in each resample); PPI++'s normal interval (``ppi_mean``,
-  = ``ppi_py.ppi_mean_ci``) on the same data is what it replaced; the judge alone and the m human
-  ratings alone are contrasts;
+* ``validity_judge_ppi`` — a 1–5 judge biased by +1 (clipped, noisy) scoring N outputs of
+  which humans rate m, at two human truths (3.25 and 4.11): the PPI++ estimate with a
+  bootstrap-t interval (λ re-tuned in each resample). Its n is m, the human-rated count (the
+  sample the truth is measured on, and what the interval's error follows): m ∈ {30, 80, 300,
+  1000} with N = 5m, and two cells with the fewest ratings PPI takes, m = 20 of N = 30 and of
+  N = 80 (n = 20: coverage shown, not held to the band, as for every type at n = 30; false pass
+  held). PPI++'s normal interval (``ppi_mean``, = ``ppi_py.ppi_mean_ci``) on the same data is
+  what it replaced; the judge alone and the m human ratings alone are contrasts;
 * ``validity_panel`` — a human panel of 3 raters whose leniency varies (sd 0.6) over
   30/80/300/1000 items (two-way random effects); the truth is the mean over the rater
   population; the item-only interval (raters ignored) is the contrast;
@@ -569,8 +572,8 @@ def paired_means(kind: str) -> list[list[Cell]]:
 
 # ---------------------------------------------------------------- judge + humans (PPI++)
 
-PPI_NS = (30, 80, 300, 1000)
-PPI_REPS = dict.fromkeys(PPI_NS, SIM_REPS)
+# (N judged, m rated): m on the grid with N = 5m, and the fewest ratings PPI takes (MIN_N) of 30 and 80.
+PPI_CELLS = ((30, 20), (80, 20), (150, 30), (400, 80), (1500, 300), (5000, 1000))
 PPI_TRUTHS = {"middle": (0.10, 0.15, 0.30, 0.30, 0.15),   # 3.25
               "high": (0.02, 0.05, 0.13, 0.40, 0.40)}     # 4.11: the +1 judge clips at 5
 JUDGE_ALONE_REPS = 300
@@ -578,18 +581,17 @@ JUDGE_ALONE_REPS = 300
 
 def judge_ppi(name: str) -> list[list[Cell]]:
     """Humans score 1–5 (``PPI_TRUTHS[name]``); the judge says clip(round(human + 1 + N(0, 0.8)),
-    1, 5) on every output; humans rate m = max(20, N/5) of them. Truth: the human score's mean.
+    1, 5) on every output; humans rate m of them (``PPI_CELLS``). Truth: the human score's mean.
     Cells: the verdict's interval, PPI++'s normal one (what it replaced), the judge alone and the
     m human ratings alone, on the same data."""
     probs = np.array(PPI_TRUTHS[name])
     truth = float(np.dot(probs, np.arange(1, 6)))
     rng = np.random.default_rng(13 + list(PPI_TRUTHS).index(name))
     out: list[list[Cell]] = [[], [], [], []]
-    for big_n in PPI_NS:
-        m = max(20, big_n // 5)
+    for big_n, m in PPI_CELLS:
         key = {"N": big_n, "m": m, "truth": round(truth, 4), "setting": name}
         cell, normal, solo, few = Cell(**key), Cell(**key), Cell(**{**key, "m": 0}), Cell(**key)
-        for rep in range(reps_of(PPI_REPS[big_n])):
+        for rep in range(reps_of(SIM_REPS)):
             human = rng.choice(np.arange(1, 6), size=big_n, p=probs).astype(float)
             judge = np.clip(np.round(human + 1 + rng.normal(0, 0.8, big_n)), 1, 5)
             ids = [f"e{i}" for i in range(big_n)]
@@ -737,9 +739,9 @@ def _paired_mean_rows(kind: str, parts: list[list[list[Cell]]]) -> list[dict]:
 def _ppi_rows(parts: list[list[list[Cell]]]) -> list[dict]:
     verdict, normal, solo, few = ([c for p in parts for c in p[k]] for k in range(4))
     method = f"{intervals.PPI}; {intervals.PPI_BOOTSTRAP}"
-    return [_summary("validity_judge_ppi", verdict, method, n_key="N",
-                     setting="judge = clip(round(human + 1 + N(0, 0.8)), 1, 5); humans rate m = max(20, N/5); "
-                             f"human truths {PPI_TRUTHS}",
+    return [_summary("validity_judge_ppi", verdict, method, n_key="m",
+                     setting="judge = clip(round(human + 1 + N(0, 0.8)), 1, 5) on N outputs; humans rate m of "
+                             f"them, (N, m) in {PPI_CELLS}; human truths {PPI_TRUTHS}",
                      replaced={"method": "PPI++ normal interval (ppi_mean, = ppi_py.ppi_mean_ci)",
                                "cells": [c.row() for c in normal]},
                      judge_alone={"method": intervals.STUDENTIZED, "cells": [c.row() for c in solo]},
