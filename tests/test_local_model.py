@@ -416,7 +416,7 @@ def test_out_of_memory_halves_the_batch_and_a_prompt_alone_is_a_failure(tiny, mo
         if on_row_end is not None:
             on_row_end(1)  # a row ended before memory ran out: the bar must not count it twice
         if len(rows) > 2 or poison in rows:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(rows, params, prefix_len, prefix_cache, None)
 
     monkeypatch.setattr(tiny, "_generate_batch", short_of_memory)
@@ -444,3 +444,18 @@ def test_only_memory_errors_are_retried(tiny, monkeypatch):
     with pytest.raises(RuntimeError, match="index out of range"):
         tiny.generate(chats(4), GREEDY, batch_size=4, progress=False)
     assert calls == [4]
+
+
+def test_a_device_with_no_room_at_all_stops_the_candidate(tiny, monkeypatch):
+    from harness.errors import HarnessError
+
+    sizes: list[int] = []
+
+    def full(rows, *args, **kwargs):
+        sizes.append(len(rows))
+        raise RuntimeError("CUDA error: out of memory")  # another process holds the device
+
+    monkeypatch.setattr(tiny, "_generate_batch", full)
+    with pytest.raises(HarnessError, match="even one prompt at a time"):
+        tiny.generate(chats(12), GREEDY, batch_size=4, progress=False)
+    assert sizes == [4, 2, 1, 1, 1]  # halved to one, then three alone, not twelve

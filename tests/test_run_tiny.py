@@ -160,7 +160,7 @@ def test_a_prompt_out_of_memory_alone_is_stored_as_a_failed_generation(tmp_path,
 
     def short_of_memory(self, rows, *args, **kwargs):
         if state["short"] and any(marker in self.tokenizer.decode(r) for r in rows):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
         return real(self, rows, *args, **kwargs)
 
     monkeypatch.setattr(LocalModel, "_generate_batch", short_of_memory)

@@ -27,6 +27,8 @@ from harness.prompts import render_prompt
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS_LIMIT = 2048
+# Prompts that run out of memory alone, with nothing generated before them, that stop a candidate.
+OOM_ALONE_LIMIT = 3
 # Below this many shared tokens a prefix cache is not worth its copy per batch.
 MIN_SHARED_PREFIX = 16
 # Tokens that close a turn in common chat templates; the one the template uses stops generation.
@@ -268,8 +270,14 @@ class LocalModel:
         per prompt. A batch that runs out of accelerator memory is split in half and the rest go
         at that size (the automatic size is an estimate, and one long reply can outgrow it); a
         prompt out of memory alone gets ``Generation.error``, which the run stores as a failed
-        generation (asked again next run), and the others go on."""
+        generation (asked again next run), and the others go on — unless the first
+        ``OOM_ALONE_LIMIT`` tried alone all fail with nothing generated yet: then the device has no
+        room at all (another process holds it) and the error stops the candidate. Sampled replies
+        after a split differ from an unsplit run's (the failed try drew from the seeded generator);
+        greedy ones do not. The shared prefix's prefill is outside this: out of memory there stops
+        the candidate."""
         pending, size, owed = list(reversed(order)), batch_size, 0  # owed: rows the bar counted in a failed try
+        alone_failed, generated = 0, 0
 
         def tick(k: int) -> None:
             nonlocal owed
@@ -286,6 +294,11 @@ class LocalModel:
             except Exception as exc:  # noqa: BLE001 - only memory errors are handled; the rest re-raised
                 if not out_of_memory(exc):
                     raise
+                if len(batch) == 1 and not generated and alone_failed + 1 >= OOM_ALONE_LIMIT:
+                    raise HarnessError(f"out of memory on {self.device} even one prompt at a time "
+                                       f"({OOM_ALONE_LIMIT} tried, none generated): {exc}") from exc
+                outs = None  # the failed batch's tensors, held by the traceback, go when this block ends
+            if outs is None:
                 release_memory(self.device)
                 if len(batch) > 1:
                     owed += ticked[0]
@@ -294,13 +307,14 @@ class LocalModel:
                                 len(batch), size)
                     pending.extend(reversed(batch))
                     continue
+                alone_failed += 1
                 log.warning("out of memory generating one prompt of %d tokens; stored as a failure",
                             len(ids[batch[0]]))
                 done(batch[0], Generation("", len(ids[batch[0]]), 0, time.perf_counter() - start,
                                           error=f"out of memory on {self.device} generating this prompt alone"))
                 tick(1 - ticked[0])
                 continue
-            per_example = (time.perf_counter() - start) / len(batch)
+            per_example, generated = (time.perf_counter() - start) / len(batch), generated + len(batch)
             for i, out in zip(batch, outs):
                 done(i, Generation(text=reply_text(self.tokenizer, out), prompt_tokens=len(ids[i]),
                                    output_tokens=len(out), latency_s=per_example))
