@@ -63,8 +63,9 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
     _curve_section(doc, store, goal, res)
     _loss_section(doc, store, res)
     _examples_section(doc, store, goal, res)
-    _judge_section(doc, store, goal, res)
-    _human_section(doc, store, goal)
+    agreement = _agreement(store, goal)  # the judge's and the panel's sections both show it
+    _judge_section(doc, goal, res, agreement)
+    _human_section(doc, store, goal, agreement)
     if fmt == "md":
         return _render_md(doc, assets)
     return _render_html(doc, goal)
@@ -171,8 +172,11 @@ def _examples_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -
     tests = {e["example_id"]: e for e in store.examples_of(goal.goal, "test")}
     out = ["", "## Examples", "", f"Each candidate's {EXAMPLES_EACH} best and {EXAMPLES_EACH} worst test examples "
                                   f"on {metric} (ties in example order)."]
+    run_scores: dict[str, list[dict[str, Any]]] = {}  # candidates mostly share a run: read each once
     for cand in res["candidates"]:
-        scores = {s["example_id"]: s["value"] for s in store.run_scores(cand["run_id"])
+        if cand["run_id"] not in run_scores:
+            run_scores[cand["run_id"]] = store.run_scores(cand["run_id"])
+        scores = {s["example_id"]: s["value"] for s in run_scores[cand["run_id"]]
                   if s["candidate"] == cand["name"] and s["metric"] == metric and s["value"] is not None}
         if not scores:
             continue
@@ -189,7 +193,7 @@ def _examples_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -
     doc.lines += out
 
 
-def _judge_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> None:
+def _judge_section(doc: _Doc, goal: Any, res: dict[str, Any], report: dict[str, Any]) -> None:
     """The judge's scores per candidate, a pairwise judge's position-bias rate, and how far the
     human panel agrees with it (weighted kappa on the items both scored)."""
     if goal.judge is None:
@@ -205,7 +209,6 @@ def _judge_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> N
                    f"{_pct(v.get('position_bias_rate'))} | {_pct(v.get('win_rate'))} |")
     if goal.judge.mode == "pairwise":
         out += ["", "Position-bias rate: the share of pairs whose winner changed when the two outputs swapped places."]
-    report = _agreement(store, goal)
     versus = report.get("judge_vs_human") or []
     if versus:
         out += ["", f"Agreement with the human panel (quadratic-weighted κ; the judge is trusted from κ ≥ "
@@ -220,7 +223,7 @@ def _judge_section(doc: _Doc, store: Store, goal: Any, res: dict[str, Any]) -> N
     doc.lines += out
 
 
-def _human_section(doc: _Doc, store: Store, goal: Any) -> None:
+def _human_section(doc: _Doc, store: Store, goal: Any, agreement: dict[str, Any]) -> None:
     """The panel's scores now (mean, interval, items, ratings) and inter-rater agreement."""
     from harness import charts, panel
 
@@ -242,7 +245,7 @@ def _human_section(doc: _Doc, store: Store, goal: Any) -> None:
         doc.figure(metric, f"{metric} per candidate", "metric",
                    charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
                                          confidence=goal.confidence))
-    inter = _agreement(store, goal).get("inter_rater") or []
+    inter = agreement.get("inter_rater") or []
     if inter:
         doc.lines += ["", "| rubric | criterion | items | ratings | Krippendorff α |", "|---|---|---|---|---|"]
         doc.lines += [f"| {r['rubric']} | {r['criterion']} | {r.get('n_items', '-')} | {r.get('n_ratings', '-')} | "
