@@ -68,3 +68,43 @@ def test_each_mistake_is_refused_before_any_work_at_its_line(project, case, comm
         store = Store(db)
         assert store.runs("g") == [] and store.current_seal("g") is None and store.example_splits("g") == {}
     assert not (project / ".harness").exists()
+
+
+ARGS_GOAL = """goal: g
+data:
+  path: d.jsonl
+{metrics}success:
+  - metric: {first}
+    at_least: 0.9
+    args: {{pattern: "^(yes|no)$"}}
+  - metric: {second}
+    at_least: 0.9
+    args: {{pattern: "^yes$"}}
+candidates:
+  - name: zero-shot
+    kind: prompt
+"""
+
+
+def test_one_metric_with_two_sets_of_args_is_refused_and_named_variants_are_not(project):
+    """A metric name is scored once per candidate: a second criterion whose args differ would be
+    decided on the first one's (a pattern half the outputs miss passed at 1.0)."""
+    goal = project / "g.yaml"
+    goal.write_text(ARGS_GOAL.format(metrics="", first="regex", second="regex"))
+    result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
+    out = (result.stdout or "") + (result.stderr or "")
+    assert result.exit_code == 2 and "Traceback" not in out, out
+    assert f"{goal}:10 [success[1].args]" in out and "differ from criterion 1's" in out and "metrics:" in out, out
+    # The same args again, or none, are one metric; variants under names of their own are two.
+    goal.write_text(ARGS_GOAL.format(metrics="", first="regex", second="regex").replace('"^yes$"', '"^(yes|no)$"'))
+    assert CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"]).exit_code == 0
+    named = "metrics:\n  - {name: both, metric: regex}\n  - {name: yes_only, metric: regex}\n"
+    goal.write_text(ARGS_GOAL.format(metrics=named, first="both", second="yes_only"))
+    result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
+    assert result.exit_code == 0, result.stdout
+    # ...but args that contradict the name's `metrics:` entry are refused too.
+    named = 'metrics:\n  - {name: both, metric: regex, args: {pattern: "^y"}}\n  - {name: yes_only, metric: regex}\n'
+    goal.write_text(ARGS_GOAL.format(metrics=named, first="both", second="yes_only"))
+    result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
+    out = (result.stdout or "") + (result.stderr or "")
+    assert result.exit_code == 2 and "[success[0].args]" in out and "`metrics:` entry" in out, out

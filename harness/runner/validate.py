@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def validate_goal(goal: Goal, rubrics_dir: str | Path = "rubrics") -> None:
     """Raise InputError listing every problem of ``goal``'s names and options."""
     rubrics = rubrics_dir_for(goal, rubrics_dir)
-    problems = (_metric_problems(goal, rubrics) + _candidate_problems(goal) + _judge_problems(goal, rubrics)
+    problems = (_metric_problems(goal, rubrics) + _args_problems(goal) + _candidate_problems(goal)
+                + _judge_problems(goal, rubrics)
                 + _panel_problems(goal, rubrics) + _placement_problems(goal) + _engine_problems(goal))
     if problems:
         raise InputError(problems)
@@ -84,6 +85,27 @@ def _metric_problems(goal: Goal, rubrics: Path) -> list[Problem]:
                 METRICS.get(c.metric)
             except HarnessError as exc:
                 problems.append(_problem(goal, loc, str(exc)))
+    return problems
+
+
+def _args_problems(goal: Goal) -> list[Problem]:
+    """A metric name is scored once per candidate, with one set of arguments (``scoring.metric_args``
+    merges them): criteria on the same name whose ``args`` disagree with each other or with the
+    name's ``metrics:`` entry would be decided on someone else's arguments. Each variant needs a
+    name of its own."""
+    problems, seen = [], {}
+    for m in goal.metrics:
+        seen[m.name] = ("its `metrics:` entry", dict(m.args))
+    for i, c in enumerate(goal.success):
+        if not c.args:
+            continue
+        first = seen.setdefault(c.metric, (f"criterion {i + 1}", dict(c.args)))
+        clash = sorted(k for k in set(c.args) & set(first[1]) if c.args[k] != first[1][k])
+        if clash:
+            problems.append(_problem(goal, ("success", i, "args"), (
+                f"{c.metric!r} is scored once per candidate, but these args ({', '.join(clash)}) differ from "
+                f"{first[0]}'s; give each variant its own name under `metrics:` (name: ..., metric: "
+                f"{c.metric.split(':')[0]}, args: ...) and use that name in the criterion")))
     return problems
 
 
