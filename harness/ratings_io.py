@@ -337,7 +337,7 @@ def _rater(r: _Row) -> str | None:
     if name is None:
         return None
     try:
-        return panel.check_rater(name)
+        return panel.rater_name(name)  # stored as the app and invitations store it: one person, one rater
     except HarnessError as exc:
         r.bad("rater", str(exc))
         return None

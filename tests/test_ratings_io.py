@@ -83,6 +83,20 @@ def test_jsonl_import_attaches_ratings_to_panel_items_of_the_run(tmp_path, proje
                                        for r in p.store.ratings(p.goal.goal))
 
 
+def test_one_person_under_several_spellings_is_one_rater(tmp_path, project):
+    """Names are stored as the app and invitations store them (NFKC, casefolded, invisible
+    characters dropped): `Ann`, `ANN` and `ann` + a zero-width space rating one output are one
+    rater rating it three times, not a panel of three that a human criterion could pass on."""
+    p = project
+    rows = [rating(p, 0, rater=name) for name in ("Ann", "ANN", "ann\u200b")]
+    with pytest.raises(InputError) as err:
+        import_ratings(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", rows), RUBRICS)
+    assert "r.jsonl:2" in str(err.value) and "r.jsonl:3" in str(err.value) and "same output" in str(err.value)
+    assert stored(p) == []
+    import_ratings(p.goal, p.store, write_jsonl(tmp_path / "one.jsonl", [rating(p, 0, rater="ALICE\u200b")]), RUBRICS)
+    assert [r[2] for r in stored(p)] == ["alice"]
+
+
 def test_an_existing_item_for_the_output_is_reused(tmp_path, project):
     p = project
     from harness.app.data import ensure_items
