@@ -61,6 +61,7 @@ class Fault:
     sleep_s: float = 0.0          # stall before answering (a client with a shorter timeout gives up)
     malformed: bool = False       # status 200, body is not JSON
     missing: bool = False         # status 200, JSON without the reply fields
+    withheld: bool = False        # status 200, a well-formed reply with no text (a content filter)
     drop: bool = False            # close the socket without any response
     retry_after_date_s: float | None = None  # Retry-After as an HTTP date this far ahead
     message: str | None = None    # error text; "{key}" becomes the key the request carried
@@ -104,6 +105,8 @@ def parse_fault(spec: FaultLike) -> Fault:
         return Fault(name="malformed", malformed=True)
     if head == "missing":
         return Fault(name="missing", missing=True)
+    if head == "withheld":
+        return Fault(name="withheld", withheld=True)
     if head == "drop":
         return Fault(name="drop", drop=True)
     if head.startswith("sleep="):
@@ -342,6 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
                 payload = b'{"id": "x", "choices": [{"message": '
             elif fault.missing:
                 payload = json.dumps({"id": "x", "object": "nothing here"}).encode()
+            elif fault.withheld:
+                payload = json.dumps(_withheld(anthropic, body)).encode()
             else:
                 text = fake.responder(messages)
                 payload = json.dumps(_reply(anthropic, body, messages, text)).encode()
@@ -401,6 +406,19 @@ def _reply(anthropic: bool, body: dict, messages: list[dict], text: str) -> dict
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
     }
+
+
+def _withheld(anthropic: bool, body: dict) -> dict:
+    """A reply the provider withheld: OpenAI's content filter (content null, finish_reason
+    content_filter), Anthropic's refusal stop (no content blocks)."""
+    if anthropic:
+        return {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model", "fake"),
+                "content": [], "stop_reason": "refusal", "stop_sequence": None,
+                "usage": {"input_tokens": 5, "output_tokens": 0}}
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "content_filter"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5}}
 
 
 @pytest.fixture

@@ -117,6 +117,18 @@ def test_always_failing_request_stops_after_exact_budget(provider, fault):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_withheld_reply_is_a_failure_not_an_empty_answer(provider):
+    """A content filter (OpenAI: content null, finish_reason content_filter; Anthropic: no text
+    block): a failed request, not retried, never the empty text that "mentions a competitor at
+    most 5%" would pass on. A refusal is the model's answer and stays one."""
+    with FakeAPI(policy=by_prompt({"<filtered>": ["withheld"]})) as srv:
+        filtered, fine = chat_many(cfg_for(provider, srv), [req("filtered"), req("fine")])
+    assert filtered.text is None and "no reply" in filtered.error and filtered.attempts == 1
+    assert ("content_filter" if provider != "anthropic" else "stop_reason refusal") in filtered.error
+    assert fine.error is None and fine.text
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_401_is_not_retried_and_names_the_variable(provider):
     with FakeAPI(policy=always(echo_key(401))) as srv:
         with pytest.raises(HarnessError) as info:

@@ -191,6 +191,13 @@ class _Malformed(Exception):
     """The body parsed, or not, but does not hold a reply."""
 
 
+class _Withheld(Exception):
+    """A well-formed answer with no reply in it: a content filter stopped it, or the provider
+    sent no text at all. Stored as a failed generation (not an empty answer, which a criterion
+    such as "mentions a competitor at most 5%" would pass on); not retried, since the same
+    request is withheld again, and asked again by the next run."""
+
+
 @dataclass
 class _Failure:
     message: str
@@ -212,6 +219,8 @@ def _classify(exc: BaseException, sdk: Any, cfg: APIConfig) -> _Failure:
         return _Failure(f"connection error: {cause or exc}", True)
     if isinstance(exc, _Malformed):
         return _Failure(f"malformed response: {exc}", True)
+    if isinstance(exc, _Withheld):
+        return _Failure(f"no reply: {exc}", False)
     raise exc  # a bug, not a provider fault: let it surface
 
 
@@ -254,8 +263,13 @@ async def _send_openai(client: Any, cfg: APIConfig, req: ChatRequest, messages: 
     choices = getattr(resp, "choices", None)
     if not choices or getattr(choices[0], "message", None) is None:
         raise _Malformed("no choices[0].message in the body")
-    msg = choices[0].message
-    text = msg.content if msg.content is not None else (getattr(msg, "refusal", None) or "")
+    msg, finish = choices[0].message, getattr(choices[0], "finish_reason", None)
+    refusal = getattr(msg, "refusal", None)
+    if finish == "content_filter" and not (msg.content or refusal):
+        raise _Withheld("the provider's content filter stopped it (finish_reason content_filter)")
+    if msg.content is None and not refusal:
+        raise _Withheld(f"choices[0].message.content is null (finish_reason {finish})")
+    text = msg.content if msg.content is not None else refusal  # a refusal is the model's answer
     if not isinstance(text, str):
         raise _Malformed("choices[0].message.content is not a string")
     usage = getattr(resp, "usage", None)
@@ -281,9 +295,11 @@ async def _send_anthropic(client: Any, cfg: APIConfig, req: ChatRequest, message
     blocks = getattr(resp, "content", None)
     if not isinstance(blocks, list):
         raise _Malformed("no content list in the body")
-    text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text" and isinstance(b.text, str))
+    texts = [b.text for b in blocks if getattr(b, "type", None) == "text" and isinstance(b.text, str)]
+    if not texts:
+        raise _Withheld(f"no text block in the reply (stop_reason {getattr(resp, 'stop_reason', None)})")
     usage = getattr(resp, "usage", None)
-    return _Reply(text, _int(usage, "input_tokens"), _int(usage, "output_tokens"))
+    return _Reply("".join(texts), _int(usage, "input_tokens"), _int(usage, "output_tokens"))
 
 
 def _takes(fn: Any, name: str) -> bool:
