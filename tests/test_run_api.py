@@ -421,3 +421,37 @@ def test_an_api_key_the_server_rejects_stops_the_run_and_stores_no_failure(tmp_p
         with pytest.raises(HarnessError, match="401"):
             run_goal(load_goal(g), store, progress=False, work_dir=tmp_path / "w")
         assert store.query("SELECT count(*) AS n FROM predictions WHERE error IS NOT NULL")[0]["n"] == 0
+
+
+def test_a_relative_pass_must_hold_with_the_failed_outputs_counted_against_the_candidate(tmp_path):
+    """Generations that fail on exactly the examples the baseline gets right, paired away, would
+    lift the candidate's improvement: a pass on the survivors holds only if it survives the
+    failures counted as wrong here and right in the baseline (as an absolute pass must)."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    test_rows = [json.loads(line) for line in data.read_text().splitlines()]
+    write_jsonl(tmp_path / "base.jsonl", [{"input": r["messages"][1]["content"], "output": "billing"}
+                                          for r in test_rows])  # right on the even (billing) examples only
+
+    def verdict(failing: list[int], improve_by: float):
+        faults = {f"problem number {i} ": ["500"] * 2 for i in failing}
+        with FakeAPI(responder=_route, policy=by_prompt(faults)) as srv:
+            g = write_eval_goal(tmp_path / "g.yaml", "relfail", data, success=[
+                {"metric": "accuracy", "improve_by": improve_by, "baseline": "base"}], candidates=[
+                {"name": "api", "kind": "api", "provider": "openai-compatible", "model": "m",
+                 "base_url": srv.openai_url, "max_retries": 1, "backoff_base_s": 0.01},
+                {"name": "base", "kind": "file", "path": tmp_path / "base.jsonl"}])
+            res = run_goal(load_goal(g), Store(tmp_path / f"s{len(failing)}{improve_by}.duckdb"), progress=False,
+                           work_dir=tmp_path / "w")
+        (v,) = res.verdicts["api"]
+        return v, res
+
+    whole, _ = verdict([], 0.3)  # every output: +0.5, its interval above 0.3
+    assert whole.status == "pass", whole.detail
+    survivors, res = verdict([0, 2], 0.3)  # 2 of 40 (5%, not over the share), both where the baseline is right
+    assert res.counts["generations_failed"] == 2
+    assert survivors.value > whole.value  # paired on the 38 both have, the improvement looks larger
+    assert survivors.status == "inconclusive", survivors.detail
+    assert "counting the failed outputs against this candidate (wrong here, right in base)" in survivors.detail
+    assert res.exit_code == 1
+    sure, _ = verdict([0, 2], 0.1)  # a pass with room to spare survives the worst case
+    assert sure.status == "pass", sure.detail

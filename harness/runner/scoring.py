@@ -440,13 +440,13 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
         return Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")), float(c.threshold),
                        c.baseline, None, why, c.op, c.relative_op, "", confidence, rule)
 
-    res = results[cand].get(c.metric)
+    res = full = results[cand].get(c.metric)
     if res is None:
         return undecided(missing.get(f"{cand}/{c.metric}", "no value"))
     total = res.n + int(res.extra.get("generation_failed", 0))  # the test examples, failed outputs too
-    base = None
+    base = base_full = None
     if c.relative_op:
-        base = results.get(c.baseline, {}).get(c.metric)
+        base = base_full = results.get(c.baseline, {}).get(c.metric)
         if base is None:
             return undecided(f"baseline {c.baseline!r} has no {c.metric} in this run")
         res, base = _on_shared_examples(res, base)
@@ -463,6 +463,8 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
         verdict.detail += (f"; {res.extra['ppi_short']} of this candidate's outputs have human ratings, "
                            f"PPI needs {MIN_N}: the judge alone decides")
     _count_failed(verdict, res, base, total - res.n, f" (here or in {c.baseline})" if base is not None else "")
+    if base is not None and total > res.n:
+        _worst_case_paired(verdict, c, full, base_full, total, confidence, rule)
     if base is not None and _binary(res) and _binary(base):
         from harness.stats import mcnemar
 
@@ -516,6 +518,33 @@ def _worst_case_pass(verdict: Any, res: Any, left_out: int) -> None:
         verdict.status = INCONCLUSIVE
         verdict.detail += (f"; counting the {left_out} failed output(s) as {'hits' if at_most else 'wrong'}, the "
                            f"{'upper' if at_most else 'lower'} bound is {bound:.4g}: not decided")
+
+
+def _worst_case_paired(verdict: Any, c: Any, res: Any, base: Any, total: int, confidence: float, rule: str) -> None:
+    """A relative pass on a proportion holds only if it holds with every failed output counted
+    against the candidate: its own as the unfavourable outcome (wrong for ``improve_by``, a hit
+    for ``reduce_by``), the baseline's as the favourable one, on all ``total`` test examples —
+    as :func:`_worst_case_pass` does for an absolute criterion. Paired only on the examples both
+    have, a candidate whose failures fell on the examples the baseline gets right passed."""
+    from harness.metrics import from_values
+    from harness.verdict import INCONCLUSIVE, PASS, judge_criterion
+
+    if verdict.status != PASS or not (_binary(res) and _binary(base)) or None in (res.extra.get("ids"),
+                                                                                  base.extra.get("ids")):
+        return
+    bad, good = (0.0, 1.0) if c.op == "improve_by" else (1.0, 0.0)
+    mine, theirs = dict(zip(res.extra["ids"], res.per_example)), dict(zip(base.extra["ids"], base.per_example))
+    ids = list(dict.fromkeys([*mine, *theirs])) + [f"<failed on both sides {k}>" for k in
+                                                    range(total - len(set(mine) | set(theirs)))]
+    cand = from_values(res.name, [mine.get(e, bad) for e in ids], extra={"ids": ids})
+    ref = from_values(base.name, [theirs.get(e, good) for e in ids], extra={"ids": ids})
+    worst = judge_criterion(c.metric, c.op, getattr(c, c.op), cand, ref, c.baseline, confidence, seed=0,
+                            multiplicity=rule)
+    if worst.status != PASS:
+        verdict.status = INCONCLUSIVE
+        verdict.detail += (f"; counting the failed outputs against this candidate ({'wrong' if bad == 0 else 'hits'} "
+                           f"here, {'right' if good == 1 else 'misses'} in {c.baseline}) the interval is "
+                           f"[{worst.ci[0]:.4g}, {worst.ci[1]:.4g}]: not decided")
 
 
 def _on_shared_examples(res: Any, base: Any) -> tuple[Any, Any]:
