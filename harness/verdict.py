@@ -239,6 +239,7 @@ def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
         # n: the examples the value rests on (judged, not asked: failed judgments are not among them)
         verdict = judge_absolute(metric, value, found.ci, op, threshold, intervals.n_used(res), found.method,
                                  found.note, confidence)
+        _no_missing_it(verdict, res, op, threshold)
     elif op in ("reduce_by", "improve_by"):
         if base is None or not baseline:
             raise InputError(Problem("<goal>", None, "baseline", f"{op} needs a baseline candidate"))
@@ -251,6 +252,26 @@ def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
     verdict.detail += f" ({verdict.interval}, {_pct(confidence)} two-sided" + (f"; {multiplicity})" if multiplicity
                                                                                 else ")")
     return verdict
+
+
+def _no_missing_it(verdict: Verdict, res, op: str, threshold: float) -> None:
+    """A threshold the metric cannot miss (``at_most: 5`` on a 0–1 share, meant as 5%;
+    ``at_least: 0.8`` on a 1–5 rating, meant as 80%) is no goal: a pass on it says nothing, so
+    it is not decided, saying why. The scale is the metric's known bounds (``extra["bounds"]``:
+    rubric scales) or 0–1 for a proportion (every value 0 or 1)."""
+    from harness import stats
+
+    bounds = res.extra.get("bounds")
+    if bounds is None and stats._binary_values(res) is not None:
+        bounds = (0.0, 1.0)
+    if bounds is None or len(bounds) != 2 or verdict.status != PASS:
+        return
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if (op == "at_least" and threshold <= lo) or (op == "at_most" and threshold >= hi):
+        verdict.status = INCONCLUSIVE
+        hint = f" (for {threshold:g}% write {threshold / 100:g})" if hi <= 1 < threshold <= 100 else ""
+        verdict.detail += (f"; {op} {threshold:g} cannot be missed on a {lo:g}–{hi:g} scale{hint}: "
+                           f"not a goal, not decided")
 
 
 def _pct(confidence: float) -> str:

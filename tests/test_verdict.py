@@ -158,3 +158,19 @@ def test_a_pass_on_a_proportion_holds_only_if_the_failed_outputs_counted_against
     easy = Verdict("accuracy", PASS, 1.0, clopper_pearson(39, 39), 0.8, op="at_least", confidence=0.95)
     _worst_case_pass(easy, res, 1)
     assert easy.status == PASS
+
+
+def test_a_threshold_the_metric_cannot_miss_is_not_decided():
+    """`at_most: 5` on a 0–1 share (meant as 5%) or `at_least: 0.8` on a 1–5 rating (meant as
+    80%) passes whatever the outputs: not a goal, so not decided, with the units to check."""
+    from harness.metrics import from_values
+
+    every = from_values("contains", [1.0] * 100)  # every output mentions the competitor
+    v = judge_criterion("contains", "at_most", 5, every)
+    assert v.status == "inconclusive" and "cannot be missed on a 0–1 scale (for 5% write 0.05)" in v.detail
+    assert judge_criterion("contains", "at_most", 0.05, every).status == "fail"
+    ratings = from_values("judge.tone", [1.0, 2.0] * 20, extra={"bounds": (1, 5)})
+    v = judge_criterion("judge.tone", "at_least", 0.8, ratings)
+    assert v.status == "inconclusive" and "cannot be missed on a 1–5 scale" in v.detail and "write" not in v.detail
+    assert judge_criterion("accuracy", "at_least", 0.5, from_values("accuracy", [1.0] * 90 + [0.0] * 10)).status \
+        == "pass"  # a threshold inside the scale is decided as before
