@@ -335,13 +335,22 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
     interval methods and levels, costs and earlier runs are said under it, not in its cells."""
     from harness.results import results_dict
 
+    from harness.results import decided_under
+
     res = res or results_dict(store, goal.goal, run_id)
-    success = goal.success if goal is not None else _stored_criteria(res)
+    # Labels and level are what the run decided on, not what the goal file says now.
+    run = store.run(run_id) or {}
+    stored = json.loads(run["config"]) if isinstance(run.get("config"), str) else run.get("config")
+    success = _stored_criteria(res) or (goal.success if goal is not None else [])
     rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
-    level = f"{goal.confidence:.0%} confidence" if goal is not None else ""
+    confidence = (stored or {}).get("confidence") or (goal.confidence if goal is not None else None)
+    level = f"{confidence:.0%} confidence" if confidence else ""
     console.print(f"[bold]{res['goal']}[/]: verdicts of run {run_id}", highlight=False, soft_wrap=True)
     if level or rules:
         console.print(", ".join(filter(None, [level, *rules])), highlight=False)
+    if goal is not None and stored and decided_under(stored) != decided_under(goal.model_dump(mode="json")):
+        console.print("[yellow]the goal file's criteria, confidence or multiplicity changed since this run: the "
+                      "table shows what the run decided; `harness run` decides the new ones[/]", highlight=False)
     console.print(_verdict_table(success, res))
     levels: dict[str, set[float]] = {}
     for v in (v for c in res["candidates"] for v in c["criteria"] if v.get("interval") and v.get("confidence")):
@@ -349,6 +358,9 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
     if levels:
         console.print("intervals: " + "; ".join(f"{k} ({', '.join(f'{x * 100:.4g}%' for x in sorted(ls))})"
                                                 for k, ls in sorted(levels.items())), highlight=False)
+    for left in res.get("decided_under_other_criteria") or []:
+        console.print(f"  {left['name']}: left out; run {left['run_id']} decided it under other criteria "
+                      f"(run it again to decide it under these)", highlight=False, soft_wrap=True)
     for cand in res["candidates"]:
         if cand.get("from_earlier_run"):
             console.print(f"  {cand['name']}: result from run {cand['run_id']} (a later run left it out)",

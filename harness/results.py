@@ -6,6 +6,7 @@
          "leakage": {"policy", "duplicates", "dropped", "kept"} | null},
  "latest_run": {"id", "status"}, "unfinished": bool,
  "meets_goal": bool, "best_candidate": str | null,
+ "decided_under_other_criteria": [{"name", "run_id"}],
  "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
                  "cost": {"training_usd", "generation_usd", "judging_usd", "total_usd",
                           "training_seconds", "tokens_trained"},
@@ -53,7 +54,10 @@ the next run; a failure a later run replaced with a success no longer counts.
 Without a run id the results are each candidate's latest *finished* result on the current
 sealed test set: a later ``run --only zero-shot`` does not hide the LoRA candidate's verdict
 from the run before (``from_earlier_run`` says so, ``run_id`` names its run), and a killed or
-failed latest run is reported as ``unfinished`` rather than becoming the answer. ``run`` is the
+failed latest run is reported as ``unfinished`` rather than becoming the answer. A candidate
+whose latest result was decided under other success criteria, confidence or multiplicity rule
+than the newest finished run's (the goal file changed between them) is not among the candidates
+and counts toward nothing: ``decided_under_other_criteria`` names it and that run. ``run`` is the
 newest finished run; ``latest_run`` the newest of any status.
 """
 from __future__ import annotations
@@ -87,9 +91,17 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
     finished = [r for r in runs if r["status"] == "finished"]
     base = latest if run_id or not finished else finished[0]
     picked: dict[str, dict[str, Any]] = {}
+    other_criteria: dict[str, str] = {}  # candidate -> the earlier run that decided it under other criteria
+    under = _decided_under(base)
     for r in [base] if run_id or not finished else [r for r in finished if r["test_hash"] == base["test_hash"]]:
+        alike = None in (under, _decided_under(r)) or _decided_under(r) == under
         for c in store.candidates(r["run_id"]):
-            picked.setdefault(c["name"], r)
+            if c["name"] in picked or c["name"] in other_criteria:
+                continue
+            if alike:
+                picked[c["name"]] = r
+            else:
+                other_criteria[c["name"]] = r["run_id"]
     cands = []
     by_run: dict[str, tuple[list, list, dict]] = {}
     for name, r in picked.items():
@@ -113,7 +125,31 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
         "meets_goal": bool(meets),
         "best_candidate": best,
         "candidates": cands,
+        "decided_under_other_criteria": [{"name": n, "run_id": rid} for n, rid in sorted(other_criteria.items())],
     }
+
+
+def _decided_under(run: dict[str, Any]) -> str | None:
+    """What a run's verdicts were decided under: the goal's criteria, confidence and multiplicity
+    rule as stored with the run (None for a run stored without its goal). Results of runs decided
+    under others are not put together: a pass at an old, looser threshold is no pass of this goal."""
+    config = run.get("config")
+    if not config:
+        return None
+    return decided_under(json.loads(config) if isinstance(config, str) else config)
+
+
+OPS = ("at_least", "at_most", "improve_by", "reduce_by")
+
+
+def decided_under(config: dict[str, Any]) -> str:
+    """A goal's (``Goal.model_dump(mode="json")``) decision-making part as a comparable key: each
+    criterion's metric, op, threshold, baseline and args (in any order; fields a later version
+    added do not count), the confidence and the multiplicity rule (their defaults when absent)."""
+    criteria = sorted(json.dumps({"metric": c.get("metric"), "baseline": c.get("baseline"), "args": c.get("args") or {},
+                                  **{op: c[op] for op in OPS if c.get(op) is not None}}, sort_keys=True)
+                      for c in config.get("success") or [])
+    return json.dumps([criteria, config.get("confidence", 0.95), config.get("multiplicity", "holm")])
 
 
 def _mean_margin(cand: dict[str, Any]) -> float:

@@ -49,6 +49,26 @@ def test_a_partial_rerun_keeps_the_other_candidates_result_and_says_where_it_cam
     assert [len(r["candidates"]) for r in json.loads(runs.stdout)] == [1, 2]
 
 
+def test_results_decided_under_other_criteria_are_neither_relabelled_nor_put_together(project):
+    """The goal file changes after a run: the table shows what the run decided (its own labels
+    and level, with a warning), and a later partial run under the new criteria does not borrow
+    the other candidate's pass at the old, looser threshold."""
+    goal, db = project
+    assert harness("run", str(goal), "--db", str(db)).returncode == 0
+    text = goal.read_text()
+    goal.write_text(text.replace("at_least: 0.8", "at_least: 0.3").replace("task:", "confidence: 0.99\ntask:"))
+    r = harness("results", str(goal), "--db", str(db))
+    assert "changed since" in r.stdout and "accuracy >= 0.8" in r.stdout and "accuracy >= 0.3" not in r.stdout
+    assert "95% confidence" in r.stdout, r.stdout
+    # Under the new goal only `good` is run again: `bad`'s result was decided at 0.8 and 95%.
+    assert harness("run", str(goal), "--db", str(db), "--only", "good").returncode == 0
+    res = json.loads(harness("results", str(goal), "--db", str(db), "--json").stdout)
+    assert [c["name"] for c in res["candidates"]] == ["good"]
+    assert [d["name"] for d in res["decided_under_other_criteria"]] == ["bad"]
+    r = harness("results", str(goal), "--db", str(db))
+    assert "bad: left out" in r.stdout and "changed since" not in r.stdout and "99% confidence" in r.stdout
+
+
 def test_an_unfinished_latest_run_is_said_and_exits_non_zero(project):
     from harness.store import Store
 
