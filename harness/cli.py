@@ -339,16 +339,15 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
 
     res = res or results_dict(store, goal.goal, run_id)
     # Labels and level are what the run decided on, not what the goal file says now.
-    run = store.run(run_id) or {}
-    stored = json.loads(run["config"]) if isinstance(run.get("config"), str) else run.get("config")
     success = _stored_criteria(res) or (goal.success if goal is not None else [])
     rules = sorted({v["multiplicity"] for c in res["candidates"] for v in c["criteria"] if v.get("multiplicity")})
-    confidence = (stored or {}).get("confidence") or (goal.confidence if goal is not None else None)
+    stored = res["run"].get("decided_under")
+    confidence = res["run"].get("confidence") or (goal.confidence if goal is not None else None)
     level = f"{confidence:.0%} confidence" if confidence else ""
     console.print(f"[bold]{res['goal']}[/]: verdicts of run {run_id}", highlight=False, soft_wrap=True)
     if level or rules:
         console.print(", ".join(filter(None, [level, *rules])), highlight=False)
-    if goal is not None and stored and decided_under(stored) != decided_under(goal.model_dump(mode="json")):
+    if goal is not None and stored and stored != decided_under(goal.model_dump(mode="json")):
         console.print("[yellow]the goal file's criteria, confidence or multiplicity changed since this run: the "
                       "table shows what the run decided; `harness run` decides the new ones[/]", highlight=False)
     console.print(_verdict_table(success, res))

@@ -72,16 +72,24 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
 
 
 def _verdict_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
-    rid = res["run"]["id"]
+    from harness.results import decided_under
+
+    rid, stored = res["run"]["id"], res["run"].get("decided_under")
+    # The run's own criteria and level head its table, not the goal file's as it is now.
+    first = max(res["candidates"], key=lambda c: len(c["criteria"]), default={"criteria": []})["criteria"]
+    heads = [(v["metric"], v["baseline"]) for v in first] or [(c.metric, c.baseline) for c in goal.success]
+    confidence = res["run"].get("confidence") or goal.confidence
     lines = [f"# {goal.goal}: evaluation report", "", goal.description or "", "",
              f"Run `{rid}` ({res['run']['status']}), test set `{(res['run']['test_hash'] or '')[:16]}`, "
              f"git `{(res['run']['git_commit'] or '-')[:10]}`{' (dirty)' if res['run']['git_dirty'] else ''}, "
-             f"confidence {goal.confidence:.0%}.", ""] + leakage_line(res) + failures_line(res)
+             f"confidence {confidence:.0%}.", ""] + leakage_line(res) + failures_line(res)
+    if stored and stored != decided_under(goal.model_dump(mode="json")):
+        lines += ["**The goal file's criteria, confidence or multiplicity changed since this run**: the "
+                  "verdicts below are what the run decided; `harness run` decides the new ones.", ""]
     lines.append(f"**Best candidate: {res['best_candidate']}**" if res["best_candidate"]
                  else "**No candidate meets the goal.**")
-    lines += ["", "| candidate | " + " | ".join(c.metric + (f" vs {c.baseline}" if c.baseline else "")
-                                              for c in goal.success) + " | meets goal |",
-              "|---" * (len(goal.success) + 2) + "|"]
+    lines += ["", "| candidate | " + " | ".join(m + (f" vs {b}" if b else "") for m, b in heads) + " | meets goal |",
+              "|---" * (len(heads) + 2) + "|"]
     for cand in res["candidates"]:
         cells = []
         for v in cand["criteria"]:

@@ -3,7 +3,8 @@
 ```
 {"schema_version": 2, "goal": str,
  "run": {"id", "status", "started_at", "finished_at", "test_hash", "git_commit", ...,
-         "leakage": {"policy", "duplicates", "dropped", "kept"} | null},
+         "leakage": {"policy", "duplicates", "dropped", "kept"} | null,
+         "confidence", "decided_under"},
  "latest_run": {"id", "status"}, "unfinished": bool,
  "meets_goal": bool, "best_candidate": str | null,
  "decided_under_other_criteria": [{"name", "run_id"}],
@@ -46,7 +47,9 @@ run found of train/validation examples duplicating a test example (same user tur
 or nearly): ``policy`` is the goal's ``data.leakage`` (``drop`` or ``flag``), ``duplicates`` how
 many such examples, ``dropped`` how many were left out of training and ``kept`` how many were
 trained on anyway (``flag``: scores may be inflated); null for runs stored before it was recorded.
-``generations_failed`` is how many of the candidate's test examples have no output because their
+``run``'s ``confidence`` is the goal's level the run decided at, and ``decided_under`` a key of
+its criteria, confidence and multiplicity rule (``decided_under``): equal keys, equal decisions
+(both null for runs stored without their goal). ``generations_failed`` is how many of the candidate's test examples have no output because their
 generation failed after its retries (an API request); they are left out of its metrics, judge
 and verdicts (above 5% of the test examples a criterion is inconclusive) and generated again by
 the next run; a failure a later run replaced with a success no longer counts.
@@ -133,10 +136,8 @@ def _decided_under(run: dict[str, Any]) -> str | None:
     """What a run's verdicts were decided under: the goal's criteria, confidence and multiplicity
     rule as stored with the run (None for a run stored without its goal). Results of runs decided
     under others are not put together: a pass at an old, looser threshold is no pass of this goal."""
-    config = run.get("config")
-    if not config:
-        return None
-    return decided_under(json.loads(config) if isinstance(config, str) else config)
+    config = _config(run)
+    return decided_under(config) if config else None
 
 
 OPS = ("at_least", "at_most", "improve_by", "reduce_by")
@@ -170,7 +171,13 @@ def _run_info(run: dict[str, Any]) -> dict[str, Any]:
             "finished_at": _clean(run["finished_at"]), "test_hash": run["test_hash"],
             "data_hash": run["data_hash"], "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
             "versions": json.loads(run["versions"]) if run["versions"] else {},
-            "leakage": json.loads(run["leakage"]) if run.get("leakage") else None}
+            "leakage": json.loads(run["leakage"]) if run.get("leakage") else None,
+            "confidence": _config(run).get("confidence"), "decided_under": _decided_under(run)}
+
+
+def _config(run: dict[str, Any]) -> dict[str, Any]:
+    config = run.get("config")
+    return (json.loads(config) if isinstance(config, str) else config) or {}
 
 
 def _training_price(run: dict[str, Any]) -> float | None:

@@ -60,6 +60,12 @@ def test_results_decided_under_other_criteria_are_neither_relabelled_nor_put_tog
     r = harness("results", str(goal), "--db", str(db))
     assert "changed since" in r.stdout and "accuracy >= 0.8" in r.stdout and "accuracy >= 0.3" not in r.stdout
     assert "95% confidence" in r.stdout, r.stdout
+    from harness.goals import load_goal
+    from harness.report import build_report
+    from harness.store import Store
+
+    md = build_report(Store(db), load_goal(goal), fmt="md")
+    assert "changed since this run" in md and "confidence 95%" in md
     # Under the new goal only `good` is run again: `bad`'s result was decided at 0.8 and 95%.
     assert harness("run", str(goal), "--db", str(db), "--only", "good").returncode == 0
     res = json.loads(harness("results", str(goal), "--db", str(db), "--json").stdout)
