@@ -65,6 +65,20 @@ def test_unmatched_output_rows_are_listed(tmp_path):
     assert "outputs.jsonl:21" in r.stderr and "outputs.jsonl:22" in r.stderr and "matches no example" in r.stderr
 
 
+def test_a_second_output_for_one_example_is_refused(tmp_path):
+    """Concatenated attempts (a wrong answer, then the right one) would let a later row pick the
+    best: each example has one output, and a second is an error at its line."""
+    goal = make_case(tmp_path, 0.5, n=20, correct=0)
+    rows = [{"input": f"ticket {i}: customer needs help with case {i * 31 % 997}", "output": LABELS[i % 4]}
+            for i in range(20)]
+    with (tmp_path / "outputs.jsonl").open("a") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(goal), "--db", str(tmp_path / "s.duckdb")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "outputs.jsonl:21 [input]" in r.stderr and "a second output for the example of line 1" in r.stderr
+
+
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     goal = make_case(tmp_path, 0.5, n=40, correct=40)
     db = tmp_path / "s.duckdb"

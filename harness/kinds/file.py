@@ -75,6 +75,7 @@ def read_outputs(path: Path, run: "Run") -> dict[str, str]:
         by_id[ex.id] = ex
         by_input.setdefault(ex.input_text.strip(), ex)
     found: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     problems: list[Problem] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -93,7 +94,11 @@ def read_outputs(path: Path, run: "Run") -> dict[str, str]:
                 problems.append(Problem(str(path), lineno, "id" if "id" in rec else "input",
                                         "matches no example of the goal's data"))
                 continue
-            found[ex.id] = rec["output"]
+            if ex.id in found:  # one output an example: a later row would pick among attempts
+                problems.append(Problem(str(path), lineno, "id" if "id" in rec else "input",
+                                        f"a second output for the example of line {first_line[ex.id]}"))
+                continue
+            found[ex.id], first_line[ex.id] = rec["output"], lineno
     missing = [ex for ex in run.prepared.test if ex.id not in found]
     problems.extend(Problem(str(path), None, None, f"no output for test example {ex.id} "
                                                     f"(data line {ex.line}: {ex.input_text[:50]!r})")
