@@ -287,6 +287,19 @@ def test_pairwise_failure_in_one_order_is_not_a_verdict(tone):
     assert math.isnan(win_rate(pairs)) and pair_values(pairs) == {}
 
 
+def test_a_pair_judged_on_some_criteria_only_has_no_value():
+    """Win on `formal`, the judge failed on `empathetic` (where the candidate would lose): the
+    example is a failed judgment, not a win averaged over the criterion that survived."""
+    from harness.judge.judge import PairResult
+
+    def pair(ex, criterion, winner):
+        return PairResult(ex, criterion, winner, None, None, False, None if winner else "filtered")
+
+    pairs = [pair("p1", "formal", "cand"), pair("p1", "empathetic", None),
+             pair("p2", "formal", "cand"), pair("p2", "empathetic", "base")]
+    assert pair_values(pairs) == {"p2": 0.5}
+
+
 # --- local (probability) judges -------------------------------------------------------------
 
 class FakeLocalModel:

@@ -513,12 +513,18 @@ def metric_scores(metric: str, judgments: Iterable[Judgment]) -> dict[str, float
 
 
 def pair_values(pairs: Iterable[PairResult]) -> dict[str, float]:
-    """Per-example win value (win 1, tie 0.5, loss 0), averaged over criteria; failed pairs skipped."""
+    """Per-example win value (win 1, tie 0.5, loss 0), averaged over criteria. An example any of
+    whose criteria failed to be judged has no value (a failed judgment, counted as one), as a
+    pointwise rubric mean needs every criterion: averaging the criteria that survived lifted a
+    candidate that wins on one criterion and loses on another the judge failed on."""
     acc: dict[str, list[float]] = {}
+    failed: set[str] = set()
     for p in pairs:
-        if p.winner is not None:
+        if p.winner is None:
+            failed.add(p.example_id)
+        else:
             acc.setdefault(p.example_id, []).append({"cand": 1.0, "tie": 0.5, "base": 0.0}[p.winner])
-    return {ex: sum(v) / len(v) for ex, v in acc.items()}
+    return {ex: sum(v) / len(v) for ex, v in acc.items() if ex not in failed}
 
 
 def win_rate(pairs: Iterable[PairResult]) -> float:
