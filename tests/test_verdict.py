@@ -151,7 +151,7 @@ def test_a_pass_on_a_proportion_holds_only_if_the_failed_outputs_counted_against
     res = SimpleNamespace(per_example=[1.0] * 39)
     v = Verdict("accuracy", PASS, 1.0, clopper_pearson(39, 39), 0.9, op="at_least", confidence=0.95)
     _worst_case_pass(v, res, 1)
-    assert v.status == INCONCLUSIVE and "counting the 1 failed output(s) as wrong" in v.detail
+    assert v.status == INCONCLUSIVE and "counting the 1 failed output(s) or judgment(s) as wrong" in v.detail
     low = Verdict("off_topic", PASS, 0.0, clopper_pearson(0, 39), 0.1, op="at_most", confidence=0.95)
     _worst_case_pass(low, SimpleNamespace(per_example=[0.0] * 39), 1)
     assert low.status == INCONCLUSIVE and "as hits" in low.detail
@@ -174,3 +174,35 @@ def test_a_threshold_the_metric_cannot_miss_is_not_decided():
     assert v.status == "inconclusive" and "cannot be missed on a 1–5 scale" in v.detail and "write" not in v.detail
     assert judge_criterion("accuracy", "at_least", 0.5, from_values("accuracy", [1.0] * 90 + [0.0] * 10)).status \
         == "pass"  # a threshold inside the scale is decided as before
+
+
+def test_a_pass_on_a_judge_score_holds_only_if_the_failed_judgments_at_the_scale_bottom_still_pass():
+    """38 judged outputs (26 fives, 12 fours): at_least 4.4 passes on them; with the 2 the judge
+    failed on (withheld: the bad ones, most likely) counted as 1s, it does not."""
+    from harness.metrics import from_values
+    from harness.runner.scoring import _worst_case_pass
+    from harness.verdict import INCONCLUSIVE, PASS
+
+    values = [5.0] * 26 + [4.0] * 12 + [None] * 2
+    res = from_values("judge.tone", values, extra={"bounds": (1, 5), "failed": 2})
+    v = judge_criterion("judge.tone", "at_least", 4.4, res)
+    assert v.status == PASS
+    _worst_case_pass(v, res, 2)
+    assert v.status == INCONCLUSIVE and "as 1, the lower bound" in v.detail
+    sure = judge_criterion("judge.tone", "at_least", 3.8, res)
+    _worst_case_pass(sure, res, 2)
+    assert sure.status == PASS
+
+
+def test_judgments_lost_on_either_side_of_a_pair_count_together():
+    """The candidate's judgments failed on 2 examples and the baseline's on 2 others: 4 pairs of
+    40 are lost (10%, over the 5% a criterion may lose), not max(2, 2)."""
+    from harness.metrics import from_values
+    from harness.runner.scoring import _failed_judgments
+
+    ids = [f"e{i}" for i in range(40)]
+    cand = from_values("judge.x", [None, None] + [4.0] * 38, extra={"ids": ids, "failed": 2})
+    base = from_values("judge.x", [3.0] * 38 + [None, None], extra={"ids": ids, "failed": 2})
+    assert _failed_judgments(cand, base) == 4 and _failed_judgments(cand, None) == 2
+    same = from_values("judge.x", [None, None] + [3.0] * 38, extra={"ids": ids, "failed": 2})
+    assert _failed_judgments(cand, same) == 2

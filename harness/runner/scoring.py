@@ -486,7 +486,7 @@ def _count_failed(verdict: Any, res: Any, base: Any, left_out: int = 0, where: s
     MAX_FAILED_SHARE of the test examples together, undecided."""
     from harness.verdict import INCONCLUSIVE
 
-    failed = max(int(r.extra.get("failed", 0)) for r in (res, base) if r is not None)
+    failed = _failed_judgments(res, base)
     if not failed and not left_out:
         return
     total = res.n + left_out
@@ -497,26 +497,51 @@ def _count_failed(verdict: Any, res: Any, base: Any, left_out: int = 0, where: s
     if (failed + left_out) / max(total, 1) > MAX_FAILED_SHARE and verdict.status != INCONCLUSIVE:
         verdict.status = INCONCLUSIVE
         verdict.detail += f" (more than {MAX_FAILED_SHARE:.0%} of the test examples: not decided)"
-    elif base is None and left_out:
-        _worst_case_pass(verdict, res, left_out)
+    elif base is None:
+        _worst_case_pass(verdict, res, left_out + failed)
 
 
-def _worst_case_pass(verdict: Any, res: Any, left_out: int) -> None:
-    """An absolute pass on a proportion holds only if it holds with the failed outputs counted
-    as the unfavourable outcome (wrong for at_least, a hit for at_most): what fails to generate is
-    rarely a random sample, and leaving it out could lift the estimate by up to the share left out."""
+def _failed_judgments(res: Any, base: Any) -> int:
+    """The examples a judgment failed on, on either side of a pair together (an example lost to the
+    candidate's failure and another to the baseline's are two lost pairs, not one)."""
+    counts = [int(r.extra.get("failed", 0)) for r in (res, base) if r is not None]
+    if base is None or not all(counts) or None in (res.extra.get("ids"), base.extra.get("ids")):
+        return max(counts)
+    lost = {i for r in (res, base) for i, v in zip(r.extra["ids"], r.per_example) if v is None}
+    return max(len(lost), *counts)
+
+
+def _worst_case_pass(verdict: Any, res: Any, missing: int) -> None:
+    """An absolute pass holds only if it holds with the ``missing`` examples (failed outputs and
+    failed judgments) counted as the unfavourable outcome: wrong (or a hit, for at_most) on a
+    proportion, the scale's worst end on a bounded score (a 1–5 judge score: 1 for at_least, 5
+    for at_most). What fails is rarely a random sample, and leaving it out could lift the estimate
+    by up to the share left out."""
     from harness.intervals import clopper_pearson
     from harness.verdict import INCONCLUSIVE, PASS
 
-    if verdict.status != PASS or verdict.op not in ("at_least", "at_most") or not _binary(res):
+    if not missing or verdict.status != PASS or verdict.op not in ("at_least", "at_most"):
         return
-    hits, n = int(sum(v == 1.0 for v in res.per_example)), len(res.per_example)
     at_most = verdict.op == "at_most"
-    lo, hi = clopper_pearson(hits + (left_out if at_most else 0), n + left_out, verdict.confidence or 0.95)
+    if _binary(res):
+        hits, n = int(sum(v == 1.0 for v in res.per_example)), sum(v is not None for v in res.per_example)
+        lo, hi = clopper_pearson(hits + (missing if at_most else 0), n + missing, verdict.confidence or 0.95)
+        worst = "hits" if at_most else "wrong"
+    else:
+        bounds = res.extra.get("bounds")
+        if bounds is None or {"human_labels", "ratings"} & set(res.extra):
+            return  # no scale to fill from (or a PPI / panel interval, which a filled mean is not)
+        from harness.intervals import interval
+        from harness.metrics import from_values
+
+        fill = float(bounds[1] if at_most else bounds[0])
+        values = [v for v in res.per_example if v is not None] + [fill] * missing
+        found = interval(from_values(res.name, values, extra={"bounds": bounds}), verdict.confidence or 0.95)
+        lo, hi, worst = found.lo, found.hi, f"{fill:g}"
     bound = hi if at_most else lo
-    if (bound > verdict.threshold) if at_most else (bound < verdict.threshold):
+    if not (bound <= verdict.threshold if at_most else bound >= verdict.threshold):
         verdict.status = INCONCLUSIVE
-        verdict.detail += (f"; counting the {left_out} failed output(s) as {'hits' if at_most else 'wrong'}, the "
+        verdict.detail += (f"; counting the {missing} failed output(s) or judgment(s) as {worst}, the "
                            f"{'upper' if at_most else 'lower'} bound is {bound:.4g}: not decided")
 
 
