@@ -357,9 +357,9 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
     if levels:
         console.print("intervals: " + "; ".join(f"{k} ({', '.join(f'{x * 100:.4g}%' for x in sorted(ls))})"
                                                 for k, ls in sorted(levels.items())), highlight=False)
-    for left in res.get("decided_under_other_criteria") or []:
-        console.print(f"  {left['name']}: left out; run {left['run_id']} decided it under other criteria "
-                      f"(run it again to decide it under these)", highlight=False, soft_wrap=True)
+    for left in res.get("left_out") or []:
+        console.print(f"  {left['name']}: left out, run it again; its result in run {left['run_id']} "
+                      f"{left['why']}", highlight=False, soft_wrap=True)
     for cand in res["candidates"]:
         if cand.get("from_earlier_run"):
             console.print(f"  {cand['name']}: result from run {cand['run_id']} (a later run left it out)",

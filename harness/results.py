@@ -7,7 +7,7 @@
          "confidence", "decided_under"},
  "latest_run": {"id", "status"}, "unfinished": bool,
  "meets_goal": bool, "best_candidate": str | null,
- "decided_under_other_criteria": [{"name", "run_id"}],
+ "left_out": [{"name", "run_id", "why"}],
  "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
                  "cost": {"training_usd", "generation_usd", "judging_usd", "total_usd",
                           "training_seconds", "tokens_trained"},
@@ -60,7 +60,9 @@ from the run before (``from_earlier_run`` says so, ``run_id`` names its run), an
 failed latest run is reported as ``unfinished`` rather than becoming the answer. A candidate
 whose latest result was decided under other success criteria, confidence or multiplicity rule
 than the newest finished run's (the goal file changed between them) is not among the candidates
-and counts toward nothing: ``decided_under_other_criteria`` names it and that run. ``run`` is the
+and counts toward nothing: ``left_out`` names it, that run and why; so does a pass from an
+earlier run that Holm decided at a looser step than that run's first, since the step rested on
+other candidates' passes in that run, which a later run decided again. ``run`` is the
 newest finished run; ``latest_run`` the newest of any status.
 """
 from __future__ import annotations
@@ -93,18 +95,8 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
     latest = runs[0]
     finished = [r for r in runs if r["status"] == "finished"]
     base = latest if run_id or not finished else finished[0]
-    picked: dict[str, dict[str, Any]] = {}
-    other_criteria: dict[str, str] = {}  # candidate -> the earlier run that decided it under other criteria
-    under = _decided_under(base)
-    for r in [base] if run_id or not finished else [r for r in finished if r["test_hash"] == base["test_hash"]]:
-        alike = None in (under, _decided_under(r)) or _decided_under(r) == under
-        for c in store.candidates(r["run_id"]):
-            if c["name"] in picked or c["name"] in other_criteria:
-                continue
-            if alike:
-                picked[c["name"]] = r
-            else:
-                other_criteria[c["name"]] = r["run_id"]
+    same_test = [base] if run_id or not finished else [r for r in finished if r["test_hash"] == base["test_hash"]]
+    picked, left_out = _pick(store, base, same_test)
     cands = []
     by_run: dict[str, tuple[list, list, dict]] = {}
     for name, r in picked.items():
@@ -116,6 +108,9 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
         cands.append(_candidate(rows[name], aggs, verdicts, rid, rid != base["run_id"], _training_price(r)))
         cands[-1]["generations_failed"] = failed.get(name, 0)
     cands.sort(key=lambda c: c["name"])
+    for c in [c for c in cands if c["from_earlier_run"] and _rested_on_others(c, by_run[c["run_id"]][1])]:
+        cands.remove(c)
+        left_out.append({"name": c["name"], "run_id": c["run_id"], "why": HOLM_STEP})
     meets = [c for c in cands if c["meets_goal"]]
     best = base["best_candidate"] if any(c["name"] == base["best_candidate"] for c in meets) else \
         (max(meets, key=_mean_margin)["name"] if meets else None)
@@ -128,8 +123,44 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
         "meets_goal": bool(meets),
         "best_candidate": best,
         "candidates": cands,
-        "decided_under_other_criteria": [{"name": n, "run_id": rid} for n, rid in sorted(other_criteria.items())],
+        "left_out": sorted(left_out, key=lambda x: x["name"]),
     }
+
+
+OTHER_CRITERIA = "decided under other criteria, confidence or multiplicity"
+HOLM_STEP = "passed at a Holm step that rested on passes of candidates a later run decided again"
+
+
+def _pick(store: "Store", base: dict[str, Any], runs: list[dict[str, Any]]) -> tuple[dict, list]:
+    """Each candidate's newest run among ``runs`` (newest first), and those left out: a candidate
+    whose newest result was decided under other criteria than ``base``'s."""
+    picked: dict[str, dict[str, Any]] = {}
+    left_out: list[dict[str, str]] = []
+    under = _decided_under(base)
+    for r in runs:
+        alike = None in (under, _decided_under(r)) or _decided_under(r) == under
+        for c in store.candidates(r["run_id"]):
+            if c["name"] in picked or any(x["name"] == c["name"] for x in left_out):
+                continue
+            if alike:
+                picked[c["name"]] = r
+            else:
+                left_out.append({"name": c["name"], "run_id": r["run_id"], "why": OTHER_CRITERIA})
+    return picked, left_out
+
+
+def _rested_on_others(cand: dict[str, Any], run_verdicts: list[dict[str, Any]]) -> bool:
+    """A pass from an earlier run decided at a looser Holm step than that run's first (its level
+    rested on other candidates of that run passing first): a later run decided some of those
+    again, so the step it passed at no longer stands. A pass at the first step's (Bonferroni)
+    level stands in any family of the goal's candidates."""
+    if not cand["meets_goal"]:
+        return False
+    levels = [v["confidence"] for v in run_verdicts if v.get("confidence")]
+    strictest = max(levels, default=None)
+    return strictest is not None and any(
+        str(v.get("multiplicity") or "").lower().startswith("holm") and v.get("confidence")
+        and v["confidence"] < strictest - 1e-12 for v in cand["criteria"])
 
 
 def _decided_under(run: dict[str, Any]) -> str | None:

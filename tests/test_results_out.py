@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from harness.results import HOLM_STEP, OTHER_CRITERIA
 from tests.helpers import ROOT, write_eval_goal, write_jsonl
 
 LABELS = ["billing", "shipping", "technical"]
@@ -70,9 +71,36 @@ def test_results_decided_under_other_criteria_are_neither_relabelled_nor_put_tog
     assert harness("run", str(goal), "--db", str(db), "--only", "good").returncode == 0
     res = json.loads(harness("results", str(goal), "--db", str(db), "--json").stdout)
     assert [c["name"] for c in res["candidates"]] == ["good"]
-    assert [d["name"] for d in res["decided_under_other_criteria"]] == ["bad"]
+    assert [(d["name"], d["why"]) for d in res["left_out"]] == [("bad", OTHER_CRITERIA)]
     r = harness("results", str(goal), "--db", str(db))
     assert "bad: left out" in r.stdout and "changed since" not in r.stdout and "99% confidence" in r.stdout
+
+
+def test_a_pass_at_a_holm_step_is_left_out_once_the_candidates_it_rested_on_are_decided_again(tmp_path):
+    """Run 1: x (60/60) passes at the first Holm step (97.5%), which lets y (55/60) be decided at
+    95%, where it passes (at 97.5% it would not). x's outputs change and only x is run again: it
+    fails, so y's step no longer stands and its old pass must not make the goal met."""
+    rows = [{"text": f"ticket {i}: issue about {LABELS[i % 3]} number {i * 7}", "label": LABELS[i % 3]}
+            for i in range(60)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+
+    def outputs(name, right):
+        return write_jsonl(tmp_path / f"{name}.jsonl", [{"input": r["text"], "output": r["label"] if i < right
+                                                         else "nonsense"} for i, r in enumerate(rows)])
+
+    goal = write_eval_goal(tmp_path / "g.yaml", "holm", data, success=[{"metric": "accuracy", "at_least": 0.81}],
+                           candidates=[{"name": "x", "kind": "file", "path": outputs("x", 60)},
+                                       {"name": "y", "kind": "file", "path": outputs("y", 55)}])
+    db = str(tmp_path / "s.duckdb")
+    assert harness("run", str(goal), "--db", db).returncode == 0
+    first = json.loads(harness("results", str(goal), "--db", db, "--json").stdout)
+    levels = {c["name"]: c["criteria"][0]["confidence"] for c in first["candidates"]}
+    assert levels["x"] > levels["y"] and all(c["meets_goal"] for c in first["candidates"])  # y passed at step 2
+    outputs("x", 30)
+    assert harness("run", str(goal), "--db", db, "--only", "x").returncode == 1
+    res = json.loads(harness("results", str(goal), "--db", db, "--json").stdout)
+    assert [c["name"] for c in res["candidates"]] == ["x"] and not res["meets_goal"] and res["best_candidate"] is None
+    assert [(d["name"], d["why"]) for d in res["left_out"]] == [("y", HOLM_STEP)]
 
 
 def test_an_unfinished_latest_run_is_said_and_exits_non_zero(project):
