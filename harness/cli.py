@@ -468,6 +468,10 @@ def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal 
     else:
         goal = _load_goal(goal_path) if goal_path.is_file() else None
         _print_verdicts(goal, store, res["run"]["id"], res)
+    if res.get("test_set_resealed"):
+        err_console.print("[yellow]the test set was sealed again since this run: its verdicts are on the old "
+                          "test set and answer nothing about the current one; run the goal again[/]", highlight=False)
+        raise typer.Exit(1)
     if res["unfinished"]:
         err_console.print(f"[yellow]unfinished: the latest run {res['latest_run']['id']} is "
                           f"{res['latest_run']['status']}; the results are each candidate's latest finished "

@@ -83,6 +83,9 @@ def _verdict_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
              f"Run `{rid}` ({res['run']['status']}), test set `{(res['run']['test_hash'] or '')[:16]}`, "
              f"git `{(res['run']['git_commit'] or '-')[:10]}`{' (dirty)' if res['run']['git_dirty'] else ''}, "
              f"confidence {confidence:.0%}.", ""] + leakage_line(res) + failures_line(res)
+    if res.get("test_set_resealed"):
+        lines += ["**The test set was sealed again since this run**: its verdicts are on the old test set "
+                  "and answer nothing about the current one; run the goal again.", ""]
     if stored and stored != decided_under(goal.model_dump(mode="json")):
         lines += ["**The goal file's criteria, confidence or multiplicity changed since this run**: the "
                   "verdicts below are what the run decided; `harness run` decides the new ones.", ""]

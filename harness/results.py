@@ -5,7 +5,7 @@
  "run": {"id", "status", "started_at", "finished_at", "test_hash", "git_commit", ...,
          "leakage": {"policy", "duplicates", "dropped", "kept"} | null,
          "confidence", "decided_under"},
- "latest_run": {"id", "status"}, "unfinished": bool,
+ "latest_run": {"id", "status"}, "unfinished": bool, "test_set_resealed": bool,
  "meets_goal": bool, "best_candidate": str | null,
  "left_out": [{"name", "run_id", "why"}],
  "candidates": [{"name", "kind", "run_id", "from_earlier_run", "meets_goal", "cost_usd",
@@ -63,7 +63,10 @@ than the newest finished run's (the goal file changed between them) is not among
 and counts toward nothing: ``left_out`` names it, that run and why; so does a pass from an
 earlier run that Holm decided at a looser step than that run's first, since the step rested on
 other candidates' passes in that run, which a later run decided again. ``run`` is the
-newest finished run; ``latest_run`` the newest of any status.
+newest finished run; ``latest_run`` the newest of any status. ``test_set_resealed`` is true
+when the goal's test set was sealed again (``harness split --reseal``) after ``run``'s: its
+verdicts were decided on the old test set, so ``meets_goal`` is false and ``best_candidate``
+null until a run on the current one.
 """
 from __future__ import annotations
 
@@ -111,7 +114,10 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
     for c in [c for c in cands if c["from_earlier_run"] and _rested_on_others(c, by_run[c["run_id"]][1])]:
         cands.remove(c)
         left_out.append({"name": c["name"], "run_id": c["run_id"], "why": HOLM_STEP})
-    meets = [c for c in cands if c["meets_goal"]]
+    seal = store.current_seal(goal)
+    # Results on a test set since resealed answer nothing about the goal on the current one.
+    resealed = seal is not None and base["test_hash"] is not None and seal["test_hash"] != base["test_hash"]
+    meets = [c for c in cands if c["meets_goal"]] if not resealed else []
     best = base["best_candidate"] if any(c["name"] == base["best_candidate"] for c in meets) else \
         (max(meets, key=_mean_margin)["name"] if meets else None)
     return {
@@ -120,6 +126,7 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
         "run": _run_info(base),
         "latest_run": {"id": latest["run_id"], "status": latest["status"]},
         "unfinished": not run_id and latest["status"] != "finished",
+        "test_set_resealed": resealed,
         "meets_goal": bool(meets),
         "best_candidate": best,
         "candidates": cands,

@@ -103,6 +103,31 @@ def test_a_pass_at_a_holm_step_is_left_out_once_the_candidates_it_rested_on_are_
     assert [(d["name"], d["why"]) for d in res["left_out"]] == [("y", HOLM_STEP)]
 
 
+def test_results_on_a_test_set_since_resealed_meet_nothing_and_exit_non_zero(project, tmp_path):
+    """The data changes and the test set is sealed again: the last run's pass was on the old test
+    set, so the results say so, meet no goal and exit 1 until a run on the current one."""
+    goal, db = project
+    assert harness("run", str(goal), "--db", str(db)).returncode == 0
+    data = tmp_path / "data.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    write_jsonl(data, [dict(r, label=LABELS[(LABELS.index(r["label"]) + 1) % 3]) for r in rows])
+    assert harness("run", str(goal), "--db", str(db)).returncode == 2  # the seal guard
+    split = harness("split", str(goal), "--db", str(db), "--reseal", "--out", str(tmp_path / "splits"))
+    assert split.returncode == 0, split.stderr
+    r = harness("results", str(goal), "--db", str(db))
+    assert r.returncode == 1 and "sealed again" in r.stderr and "no candidate meets the goal" in r.stdout
+    res = json.loads(harness("results", str(goal), "--db", str(db), "--json").stdout)
+    assert res["test_set_resealed"] and not res["meets_goal"] and res["best_candidate"] is None
+    from harness.goals import load_goal
+    from harness.report import build_report
+    from harness.store import Store
+
+    assert "sealed again since this run" in build_report(Store(db), load_goal(goal), fmt="md")
+    assert harness("run", str(goal), "--db", str(db)).returncode == 1  # on the current test set: good is wrong now
+    res = json.loads(harness("results", str(goal), "--db", str(db), "--json").stdout)
+    assert not res["test_set_resealed"]
+
+
 def test_an_unfinished_latest_run_is_said_and_exits_non_zero(project):
     from harness.store import Store
 
