@@ -93,6 +93,12 @@ def test_editing_a_test_example_stops_until_reseal(goal, store):
     again = prepare(goal, store, reseal=True)
     assert again.sealed == "resealed"
     assert store.current_seal(goal.goal)["test_hash"] == again.test_hash
+    # After a reseal the store still holds the old test examples too: a later change is not
+    # counted against them (it said "40 missing or edited" for one edit).
+    data.write_text(data.read_text().replace(p.test[1].input_text, p.test[1].input_text + " (edited)"))
+    with pytest.raises(SealedTestSetError) as err:
+        prepare(goal, store)
+    assert "missing or edited" not in str(err.value) and f"{len(again.test)} sealed" in str(err.value)
 
 
 def test_leakage_flagged_or_dropped(tmp_path, store):

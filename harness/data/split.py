@@ -215,13 +215,27 @@ def _seal_state(goal_name: str, store: Store, seal: dict | None, t_hash: str, te
         return "unchanged"
     if reseal:
         return "resealed"
-    old_ids = {i for i, split in store.example_splits(goal_name).items() if split == "test"}
+    old_ids = _sealed_ids(goal_name, store, seal)
     new_ids = {ex.id for ex in test}
+    what = (f"{len(old_ids - new_ids)} sealed test example(s) missing or edited, {len(new_ids - old_ids)} new"
+            if old_ids is not None else f"{seal.get('n_test')} sealed, {len(new_ids)} now, not the same ones")
     raise SealedTestSetError(
-        f"the test set of goal {goal_name!r} changed since it was sealed "
-        f"({len(old_ids - new_ids)} sealed test example(s) missing or edited, "
-        f"{len(new_ids - old_ids)} new); results would no longer be comparable. "
-        f"If this is intended, rerun with --reseal (it is recorded).")
+        f"the test set of goal {goal_name!r} changed since it was sealed ({what}); results would no longer "
+        f"be comparable. If this is intended, rerun with --reseal (it is recorded).")
+
+
+def _sealed_ids(goal_name: str, store: Store, seal: dict) -> set[str] | None:
+    """The ids of the sealed test set: those a run on the sealed hash scored; else, before any
+    reseal, every stored test example; else unknown (None: the store keeps the test examples of
+    earlier seals too, which would count as missing)."""
+    for run in store.runs(goal_name):
+        if run["test_hash"] == seal["test_hash"]:
+            ids = set(store.run_example_ids(run["run_id"]))
+            if ids:
+                return ids
+    if seal.get("resealed"):
+        return None
+    return {i for i, split in store.example_splits(goal_name).items() if split == "test"}
 
 
 def prepare(goal: Any, store: Store, *, reseal: bool = False, record: bool = True) -> Prepared:
