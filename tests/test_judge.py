@@ -128,6 +128,7 @@ def test_parse_pointwise_reply_accepts_strict_json():
     ('{"score": 4, "rationale": 3}', "rationale"),
     ('[4, "x"]', "got a list"),
     ('{"score": 4, "rationale": "x"} and more', "not valid JSON"),
+    ('{"score": 1, "rationale": "x", "score": 5}', "key 'score' appears twice"),
 ])
 def test_parse_pointwise_reply_rejects(text, needle):
     with pytest.raises(ReplyFormatError) as ei:

@@ -240,6 +240,17 @@ def parse_prompt(messages: list[dict[str, Any]]) -> ParsedPrompt:
 _FENCE_RE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?\s*```$", re.DOTALL)
 
 
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: ``{"score": 1, ..., "score": 5}`` names two
+    scores, and json would keep the last silently."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ReplyFormatError(f"key {key!r} appears twice; expected each key once")
+        seen[key] = value
+    return seen
+
+
 def _json_object(text: str, keys: tuple[str, ...], example: str) -> dict[str, Any]:
     if text is None or not text.strip():
         raise ReplyFormatError(f"empty reply; expected a JSON object like {example}")
@@ -248,7 +259,7 @@ def _json_object(text: str, keys: tuple[str, ...], example: str) -> dict[str, An
     if fenced:  # a ```json fence around the object is the one wrapper we tolerate
         body = fenced.group(1).strip()
     try:
-        obj = json.loads(body)
+        obj = json.loads(body, object_pairs_hook=_no_repeated_keys)
     except json.JSONDecodeError as exc:
         raise ReplyFormatError(
             f"not valid JSON ({exc.msg} at column {exc.colno}); expected only a JSON object like {example}; "
