@@ -102,6 +102,16 @@ def test_one_metric_with_two_sets_of_args_is_refused_and_named_variants_are_not(
     goal.write_text(ARGS_GOAL.format(metrics=named, first="both", second="yes_only"))
     result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
     assert result.exit_code == 0, result.stdout
+    # A name declared without args is still one metric: two criteria with different args on it
+    # are refused, and so is a criterion adding an arg the other lacks.
+    named = "metrics:\n  - {name: fmt, metric: regex}\n"
+    goal.write_text(ARGS_GOAL.format(metrics=named, first="fmt", second="fmt"))
+    result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
+    assert result.exit_code == 2 and "[success[1].args]" in (result.stdout or "") + (result.stderr or "")
+    goal.write_text(ARGS_GOAL.format(metrics="", first="regex", second="regex").replace(
+        '{pattern: "^yes$"}', '{pattern: "^(yes|no)$", ignore_case: true}'))
+    result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
+    assert result.exit_code == 2 and "[success[1].args]" in (result.stdout or "") + (result.stderr or "")
     # ...but args that contradict the name's `metrics:` entry are refused too.
     named = 'metrics:\n  - {name: both, metric: regex, args: {pattern: "^y"}}\n  - {name: yes_only, metric: regex}\n'
     goal.write_text(ARGS_GOAL.format(metrics=named, first="both", second="yes_only"))

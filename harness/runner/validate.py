@@ -90,22 +90,28 @@ def _metric_problems(goal: Goal, rubrics: Path) -> list[Problem]:
 
 def _args_problems(goal: Goal) -> list[Problem]:
     """A metric name is scored once per candidate, with one set of arguments (``scoring.metric_args``
-    merges them): criteria on the same name whose ``args`` disagree with each other or with the
-    name's ``metrics:`` entry would be decided on someone else's arguments. Each variant needs a
-    name of its own."""
-    problems, seen = [], {}
-    for m in goal.metrics:
-        seen[m.name] = ("its `metrics:` entry", dict(m.args))
+    merges them): criteria on the same name whose ``args`` differ from each other, or contradict
+    the name's ``metrics:`` entry, would be decided on someone else's arguments. Each variant needs
+    a name of its own. (A criterion without ``args`` takes the name's.)"""
+    problems = []
+    spec_args = {m.name: dict(m.args) for m in goal.metrics}
+    first: dict[str, tuple[int, dict]] = {}
     for i, c in enumerate(goal.success):
         if not c.args:
             continue
-        first = seen.setdefault(c.metric, (f"criterion {i + 1}", dict(c.args)))
-        clash = sorted(k for k in set(c.args) & set(first[1]) if c.args[k] != first[1][k])
+        given = dict(c.args)
+        spec = spec_args.get(c.metric, {})
+        clash = sorted(k for k in set(given) & set(spec) if given[k] != spec[k])
+        j, earlier = first.setdefault(c.metric, (i, given))
         if clash:
-            problems.append(_problem(goal, ("success", i, "args"), (
-                f"{c.metric!r} is scored once per candidate, but these args ({', '.join(clash)}) differ from "
-                f"{first[0]}'s; give each variant its own name under `metrics:` (name: ..., metric: "
-                f"{c.metric.split(':')[0]}, args: ...) and use that name in the criterion")))
+            why = f"these args ({', '.join(clash)}) differ from its `metrics:` entry's"
+        elif earlier != given:
+            why = f"its args differ from criterion {j + 1}'s ({earlier})"
+        else:
+            continue
+        problems.append(_problem(goal, ("success", i, "args"), (
+            f"{c.metric!r} is scored once per candidate, but {why}; give each variant its own name under "
+            f"`metrics:` (name: ..., metric: {c.metric.split(':')[0]}, args: ...) and use that name in the criterion")))
     return problems
 
 
