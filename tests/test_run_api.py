@@ -451,7 +451,7 @@ def test_a_relative_pass_must_hold_with_the_failed_outputs_counted_against_the_c
     assert res.counts["generations_failed"] == 2
     assert survivors.value > whole.value  # paired on the 38 both have, the improvement looks larger
     assert survivors.status == "inconclusive", survivors.detail
-    assert "counting the failed outputs against this candidate (wrong here, right in base)" in survivors.detail
+    assert "failed output(s) or judgment(s) against this candidate (0 here, 1 in base)" in survivors.detail
     assert res.exit_code == 1
     sure, _ = verdict([0, 2], 0.1)  # a pass with room to spare survives the worst case
     assert sure.status == "pass", sure.detail

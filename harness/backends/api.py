@@ -265,7 +265,7 @@ async def _send_openai(client: Any, cfg: APIConfig, req: ChatRequest, messages: 
         raise _Malformed("no choices[0].message in the body")
     msg, finish = choices[0].message, getattr(choices[0], "finish_reason", None)
     refusal = getattr(msg, "refusal", None)
-    if finish == "content_filter" and not (msg.content or refusal):
+    if finish == "content_filter" and not refusal:  # cut short, or nothing: not the model's answer
         raise _Withheld("the provider's content filter stopped it (finish_reason content_filter)")
     if msg.content is None and not refusal:
         raise _Withheld(f"choices[0].message.content is null (finish_reason {finish})")

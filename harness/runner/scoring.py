@@ -463,7 +463,7 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
         verdict.detail += (f"; {res.extra['ppi_short']} of this candidate's outputs have human ratings, "
                            f"PPI needs {MIN_N}: the judge alone decides")
     _count_failed(verdict, res, base, total - res.n, f" (here or in {c.baseline})" if base is not None else "")
-    if base is not None and total > res.n:
+    if base is not None:
         _worst_case_paired(verdict, c, full, base_full, total, confidence, rule)
     if base is not None and _binary(res) and _binary(base):
         from harness.stats import mcnemar
@@ -529,15 +529,16 @@ def _worst_case_pass(verdict: Any, res: Any, missing: int) -> None:
         worst = "hits" if at_most else "wrong"
     else:
         bounds = res.extra.get("bounds")
-        if bounds is None or {"human_labels", "ratings"} & set(res.extra):
-            return  # no scale to fill from (or a PPI / panel interval, which a filled mean is not)
-        from harness.intervals import interval
-        from harness.metrics import from_values
-
+        if bounds is None:
+            return  # no scale to fill from
+        # The verdict's own bound on the mean of the n it rests on, moved as the missing ones at the
+        # scale's worse end would move the mean of all n + missing (a bootstrap of the filled values
+        # would not do: 39 fours and one 1 has resamples without spread, and no bound at all).
         fill = float(bounds[1] if at_most else bounds[0])
-        values = [v for v in res.per_example if v is not None] + [fill] * missing
-        found = interval(from_values(res.name, values, extra={"bounds": bounds}), verdict.confidence or 0.95)
-        lo, hi, worst = found.lo, found.hi, f"{fill:g}"
+        n = sum(v is not None for v in res.per_example) if not {"human_labels", "ratings"} & set(res.extra) \
+            else int(res.n)
+        lo, hi = ((n * float(b) + missing * fill) / (n + missing) for b in verdict.ci)
+        worst = f"{fill:g}"
     bound = hi if at_most else lo
     if not (bound <= verdict.threshold if at_most else bound >= verdict.threshold):
         verdict.status = INCONCLUSIVE
@@ -546,29 +547,40 @@ def _worst_case_pass(verdict: Any, res: Any, missing: int) -> None:
 
 
 def _worst_case_paired(verdict: Any, c: Any, res: Any, base: Any, total: int, confidence: float, rule: str) -> None:
-    """A relative pass on a proportion holds only if it holds with every failed output counted
-    against the candidate: its own as the unfavourable outcome (wrong for ``improve_by``, a hit
-    for ``reduce_by``), the baseline's as the favourable one, on all ``total`` test examples —
-    as :func:`_worst_case_pass` does for an absolute criterion. Paired only on the examples both
-    have, a candidate whose failures fell on the examples the baseline gets right passed."""
+    """A relative pass holds only if it holds with every failed output and judgment counted
+    against the candidate, on all ``total`` test examples: its own as the unfavourable outcome
+    (wrong, or a hit for ``reduce_by``, on a proportion; the scale's worse end on a bounded score),
+    the baseline's as the favourable one — as :func:`_worst_case_pass` does for an absolute
+    criterion. Paired only on the examples both have, a candidate whose failures fell on the
+    examples the baseline does well on passed."""
     from harness.metrics import from_values
     from harness.verdict import INCONCLUSIVE, PASS, judge_criterion
 
-    if verdict.status != PASS or not (_binary(res) and _binary(base)) or None in (res.extra.get("ids"),
-                                                                                  base.extra.get("ids")):
+    if verdict.status != PASS or None in (res.extra.get("ids"), base.extra.get("ids")):
         return
-    bad, good = (0.0, 1.0) if c.op == "improve_by" else (1.0, 0.0)
-    mine, theirs = dict(zip(res.extra["ids"], res.per_example)), dict(zip(base.extra["ids"], base.per_example))
-    ids = list(dict.fromkeys([*mine, *theirs])) + [f"<failed on both sides {k}>" for k in
-                                                    range(total - len(set(mine) | set(theirs)))]
-    cand = from_values(res.name, [mine.get(e, bad) for e in ids], extra={"ids": ids})
-    ref = from_values(base.name, [theirs.get(e, good) for e in ids], extra={"ids": ids})
+    if _binary(res) and _binary(base):
+        lo, hi, extra = 0.0, 1.0, {}
+    elif res.extra.get("bounds") and not {"human_labels", "ratings"} & (set(res.extra) | set(base.extra)):
+        lo, hi = (float(x) for x in res.extra["bounds"])
+        extra = {"bounds": res.extra["bounds"]}
+    else:
+        return  # no scale to fill from (or a PPI / panel interval, which filled values are not)
+    bad, good = (lo, hi) if c.op == "improve_by" else (hi, lo)
+    mine = {e: v for e, v in zip(res.extra["ids"], res.per_example) if v is not None}
+    theirs = {e: v for e, v in zip(base.extra["ids"], base.per_example) if v is not None}
+    both = len(set(mine) & set(theirs))
+    if both >= total:
+        return
+    ids = list(dict.fromkeys([*res.extra["ids"], *base.extra["ids"]]))
+    ids += [f"<failed on both sides {k}>" for k in range(max(0, total - len(ids)))]
+    cand = from_values(res.name, [mine.get(e, bad) for e in ids], extra={"ids": ids, **extra})
+    ref = from_values(base.name, [theirs.get(e, good) for e in ids], extra={"ids": ids, **extra})
     worst = judge_criterion(c.metric, c.op, getattr(c, c.op), cand, ref, c.baseline, confidence, seed=0,
                             multiplicity=rule)
     if worst.status != PASS:
         verdict.status = INCONCLUSIVE
-        verdict.detail += (f"; counting the failed outputs against this candidate ({'wrong' if bad == 0 else 'hits'} "
-                           f"here, {'right' if good == 1 else 'misses'} in {c.baseline}) the interval is "
+        verdict.detail += (f"; counting the {total - both} failed output(s) or judgment(s) against this candidate "
+                           f"({bad:g} here, {good:g} in {c.baseline}) the interval is "
                            f"[{worst.ci[0]:.4g}, {worst.ci[1]:.4g}]: not decided")
 
 
