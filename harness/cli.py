@@ -443,7 +443,8 @@ def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal 
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout; "
                                                                                "parquet needs a file).")) -> None:
     """Show results: each candidate's latest finished result (saying which run it came from), or
-    one run's with --run. Exit 1 when the latest run is unfinished, 2 when nothing is stored."""
+    one run's with --run. Exit 1 when the latest run is unfinished or the test set was sealed again
+    since, 2 when nothing is stored."""
     from harness.results import FORMATS, results_dict, sample_rows, write_results
 
     fmt = "json" if as_json else fmt

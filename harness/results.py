@@ -48,8 +48,8 @@ or nearly): ``policy`` is the goal's ``data.leakage`` (``drop`` or ``flag``), ``
 many such examples, ``dropped`` how many were left out of training and ``kept`` how many were
 trained on anyway (``flag``: scores may be inflated); null for runs stored before it was recorded.
 ``run``'s ``confidence`` is the goal's level the run decided at, and ``decided_under`` a key of
-its criteria, confidence and multiplicity rule (``decided_under``): equal keys, equal decisions
-(both null for runs stored without their goal). ``generations_failed`` is how many of the candidate's test examples have no output because their
+what it decided under (``decided_under``: criteria, confidence, multiplicity rule, named
+metrics' arguments, the judge; null for runs stored without their goal). ``generations_failed`` is how many of the candidate's test examples have no output because their
 generation failed after its retries (an API request); they are left out of its metrics, judge
 and verdicts (above 5% of the test examples a criterion is inconclusive) and generated again by
 the next run; a failure a later run replaced with a success no longer counts.
@@ -65,8 +65,8 @@ earlier run that Holm decided at a looser step than that run's first, since the 
 other candidates' passes in that run, which a later run decided again. ``run`` is the
 newest finished run; ``latest_run`` the newest of any status. ``test_set_resealed`` is true
 when the goal's test set was sealed again (``harness split --reseal``) after ``run``'s: its
-verdicts were decided on the old test set, so ``meets_goal`` is false and ``best_candidate``
-null until a run on the current one.
+verdicts were decided on the old test set, so ``meets_goal`` (the goal's and every
+candidate's) is false and ``best_candidate`` null until a run on the current one.
 """
 from __future__ import annotations
 
@@ -111,13 +111,16 @@ def results_dict(store: "Store", goal: str, run_id: str | None = None) -> dict[s
         cands.append(_candidate(rows[name], aggs, verdicts, rid, rid != base["run_id"], _training_price(r)))
         cands[-1]["generations_failed"] = failed.get(name, 0)
     cands.sort(key=lambda c: c["name"])
-    for c in [c for c in cands if c["from_earlier_run"] and _rested_on_others(c, by_run[c["run_id"]][1])]:
+    for c in [c for c in cands if c["from_earlier_run"] and _rested_on_others(c, by_run[c["run_id"]][1], picked)]:
         cands.remove(c)
         left_out.append({"name": c["name"], "run_id": c["run_id"], "why": HOLM_STEP})
     seal = store.current_seal(goal)
     # Results on a test set since resealed answer nothing about the goal on the current one.
     resealed = seal is not None and base["test_hash"] is not None and seal["test_hash"] != base["test_hash"]
-    meets = [c for c in cands if c["meets_goal"]] if not resealed else []
+    if resealed:  # decided on the old test set: no candidate meets the goal on the current one
+        for c in cands:
+            c["meets_goal"] = False
+    meets = [c for c in cands if c["meets_goal"]]
     best = base["best_candidate"] if any(c["name"] == base["best_candidate"] for c in meets) else \
         (max(meets, key=_mean_margin)["name"] if meets else None)
     return {
@@ -156,18 +159,25 @@ def _pick(store: "Store", base: dict[str, Any], runs: list[dict[str, Any]]) -> t
     return picked, left_out
 
 
-def _rested_on_others(cand: dict[str, Any], run_verdicts: list[dict[str, Any]]) -> bool:
-    """A pass from an earlier run decided at a looser Holm step than that run's first (its level
-    rested on other candidates of that run passing first): a later run decided some of those
-    again, so the step it passed at no longer stands. A pass at the first step's (Bonferroni)
-    level stands in any family of the goal's candidates."""
-    if not cand["meets_goal"]:
+def _rested_on_others(cand: dict[str, Any], run_verdicts: list[dict[str, Any]],
+                      picked: dict[str, dict[str, Any]]) -> bool:
+    """A pass from an earlier run that Holm decided at a looser step than its first rested on the
+    candidates of that run that passed at stricter steps; when a later run decided any of those
+    again (its result now comes from another run), the step it passed at no longer stands. A pass
+    at the first step's (Bonferroni) level stands in any family of the goal's candidates."""
+    holm = [v["confidence"] for v in cand["criteria"]
+            if str(v.get("multiplicity") or "").lower().startswith("holm") and v.get("confidence")]
+    if not cand["meets_goal"] or not holm:
         return False
-    levels = [v["confidence"] for v in run_verdicts if v.get("confidence")]
-    strictest = max(levels, default=None)
-    return strictest is not None and any(
-        str(v.get("multiplicity") or "").lower().startswith("holm") and v.get("confidence")
-        and v["confidence"] < strictest - 1e-12 for v in cand["criteria"])
+    level = min(holm)
+    levels: dict[str, float] = {}
+    passed: dict[str, bool] = {}
+    for v in run_verdicts:
+        if v.get("confidence"):
+            levels[v["candidate"]] = max(levels.get(v["candidate"], 0.0), v["confidence"])
+        passed[v["candidate"]] = passed.get(v["candidate"], True) and v["status"] == "pass"
+    before = [n for n, ok in passed.items() if ok and n != cand["name"] and levels.get(n, 0.0) > level + 1e-12]
+    return any(picked.get(n, {}).get("run_id") != cand["run_id"] for n in before)
 
 
 def _decided_under(run: dict[str, Any]) -> str | None:
@@ -184,11 +194,18 @@ OPS = ("at_least", "at_most", "improve_by", "reduce_by")
 def decided_under(config: dict[str, Any]) -> str:
     """A goal's (``Goal.model_dump(mode="json")``) decision-making part as a comparable key: each
     criterion's metric, op, threshold, baseline and args (in any order; fields a later version
-    added do not count), the confidence and the multiplicity rule (their defaults when absent)."""
+    added do not count), the confidence and the multiplicity rule (their defaults when absent),
+    the named metrics' arguments and the judge's model, mode and rubrics. (A rubric file edited
+    in place is not in it.)"""
     criteria = sorted(json.dumps({"metric": c.get("metric"), "baseline": c.get("baseline"), "args": c.get("args") or {},
                                   **{op: c[op] for op in OPS if c.get(op) is not None}}, sort_keys=True)
                       for c in config.get("success") or [])
-    return json.dumps([criteria, config.get("confidence", 0.95), config.get("multiplicity", "holm")])
+    metrics = sorted(json.dumps({k: m.get(k) for k in ("name", "metric", "args")}, sort_keys=True)
+                     for m in config.get("metrics") or [])
+    judge = config.get("judge") or {}
+    judge = {k: judge.get(k) for k in ("model", "mode", "rubrics")} if judge else None
+    return json.dumps([criteria, config.get("confidence", 0.95), config.get("multiplicity", "holm"), metrics,
+                       judge], sort_keys=True)
 
 
 def _mean_margin(cand: dict[str, Any]) -> float:

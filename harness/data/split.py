@@ -225,11 +225,11 @@ def _seal_state(goal_name: str, store: Store, seal: dict | None, t_hash: str, te
 
 
 def _sealed_ids(goal_name: str, store: Store, seal: dict) -> set[str] | None:
-    """The ids of the sealed test set: those a run on the sealed hash scored; else, before any
+    """The ids of the sealed test set: those a finished run on the sealed hash scored; else, before any
     reseal, every stored test example; else unknown (None: the store keeps the test examples of
     earlier seals too, which would count as missing)."""
     for run in store.runs(goal_name):
-        if run["test_hash"] == seal["test_hash"]:
+        if run["test_hash"] == seal["test_hash"] and run["status"] == "finished":
             ids = set(store.run_example_ids(run["run_id"]))
             if ids:
                 return ids
