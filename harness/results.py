@@ -146,9 +146,9 @@ def _pick(store: "Store", base: dict[str, Any], runs: list[dict[str, Any]]) -> t
     whose newest result was decided under other criteria than ``base``'s."""
     picked: dict[str, dict[str, Any]] = {}
     left_out: list[dict[str, str]] = []
-    under = _decided_under(base)
+    under = run_decided_under(base)
     for r in runs:
-        alike = None in (under, _decided_under(r)) or _decided_under(r) == under
+        alike = None in (under, run_decided_under(r)) or run_decided_under(r) == under
         for c in store.candidates(r["run_id"]):
             if c["name"] in picked or any(x["name"] == c["name"] for x in left_out):
                 continue
@@ -180,7 +180,7 @@ def _rested_on_others(cand: dict[str, Any], run_verdicts: list[dict[str, Any]],
     return any(picked.get(n, {}).get("run_id") != cand["run_id"] for n in before)
 
 
-def _decided_under(run: dict[str, Any]) -> str | None:
+def run_decided_under(run: dict[str, Any]) -> str | None:
     """What a run's verdicts were decided under: the goal's criteria, confidence and multiplicity
     rule as stored with the run (None for a run stored without its goal). Results of runs decided
     under others are not put together: a pass at an old, looser threshold is no pass of this goal."""
@@ -227,7 +227,7 @@ def _run_info(run: dict[str, Any]) -> dict[str, Any]:
             "data_hash": run["data_hash"], "git_commit": run["git_commit"], "git_dirty": run["git_dirty"],
             "versions": json.loads(run["versions"]) if run["versions"] else {},
             "leakage": json.loads(run["leakage"]) if run.get("leakage") else None,
-            "confidence": _config(run).get("confidence"), "decided_under": _decided_under(run)}
+            "confidence": _config(run).get("confidence"), "decided_under": run_decided_under(run)}
 
 
 def _config(run: dict[str, Any]) -> dict[str, Any]:

@@ -145,6 +145,21 @@ def test_leaderboard_shows_criteria_with_ci_and_verdicts(project):
 
 
 @pytest.mark.slow
+def test_leaderboard_says_what_a_run_decided_when_the_goal_file_changed_since(project):
+    """accuracy at_least 0.5 tightened to 0.9 in the goal file after the run: the column still
+    says 0.5 (what the verdicts were decided on), names the file's new 0.9, and a warning says to
+    run again — an old pass is never shown under the new threshold."""
+    path = project["goals_dir"] / f"{project['goal']}.yaml"
+    text = path.read_text()
+    assert "at_least: 0.5" in text
+    path.write_text(text.replace("at_least: 0.5", "at_least: 0.9", 1))
+    at = _app()
+    df = at.dataframe[0].value
+    assert "accuracy ≥ 0.5 (goal file now: 0.9)" in df.columns and "accuracy ≥ 0.9" not in df.columns
+    assert any("changed since this run" in w.value for w in at.warning)
+
+
+@pytest.mark.slow
 def test_leaderboard_run_choice_sort_and_filter(project):
     store, goal = project["store"], project["goal"]
     at = _app()

@@ -77,6 +77,9 @@ def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, row
     if not table:
         st.info("No candidates match.")
         return
+    if goal is not None and _decided_otherwise(store, goal, run_id):
+        st.warning("The goal file's criteria, confidence or multiplicity changed since this run: the verdicts "
+                   "are what the run decided; `harness run` decides the new ones.")
     df = pd.DataFrame(table)
     c1, c2, c3 = st.columns([2, 1, 1])
     sort_options = ["candidate", "meets goal", "cost (USD)", "training (s)"] + headers
@@ -102,6 +105,14 @@ def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, row
         for r in rows + human:
             if r.get("metric") and r.get("detail"):
                 st.markdown(f"- **{r['candidate']}** · `{r['metric']}`: {r['detail']}")
+
+
+def _decided_otherwise(store: Store, goal: Any, run_id: str) -> bool:
+    """The run was decided under other criteria, confidence or multiplicity than the goal file's now."""
+    from harness.results import decided_under, run_decided_under
+
+    stored = run_decided_under(store.run(run_id) or {})
+    return stored is not None and stored != decided_under(goal.model_dump(mode="json"))
 
 
 def table_view(board: lbs.Leaderboard, rows: list[dict[str, Any]]) -> None:

@@ -81,9 +81,14 @@ def _headers(keys: Sequence[tuple[str, str, str]], by_key: Mapping[tuple[str, st
     """One column header per criterion key: the goal's wording, or the stored row's."""
     headers: dict[tuple[str, str, str], str] = {}
     for k in keys:
+        stored = next((cells[(c, k)] for c in cands if (c, k) in cells), None)
+        decided = _num(stored.get("threshold")) if stored is not None else None
         if k in by_key:
             c = by_key[k]
             head = f"{c.metric} {OPS[c.op]} {getattr(c, c.op)}" + (f" vs {c.baseline}" if c.baseline else "")
+            if decided is not None and not math.isclose(decided, c.threshold, rel_tol=1e-9, abs_tol=1e-12):
+                # The goal file changed since the run: the column says what the verdicts were decided on.
+                head = f"{criterion_header(k[0], (), stored)} (goal file now: {getattr(c, c.op)})"
         else:
             head = criterion_header(k[0], (), next(cells[(c, k)] for c in cands if (c, k) in cells))
         # Two criteria never share a column, even if their text would.
