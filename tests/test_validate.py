@@ -118,3 +118,16 @@ def test_one_metric_with_two_sets_of_args_is_refused_and_named_variants_are_not(
     result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
     out = (result.stdout or "") + (result.stderr or "")
     assert result.exit_code == 2 and "[success[0].args]" in out and "`metrics:` entry" in out, out
+
+
+def test_a_threshold_outside_the_metrics_scale_is_refused_at_its_line(project):
+    """`at_most: 5` on a 0–1 share (meant as 5%) could never be missed; `at_least: 1.5` never met."""
+    goal = project / "g.yaml"
+    goal.write_text("goal: g\ndata:\n  path: d.jsonl\nsuccess:\n  - {metric: accuracy, at_least: 0.5}\n"
+                    "  - {metric: contains, at_most: 5, args: {text: Acme}}\n  - {metric: rougeL, at_least: 1.5}\n"
+                    "candidates:\n  - {name: zero-shot, kind: prompt}\n")
+    result = CliRunner().invoke(app, ["check", str(goal), "--no-tokenizer"])
+    out = (result.stdout or "") + (result.stderr or "")
+    assert result.exit_code == 2 and "Traceback" not in out, out
+    assert f"{goal}:6 [success[1].at_most]" in out and "(for 5% write 0.05)" in out
+    assert f"{goal}:7 [success[2].at_least]" in out and "success[0]" not in out

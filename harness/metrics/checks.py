@@ -15,7 +15,7 @@ from typing import Callable
 from harness.errors import InputError, Problem
 from harness.metrics import METRICS, MetricResult, from_values
 
-_CHECK = {"kind": "check", "needs_model": False, "higher_is_better": True}
+_CHECK = {"kind": "check", "needs_model": False, "higher_is_better": True, "scale": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)

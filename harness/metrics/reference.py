@@ -59,7 +59,7 @@ def _predictions(outputs: Sequence[str], examples: Sequence[Any], labels: Sequen
     return label_set, truth, preds, unparseable
 
 
-@METRICS.register("accuracy", higher_is_better=True, **_REF)
+@METRICS.register("accuracy", higher_is_better=True, scale=(0.0, 1.0), **_REF)
 def accuracy(outputs: list[str], examples: list, labels: list[str] | None = None) -> MetricResult:
     """Share of outputs whose extracted label (see :func:`extract_label`) is the true one;
     an output naming no label counts as wrong."""
@@ -149,7 +149,7 @@ def normalize_answer(text: str) -> str:
     return text.rstrip(_TRAILING_PUNCT + " ").strip()
 
 
-@METRICS.register("exact_match", higher_is_better=True, **_REF)
+@METRICS.register("exact_match", higher_is_better=True, scale=(0.0, 1.0), **_REF)
 def exact_match(outputs: list[str], examples: list) -> MetricResult:
     """1.0 where ``normalize_answer(output) == normalize_answer(reference)``."""
     return from_values("exact_match", [float(normalize_answer(o) == normalize_answer(e.reference))
@@ -184,7 +184,7 @@ def reference_key(reference: str, after: str | None = None) -> str:
     return reference
 
 
-@METRICS.register("contains_reference", higher_is_better=True, **_REF)
+@METRICS.register("contains_reference", higher_is_better=True, scale=(0.0, 1.0), **_REF)
 def contains_reference(outputs: list[str], examples: list, after: str | None = None) -> MetricResult:
     """1.0 where the SQuAD-normalised reference (with ``after: "Answer:"``, only the part after
     that marker: the key fact) occurs in the SQuAD-normalised output as whole words (``9 bar``
@@ -219,7 +219,7 @@ def _register_rouge(kind: str) -> None:
     metric.__name__ = kind
     metric.__doc__ = (f"Mean {kind} F-measure (rouge-score) of each output against its reference"
                       + ("; sentences are separated by newlines." if kind == "rougeLsum" else "."))
-    METRICS.add(kind, metric, higher_is_better=True, **_REF)
+    METRICS.add(kind, metric, higher_is_better=True, scale=(0.0, 1.0), **_REF)
 
 
 for _kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
@@ -354,7 +354,7 @@ def _names_source(passage_id: str, source: str) -> bool:
     return source in (passage_id, doc) or (doc.rsplit(".", 1)[0] == source and "." in doc.rsplit("/", 1)[-1])
 
 
-@METRICS.register("retrieval_recall@k", higher_is_better=True, needs_retrieval=True, **_REF)
+@METRICS.register("retrieval_recall@k", higher_is_better=True, needs_retrieval=True, scale=(0.0, 1.0), **_REF)
 def retrieval_recall(outputs: list[str], examples: list, retrieved: list[list[str]] | None = None,
                      k: int | None = None) -> MetricResult:
     """Share of each test record's ``source`` documents among the passages retrieved for it

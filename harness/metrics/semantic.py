@@ -88,7 +88,7 @@ def embed(texts: list[str], device: str | None = None) -> np.ndarray:
     return _unit(get_encoder(device)(list(texts)))
 
 
-@METRICS.register("off_topic_rate", higher_is_better=False, **_SEM)
+@METRICS.register("off_topic_rate", higher_is_better=False, scale=(0.0, 1.0), **_SEM)
 def off_topic_rate(outputs: list[str], examples: list, topics: list[str], threshold: float = 0.3) -> MetricResult:
     """Share of outputs whose best cosine similarity to any topic description is below
     ``threshold`` (lower is better). ``extra["max_similarity"]`` has the similarities."""

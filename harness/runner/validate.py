@@ -85,6 +85,26 @@ def _metric_problems(goal: Goal, rubrics: Path) -> list[Problem]:
                 METRICS.get(c.metric)
             except HarnessError as exc:
                 problems.append(_problem(goal, loc, str(exc)))
+    return problems + _scale_problems(goal)
+
+
+def _scale_problems(goal: Goal) -> list[Problem]:
+    """An absolute threshold outside its metric's scale (``at_most: 5`` on a 0–1 share, meant as
+    5%) is no goal: the metric cannot miss it, or cannot meet it. Metrics register their scale
+    (``scale=(0, 1)``); a verdict also refuses to pass one it cannot miss (``verdict``)."""
+    from harness.metrics import METRICS
+
+    problems = []
+    specs = {m.name: m.metric for m in goal.metrics}
+    for i, c in enumerate(goal.success):
+        base = specs.get(c.metric, c.metric)
+        if c.relative_op or base not in METRICS or not METRICS.meta(base).get("scale"):
+            continue
+        lo, hi = METRICS.meta(base)["scale"]
+        if not lo <= c.threshold <= hi:
+            hint = f" (for {c.threshold:g}% write {c.threshold / 100:g})" if hi <= 1 < c.threshold <= 100 else ""
+            problems.append(_problem(goal, ("success", i, c.op), (
+                f"{c.metric} lies between {lo:g} and {hi:g}; {c.threshold:g} is outside it{hint}")))
     return problems
 
 
