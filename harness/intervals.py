@@ -388,6 +388,8 @@ def studentized(values: np.ndarray, confidence: float = 0.95, n_resamples: int =
     lo, hi = m - q_hi * se, m - q_lo * se
     if bounds is not None and len(bounds) == 2:
         lo, hi = max(lo, float(bounds[0])), min(hi, float(bounds[1]))
+        if lo > hi:  # values off the scale: nothing to decide on
+            return Interval(NAN, NAN, TOO_FEW, f"values outside the scale {bounds[0]:g}-{bounds[1]:g}")
     return Interval(float(lo), float(hi), STUDENTIZED)
 
 
@@ -754,6 +756,8 @@ def rater_item_interval(ratings, confidence: float = 0.95, bounds=None) -> Inter
     lo, hi = est - half, est + half
     if bounds is not None and len(bounds) == 2:
         lo, hi = max(lo, float(bounds[0])), min(hi, float(bounds[1]))
+        if lo > hi:  # values off the scale (a 1-5 score among 0-1 win rates): nothing to decide on
+            return Interval(NAN, NAN, TOO_FEW, f"ratings outside the scale {bounds[0]:g}-{bounds[1]:g}", est)
     return Interval(lo, hi, f"{RANDOM_EFFECTS}, {len(raters)} raters x {len(items)} items", "", est)
 
 

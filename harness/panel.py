@@ -266,7 +266,7 @@ def _rating_value(item: PanelItem, rating: Mapping[str, Any], candidate: str) ->
     return None if score is None else float(score)
 
 
-def _per_rating(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
+def ratings_by_output(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
                 criterion: str | None) -> dict[tuple[str, str], list[tuple[str, float]]]:
     """(candidate, example) → one (rater, value) per (item, rater): criteria averaged within a rating."""
     by_id = {it.item_id: it for it in items if it.rubric == rubric}
@@ -289,7 +289,7 @@ def human_scores(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem
                  criterion: str | None = None) -> dict[str, dict[str, float]]:
     """{candidate: {example_id: mean human score}} for one rubric (and optionally one criterion)."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
-    for (cand, ex), vals in _per_rating(ratings, items, rubric, criterion).items():
+    for (cand, ex), vals in ratings_by_output(ratings, items, rubric, criterion).items():
         out[cand][ex] = sum(v for _r, v in vals) / len(vals)
     return {c: dict(sorted(v.items())) for c, v in sorted(out.items())}
 
@@ -306,7 +306,7 @@ def human_results(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelIte
     rubric, criterion = _rubric_and_criterion(metric)
     pairwise = any(it.mode == PAIRWISE for it in items if it.rubric == rubric)
     rows: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
-    for (cand, ex), vals in _per_rating(ratings, items, rubric, criterion).items():
+    for (cand, ex), vals in ratings_by_output(ratings, items, rubric, criterion).items():
         rows[cand].extend((ex, rater, v) for rater, v in vals)
     out = {}
     for cand in sorted(rows):
@@ -324,7 +324,7 @@ def rating_counts(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelIte
                   criterion: str | None = None) -> dict[str, int]:
     """{candidate: number of (item, rater) ratings} for one rubric (and criterion)."""
     counts: dict[str, int] = defaultdict(int)
-    for (cand, _ex), vals in _per_rating(ratings, items, rubric, criterion).items():
+    for (cand, _ex), vals in ratings_by_output(ratings, items, rubric, criterion).items():
         counts[cand] += len(vals)
     return dict(counts)
 
@@ -391,6 +391,14 @@ def human_verdicts(criteria: Iterable[Any], ratings: Sequence[Mapping[str, Any]]
                 if len(shared) < 2:
                     row.update(status="inconclusive", threshold=_threshold(amount),
                                detail=f"{crit.baseline!r} and {cand!r} share {len(shared)} human-rated examples; two or more are needed")
+                    rows.append(row)
+                    continue
+                raters = [len({r[1] for r in results[c].extra["ratings"]}) for c in (cand, crit.baseline)
+                          if c in results]
+                if min(raters, default=0) < 2:  # leniency is not quality, as for an absolute criterion
+                    row.update(status="inconclusive", threshold=_threshold(amount),
+                               detail="one rater on a side: how lenient the panel is cannot be told from how good "
+                                      "the outputs are; a second rater is needed")
                     rows.append(row)
                     continue
                 v = judge_criterion(crit.metric, op, amount, [per[e] for e in shared],

@@ -227,6 +227,7 @@ class _Catalog:
     items: dict[tuple[Any, ...], list[panel.PanelItem]]  # (example, candidate, other, mode, rubric) -> items
     stored_items: set[str]
     rubrics: dict[str, Rubric | str] = field(default_factory=dict)  # name -> rubric, or why it did not load
+    mode: str | None = None                         # the goal's panel mode (pointwise / pairwise)
 
     def rubric(self, name: str) -> Rubric | str:
         if name not in self.rubrics:
@@ -264,7 +265,7 @@ def _catalog(goal: Goal, store: Store, file: str, rubrics_dir: Path, drawn: Sequ
             by_input[(text or "").strip()].append(example_id)
     return _Catalog(goal.goal, file, rubrics_dir, set(splits), by_input,
                     sorted({c.name for c in goal.candidates} | {c for c, _ in outputs}), outputs, items,
-                    {it.item_id for it in stored})
+                    {it.item_id for it in stored}, mode=getattr(goal.human, "mode", None))
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,10 @@ def _check_row(cat: _Catalog, row: Row) -> tuple[Rating | None, list[Problem]]:
     rater = _rater(r)
     rubric, criterion = _criterion(r)
     other = r.text.get("other_candidate")
+    if cat.mode == panel.PAIRWISE and not other:
+        # A pairwise goal's human criteria are win rates: a 1-5 score would be averaged in as one.
+        r.bad("other_candidate", "is missing: this goal's panel is pairwise, so a row compares two outputs "
+                                 "(other_candidate and choice A, B or tie), not a score")
     value = _choice(r) if other else _score(r)
     candidates = [_candidate(r, "candidate")] + ([_candidate(r, "other_candidate")] if other else [])
     if other and other == r.text.get("candidate"):

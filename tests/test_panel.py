@@ -216,3 +216,20 @@ def test_invitation_tokens_are_random_and_stored_as_a_hash():
     assert panel.invitation_hash(token + "x") != h
     assert panel.invitation_link("a-b_c", "http://host:9000/") == "http://host:9000/?token=a-b_c"
     assert panel.invitation_link(token) == f"http://localhost:8501/?token={token}"
+
+
+def test_a_relative_human_criterion_needs_two_raters_on_each_side():
+    """One rater scoring both candidates: their leniency shifts both, but the difference of one
+    person's scores is still one person's taste; like the absolute criterion, not decided."""
+    from types import SimpleNamespace
+
+    items = [panel.PanelItem(f"{c}{i}", "g", "r", f"e{i}", c, None, panel.POINTWISE, "correctness")
+             for c in ("base", "cand") for i in range(30)]
+    ratings = [{"rater": "ann", "item_id": it.item_id, "criterion": "correctness",
+                "score": 5.0 if it.candidate == "cand" else 2.0 + (int(it.example_id[1:]) % 2)} for it in items]
+    crit = SimpleNamespace(metric="human.correctness", op="improve_by", improve_by=0.5, baseline="base")
+    (row,) = [r for r in panel.human_verdicts([crit], ratings, items, ["cand"], min_ratings=10) if r["candidate"] == "cand"]
+    assert row["status"] == "inconclusive" and "a second rater is needed" in row["detail"]
+    ratings += [dict(r, rater="bob") for r in ratings]
+    (row,) = panel.human_verdicts([crit], ratings, items, ["cand"], min_ratings=10)
+    assert row["status"] == "pass", row["detail"]

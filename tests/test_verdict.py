@@ -206,3 +206,39 @@ def test_judgments_lost_on_either_side_of_a_pair_count_together():
     assert _failed_judgments(cand, base) == 4 and _failed_judgments(cand, None) == 2
     same = from_values("judge.x", [None, None] + [3.0] * 38, extra={"ids": ids, "failed": 2})
     assert _failed_judgments(cand, same) == 2
+
+
+def _judge_verdict(status="pass"):
+    from harness.verdict import Verdict
+
+    return Verdict("judge.tone", status, 4.2, (3.9, 4.5), 3.0, op="at_least", confidence=0.95)
+
+
+def test_a_judge_validated_on_other_candidates_outputs_is_not_validated_on_this_one():
+    """The panel agrees with the judge on `base`'s outputs; nobody rated `cand`'s, which a tuned
+    model may game the judge on: `cand`'s judge criterion says it is not validated."""
+    from harness.runner.scoring import _with_trust
+
+    trust = {"judge.tone": {"trusted": True, "criterion": "tone", "kappa": 0.8, "n": 30}}
+    rated = _with_trust(_judge_verdict(), trust, {"judge.tone": {"e1": 4.0}})
+    assert rated.judge_validated is True and rated.status == "pass"
+    unrated = _with_trust(_judge_verdict(), trust, {})
+    assert unrated.judge_validated is False and "humans rated other candidates' outputs only" in unrated.detail
+    assert _with_trust(_judge_verdict(), trust, None).judge_validated is True  # labels do not apply (pairwise)
+
+
+@pytest.mark.parametrize("raters,rated,why", [(2, 12, "8 more are rated"), (1, 24, "a second rater")])
+def test_a_judge_criterion_with_too_few_human_checks_cannot_pass_on_the_judge_alone(raters, rated, why):
+    """12 outputs rated (PPI needs 20), or 24 rated by one rater: the ratings cannot correct the
+    judge, and may show it biased (a +1 judge passed at 3.5 where the humans said 2.5)."""
+    from harness.goals import Criterion
+    from harness.metrics import from_values
+    from harness.runner.scoring import Labels, _criterion_verdict, _with_labels
+
+    ids = [f"e{i}" for i in range(40)]
+    res = from_values("judge.tone", [4.0, 5.0] * 20, extra={"ids": ids, "bounds": (1, 5)})
+    labels = Labels({e: 3.0 for e in ids[:rated]})
+    labels.raters = raters
+    results = {"cand": _with_labels({"judge.tone": res}, {"judge.tone": labels})}
+    v = _criterion_verdict(Criterion(metric="judge.tone", at_least=3), "cand", results, {}, 0.95, "")
+    assert v.status == "inconclusive" and why in v.detail, v.detail

@@ -247,11 +247,20 @@ def position_bias(store: "Store", goal: str, run_id: str | None = None) -> list[
     return rows
 
 
-def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str]) -> list[dict[str, Any]]:
-    """Human criteria judged on the ratings as they are now."""
+def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str],
+                        run_id: str | None = None) -> list[dict[str, Any]]:
+    """Human criteria judged on the ratings as they are now — with ``run_id``, only ratings of
+    the very texts the candidates gave in that run (as the run decides them)."""
     if goal is None or not any(is_human_metric(c.metric) for c in goal.success):
         return []
     items = panel_items(store, goal.goal)
+    if run_id is not None:
+        now = {(r["candidate"], r["example_id"]): r["output"] for r in store.run_outputs(run_id)}
+        shown = {(r["candidate"], r["example_id"]): r["output"]
+                 for rid in sorted({it.run_id for it in items}) for r in store.run_outputs(rid)}
+        items = [it for it in items if all(shown.get((c, it.example_id)) == now[(c, it.example_id)]
+                                           for c in filter(None, (it.candidate, it.other_candidate))
+                                           if (c, it.example_id) in now)]
     ratings = store.ratings(goal.goal)
     min_ratings = goal.human.min_ratings if goal.human else 10
     from harness import multiplicity

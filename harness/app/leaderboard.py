@@ -69,7 +69,7 @@ def filter_widgets(store: Store, board: lbs.Leaderboard, context: dict[str, Any]
 def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, rows: list[dict[str, Any]]) -> None:
     criteria = list(goal.success) if goal is not None else []
     candidates = sorted({r["candidate"] for r in rows})
-    human = data.live_human_verdicts(store, goal, candidates)
+    human = data.live_human_verdicts(store, goal, candidates, run_id)
     untrusted: set[str] = set()
     if goal is not None and goal.human is not None:
         untrusted = data.untrusted_metrics(data.agreement_report(store, goal, cfg.rubrics_dir))

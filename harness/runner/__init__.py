@@ -188,7 +188,7 @@ def judge(run: Run, outputs: dict[str, Outputs], results: dict[str, dict[str, An
 def add_human(run: Run, results: dict[str, dict[str, Any]], outputs: dict[str, Outputs]) -> dict[str, str]:
     """Human-panel metrics added to ``results``; returns why each missing one is missing."""
     names = metric_names(run.goal, run.classification)
-    human, missing = human_results(run, names, list(outputs))
+    human, missing = human_results(run, names, list(outputs), outputs)
     for cname, hres in human.items():
         results[cname].update(hres)
     return missing

@@ -283,8 +283,11 @@ def _store_judgments(run: Run, judgments: Sequence[Any]) -> None:
         run.store.put_judgments([{**j.to_dict(), "cache_key": j.key} for j in judgments])
 
 
-def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """``human.<rubric>[.<criterion>]`` MetricResults from the panel's ratings, once enough exist."""
+def human_results(run: Run, names: Sequence[str], candidates: Sequence[str],
+                  outputs: dict[str, Outputs] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``human.<rubric>[.<criterion>]`` MetricResults from the panel's ratings, once enough exist:
+    with ``outputs`` (this run's), only ratings of the very texts the candidates produced now —
+    a rating of an output the candidate no longer gives says nothing about it."""
     wanted = [n for n in names if is_human_metric(n)]
     if not wanted or run.goal.human is None:
         return {}, {}
@@ -292,6 +295,8 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
 
     ratings = run.store.ratings(run.goal.goal)
     items = [panel.PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
+    if outputs is not None:
+        items = _items_of_current_outputs(run, items, outputs)
     need = run.goal.human.min_ratings
     out: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
@@ -307,37 +312,70 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str]) -> 
     return out, missing
 
 
-def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, dict[str, float]]]:
+def _rated_texts(run: Run, items: Sequence[Any]) -> dict[tuple[str, str], str]:
+    """(candidate, example id) → the output text the panel item showed (the item's run's)."""
+    rated_text: dict[tuple[str, str], str] = {}
+    for run_id in sorted({it.run_id for it in items}):
+        for row in run.store.run_outputs(run_id):
+            rated_text[(row["candidate"], row["example_id"])] = row["output"]
+    return rated_text
+
+
+def _items_of_current_outputs(run: Run, items: list, outputs: dict[str, Outputs]) -> list:
+    """The panel items whose shown output(s) are the texts the candidates give in this run."""
+    ids = [ex.id for ex in run.prepared.test]
+    now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
+    shown = _rated_texts(run, items)
+    keep = []
+    for it in items:
+        sides = [it.candidate] + ([it.other_candidate] if getattr(it, "other_candidate", None) else [])
+        if all((c, it.example_id) in now and shown.get((c, it.example_id)) == now[(c, it.example_id)]
+               for c in sides if c in outputs):
+            keep.append(it)
+    return keep
+
+
+def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, dict[str, float]]] | None:
     """{candidate: {judge metric: {example_id: human value}}} for PPI: the human panel's mean
     rating of an output, kept only where the rated output is the very text the judge scored in
-    this run. Pointwise panels and judges only (pairwise win rates are another quantity)."""
+    this run. Pointwise panels and judges only (pairwise win rates are another quantity): None
+    where labels do not apply."""
     from harness.metric_names import is_judge_metric
 
     goal = run.goal
     wanted = [c.metric for c in goal.success if is_judge_metric(c.metric) and not c.relative_op]
     if goal.human is None or goal.judge is None or goal.judge.mode == "pairwise" or not wanted:
-        return {}
+        return None
     from harness import panel
 
     items = [panel.PanelItem.from_row(r) for r in run.store.panel_items(goal.goal)]
-    if not items or any(it.mode == panel.PAIRWISE for it in items):
+    if any(it.mode == panel.PAIRWISE for it in items):
+        return None
+    if not items:
         return {}
     ratings = run.store.ratings(goal.goal)
-    rated_text: dict[tuple[str, str], str] = {}
-    for run_id in sorted({it.run_id for it in items}):
-        for row in run.store.run_outputs(run_id):
-            rated_text[(row["candidate"], row["example_id"])] = row["output"]
+    rated_text = _rated_texts(run, items)
     ids = [ex.id for ex in run.prepared.test]
     out: dict[str, dict[str, dict[str, float]]] = {}
     for metric in wanted:
         parsed = parse_metric_name(metric)
-        scores = panel.human_scores(ratings, items, str(parsed.rubric), parsed.criterion)
+        per = panel.ratings_by_output(ratings, items, str(parsed.rubric), parsed.criterion)
         for cand, outs in outputs.items():
             now = {ids[i]: outs.texts[i] for i in outs.succeeded()}  # a failed generation has no text
-            same = {e: v for e, v in scores.get(cand, {}).items() if e in now and rated_text.get((cand, e)) == now[e]}
-            if same:
+            kept = {e: vals for (c, e), vals in per.items()
+                    if c == cand and e in now and rated_text.get((cand, e)) == now[e]}
+            if kept:
+                same = Labels({e: sum(v for _r, v in vals) / len(vals) for e, vals in sorted(kept.items())})
+                same.raters = len({r for vals in kept.values() for r, _v in vals})
                 out.setdefault(cand, {})[metric] = same
     return out
+
+
+class Labels(dict):
+    """Human labels of a candidate's outputs (example id → the panel's mean), with how many
+    raters gave them: one rater's leniency would shift PPI's correction by all of it."""
+
+    raters: int = 0
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -358,7 +396,8 @@ def decide_verdicts(run: Run, results: dict[str, dict[str, Any]], missing: dict[
     results = {cand: _with_labels(per, (labels or {}).get(cand, {})) for cand, per in results.items()}
 
     def decide(cand: str, confidence: float, rule: str) -> list:
-        return [_with_trust(_criterion_verdict(c, cand, results, missing, confidence, rule), trust)
+        rated = (labels or {}).get(cand, {}) if labels is not None else None
+        return [_with_trust(_criterion_verdict(c, cand, results, missing, confidence, rule), trust, rated)
                 for c in goal.success]
 
     verdicts = decide_family(list(results), decide, goal.confidence, goal.multiplicity,
@@ -381,7 +420,9 @@ def _with_labels(per: dict[str, Any], labels: dict[str, dict[str, float]]) -> di
         if res is None:
             continue
         res = copy.copy(res)
-        if len(rated) >= MIN_N:
+        if getattr(rated, "raters", 2) < 2:
+            res.extra = {**res.extra, "ppi_one_rater": len(rated)}
+        elif len(rated) >= MIN_N:
             res.extra = {**res.extra, "human_labels": rated}
         else:
             res.extra = {**res.extra, "ppi_short": len(rated)}
@@ -407,9 +448,11 @@ def judge_trust(run: Run) -> dict[str, Any]:
     return out
 
 
-def _with_trust(verdict: Any, trust: dict[str, Any]) -> Any:
+def _with_trust(verdict: Any, trust: dict[str, Any], rated: dict[str, Any] | None = None) -> Any:
     """A judge criterion cannot pass on a judge the human panel disagrees with; one no human has
-    checked says so."""
+    checked says so — and so does one the panel checked on other candidates' outputs only
+    (``rated``: this candidate's human labels per judge metric; a tuned model can game a judge
+    on exactly the outputs nobody rated)."""
     from harness.metric_names import is_judge_metric
     from harness.verdict import INCONCLUSIVE, PASS
 
@@ -417,7 +460,11 @@ def _with_trust(verdict: Any, trust: dict[str, Any]) -> Any:
         return verdict
     row = trust.get(verdict.metric)
     verdict.judge_validated = bool(row is not None and row.get("trusted") is True)
-    if row is None or row.get("trusted") is None:
+    unrated = (rated is not None and verdict.op in ("at_least", "at_most") and not rated.get(verdict.metric))
+    if verdict.judge_validated and unrated:
+        verdict.judge_validated = False
+        verdict.detail += "; judge not validated on this candidate: humans rated other candidates' outputs only"
+    elif row is None or row.get("trusted") is None:
         verdict.detail += "; judge not validated against humans"
     elif row["trusted"] is False:
         kappa = row.get("kappa")
@@ -434,7 +481,7 @@ def _with_trust(verdict: Any, trust: dict[str, Any]) -> Any:
 def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], missing: dict[str, str],
                        confidence: float, rule: str) -> Any:
     """One criterion of one candidate at ``confidence`` (``rule`` names how it was set)."""
-    from harness.verdict import INCONCLUSIVE, Verdict, judge_criterion
+    from harness.verdict import INCONCLUSIVE, PASS, Verdict, judge_criterion
 
     def undecided(why: str) -> Verdict:
         return Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")), float(c.threshold),
@@ -449,6 +496,10 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
         base = base_full = results.get(c.baseline, {}).get(c.metric)
         if base is None:
             return undecided(f"baseline {c.baseline!r} has no {c.metric} in this run")
+        raters = [len({row[1] for row in r.extra["ratings"]}) for r in (res, base) if r.extra.get("ratings")]
+        if raters and min(raters) < 2:  # as an absolute human criterion: leniency is not quality
+            return undecided("one rater on a side: how lenient the panel is cannot be told from how good the "
+                             "outputs are; a second rater is needed")
         res, base = _on_shared_examples(res, base)
         if res is None or base is None:
             return undecided("candidate and baseline were scored on different examples")
@@ -457,11 +508,22 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
                              f"(their generations failed)")
     verdict = judge_criterion(c.metric, c.op, getattr(c, c.op), res, base, c.baseline, confidence, seed=0,
                               multiplicity=rule)
+    if res.extra.get("ppi_one_rater"):
+        verdict.detail += (f"; {res.extra['ppi_one_rater']} of this candidate's outputs have human ratings, all "
+                           f"from one rater, whose leniency PPI would take for the judge's bias")
+        if verdict.status == PASS:
+            verdict.status = INCONCLUSIVE
+            verdict.detail += ": not decided until a second rater rates them"
     if res.extra.get("ppi_short"):
         from harness.intervals import MIN_N
 
+        # Humans rated some of these outputs, too few to correct the judge by them (PPI): the
+        # judge alone cannot pass, since the few ratings may show it biased (a +1 judge passed).
         verdict.detail += (f"; {res.extra['ppi_short']} of this candidate's outputs have human ratings, "
-                           f"PPI needs {MIN_N}: the judge alone decides")
+                           f"PPI needs {MIN_N} to correct the judge by them")
+        if verdict.status == PASS:
+            verdict.status = INCONCLUSIVE
+            verdict.detail += f": not decided until {MIN_N - res.extra['ppi_short']} more are rated"
     _count_failed(verdict, res, base, total - res.n, f" (here or in {c.baseline})" if base is not None else "")
     if base is not None:
         _worst_case_paired(verdict, c, full, base_full, total, confidence, rule)
