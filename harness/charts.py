@@ -59,11 +59,13 @@ def _threshold_rule(threshold: float | None, axis: str, label: str | None = None
     return rule + text
 
 
-def metric_rows(goal: Any, res: Mapping[str, Any], metric: str) -> tuple[list[dict[str, Any]], list[float]]:
+def metric_rows(goal: Any, res: Mapping[str, Any], metric: str
+                ) -> tuple[list[dict[str, Any]], list[float], float | None]:
     """What a metric's chart draws for a run's results (``harness.results.results_dict``): one
     row per candidate with the interval its verdict on the metric's absolute criterion rests on,
     at that verdict's (multiplicity-adjusted) level, coloured by that verdict — else the stored
-    metric's interval at the goal's level; and the levels drawn. The app and the report both
+    metric's interval at the goal's level; the levels drawn; and the criterion's threshold
+    (None without an absolute criterion). The app and the report both
     draw these, so a dot's colour and its bar always come from the same interval."""
     crit = goal.absolute_criterion(metric) if goal is not None else None
     confidence = getattr(goal, "confidence", None)
@@ -80,7 +82,7 @@ def metric_rows(goal: Any, res: Mapping[str, Any], metric: str) -> tuple[list[di
             levels.add(shown["confidence"])
         rows.append({"candidate": cand["name"], "value": shown["value"], "ci_low": shown["ci"][0],
                      "ci_high": shown["ci"][1], "status": v["status"] if v is not None else None})
-    return rows, sorted(levels)
+    return rows, sorted(levels), crit.threshold if crit is not None else None
 
 
 def levels_title(metric: str, levels: Sequence[float]) -> str:

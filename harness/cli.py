@@ -335,7 +335,7 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
     interval methods and levels, costs and earlier runs are said under it, not in its cells."""
     from harness.results import results_dict
 
-    from harness.results import decided_under
+    from harness.results import GOAL_CHANGED, goal_changed
 
     res = res or results_dict(store, goal.goal, run_id)
     # Labels and level are what the run decided on, not what the goal file says now.
@@ -347,9 +347,8 @@ def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | No
     console.print(f"[bold]{res['goal']}[/]: verdicts of run {run_id}", highlight=False, soft_wrap=True)
     if level or rules:
         console.print(", ".join(filter(None, [level, *rules])), highlight=False)
-    if goal is not None and stored and stored != decided_under(goal.model_dump(mode="json")):
-        console.print("[yellow]the goal file's criteria, confidence or multiplicity changed since this run: the "
-                      "table shows what the run decided; `harness run` decides the new ones[/]", highlight=False)
+    if goal is not None and goal_changed(stored, goal):
+        console.print(f"[yellow]{GOAL_CHANGED}[/]", highlight=False)
     console.print(_verdict_table(success, res))
     levels: dict[str, set[float]] = {}
     for v in (v for c in res["candidates"] for v in c["criteria"] if v.get("interval") and v.get("confidence")):
@@ -470,8 +469,9 @@ def results(goal_path: Path = typer.Argument(..., help="Goal YAML file (or goal 
         goal = _load_goal(goal_path) if goal_path.is_file() else None
         _print_verdicts(goal, store, res["run"]["id"], res)
     if res.get("test_set_resealed"):
-        err_console.print("[yellow]the test set was sealed again since this run: its verdicts are on the old "
-                          "test set and answer nothing about the current one; run the goal again[/]", highlight=False)
+        from harness.results import RESEALED
+
+        err_console.print(f"[yellow]{RESEALED}[/]", highlight=False)
         raise typer.Exit(1)
     if res["unfinished"]:
         err_console.print(f"[yellow]unfinished: the latest run {res['latest_run']['id']} is "

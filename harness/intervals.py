@@ -92,6 +92,8 @@ PPI_BOOTSTRAP = "studentised bootstrap over both samples, lambda re-tuned in eac
 RANDOM_EFFECTS = "two-way random effects (raters and items; MOVER of a t for each)"
 SCALED_EXACT = "Clopper-Pearson on the scale (no spread)"
 TOO_FEW = "none (too few examples)"
+ONE_RATER = ("one rater: how lenient the panel is cannot be told from how good the outputs are; "
+             "a second rater is needed")
 NO_SPREAD = "none (no spread)"
 
 
@@ -745,8 +747,7 @@ def rater_item_interval(ratings, confidence: float = 0.95, bounds=None) -> Inter
     if len(items) < MIN_N:
         return Interval(NAN, NAN, TOO_FEW, f"{len(items)} rated examples; at least {MIN_N} are needed", est)
     if len(raters) < 2:
-        return Interval(NAN, NAN, RANDOM_EFFECTS, "one rater: how lenient the panel is cannot be told from how "
-                                                  "good the outputs are; a second rater is needed", est)
+        return Interval(NAN, NAN, RANDOM_EFFECTS, ONE_RATER, est)
     rater_means = np.nanmean(mat, axis=0)
     var_r, var_i = float(np.var(rater_means, ddof=1)), float(np.var(item_means, ddof=1))
     if not var_r + var_i > 0:  # every rater gave every item the same score: nothing tells a lenient panel apart
@@ -900,7 +901,7 @@ def _paired_aggregates(cand, base, confidence: float, n_resamples: int, seed: in
     return PairedInterval(cv, bv, cv - bv, (diff[1], diff[2]), ratio, ratio_ci, n, PAIRED_DELTA, PAIRED_DELTA)
 
 
-__all__ = ["BCA", "CLOPPER_PEARSON", "MIN_N", "MOVER_R", "NEWCOMBE", "PAIRED_DELTA", "PAIRED_RATIO_DELTA",
+__all__ = ["BCA", "CLOPPER_PEARSON", "MIN_N", "MOVER_R", "NEWCOMBE", "ONE_RATER", "PAIRED_DELTA", "PAIRED_RATIO_DELTA",
            "PAIRED_RATIO_SCORE", "PAIRED_SCORE", "PAIRED_STUDENTIZED", "PPI", "RANDOM_EFFECTS", "STUDENTIZED",
            "Interval", "PairedInterval", "clopper_pearson", "interval", "mover_ratio", "newcombe_paired", "paired",
            "n_used", "paired_ratio", "paired_score", "ppi_interval", "ppi_mean", "rater_item_interval", "studentized"]

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import hmac
 import itertools
-import math
 import random
 import secrets
 import unicodedata
 import urllib.parse
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from harness.cache import digest
 from harness.errors import HarnessError
+from harness.intervals import ONE_RATER
 from harness.metric_names import is_human_metric, parse_metric_name
+
+if TYPE_CHECKING:
+    from harness.store import Store
 
 POINTWISE, PAIRWISE = "pointwise", "pairwise"
 PAIR_CHOICES = ("A", "B", "tie")
@@ -266,6 +269,27 @@ def _rating_value(item: PanelItem, rating: Mapping[str, Any], candidate: str) ->
     return None if score is None else float(score)
 
 
+def shown_texts(store: "Store", items: Iterable[PanelItem]) -> dict[tuple[str, str], str]:
+    """(candidate, example id) → the output text the panel items showed (their runs' outputs)."""
+    return {(r["candidate"], r["example_id"]): r["output"]
+            for run_id in sorted({it.run_id for it in items}) for r in store.run_outputs(run_id)}
+
+
+def items_showing(items: Iterable[PanelItem], shown: Mapping[tuple[str, str], str],
+                  now: Mapping[tuple[str, str], str]) -> list[PanelItem]:
+    """The items whose output(s) are the texts the candidates give ``now`` ((candidate, example id)
+    → text; a candidate with nothing there is not checked): a rating of an output a candidate no
+    longer gives says nothing about it."""
+    return [it for it in items
+            if all(shown.get((c, it.example_id)) == now[(c, it.example_id)]
+                   for c in filter(None, (it.candidate, it.other_candidate)) if (c, it.example_id) in now)]
+
+
+def rater_count(result: Any) -> int:
+    """How many raters a human result's ratings (``extra["ratings"]``: example, rater, value) come from."""
+    return len({row[1] for row in result.extra.get("ratings") or ()})
+
+
 def ratings_by_output(ratings: Iterable[Mapping[str, Any]], items: Iterable[PanelItem], rubric: str,
                 criterion: str | None) -> dict[tuple[str, str], list[tuple[str, float]]]:
     """(candidate, example) → one (rater, value) per (item, rater): criteria averaged within a rating."""
@@ -393,12 +417,8 @@ def human_verdicts(criteria: Iterable[Any], ratings: Sequence[Mapping[str, Any]]
                                detail=f"{crit.baseline!r} and {cand!r} share {len(shared)} human-rated examples; two or more are needed")
                     rows.append(row)
                     continue
-                raters = [len({r[1] for r in results[c].extra["ratings"]}) for c in (cand, crit.baseline)
-                          if c in results]
-                if min(raters, default=0) < 2:  # leniency is not quality, as for an absolute criterion
-                    row.update(status="inconclusive", threshold=_threshold(amount),
-                               detail="one rater on a side: how lenient the panel is cannot be told from how good "
-                                      "the outputs are; a second rater is needed")
+                if min((rater_count(results[c]) for c in (cand, crit.baseline) if c in results), default=0) < 2:
+                    row.update(status="inconclusive", threshold=_threshold(amount), detail=f"{ONE_RATER} (a side)")
                     rows.append(row)
                     continue
                 v = judge_criterion(crit.metric, op, amount, [per[e] for e in shared],

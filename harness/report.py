@@ -72,7 +72,7 @@ def build_report(store: Store, goal: Any, run_id: str | None = None, fmt: str = 
 
 
 def _verdict_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
-    from harness.results import decided_under
+    from harness.results import GOAL_CHANGED, RESEALED, goal_changed
 
     rid, stored = res["run"]["id"], res["run"].get("decided_under")
     # The run's own criteria and level head its table, not the goal file's as it is now.
@@ -83,12 +83,9 @@ def _verdict_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
              f"Run `{rid}` ({res['run']['status']}), test set `{(res['run']['test_hash'] or '')[:16]}`, "
              f"git `{(res['run']['git_commit'] or '-')[:10]}`{' (dirty)' if res['run']['git_dirty'] else ''}, "
              f"confidence {confidence:.0%}.", ""] + leakage_line(res) + failures_line(res)
-    if res.get("test_set_resealed"):
-        lines += ["**The test set was sealed again since this run**: its verdicts are on the old test set "
-                  "and answer nothing about the current one; run the goal again.", ""]
-    if stored and stored != decided_under(goal.model_dump(mode="json")):
-        lines += ["**The goal file's criteria, confidence or multiplicity changed since this run**: the "
-                  "verdicts below are what the run decided; `harness run` decides the new ones.", ""]
+    for why, says in ((RESEALED, res.get("test_set_resealed")), (GOAL_CHANGED, goal_changed(stored, goal))):
+        if says:
+            lines += [f"**{why[0].upper()}{why[1:]}.**", ""]
     lines.append(f"**Best candidate: {res['best_candidate']}**" if res["best_candidate"]
                  else "**No candidate meets the goal.**")
     lines += ["", "| candidate | " + " | ".join(m + (f" vs {b}" if b else "") for m, b in heads) + " | meets goal |",
@@ -120,11 +117,9 @@ def _metric_section(doc: _Doc, goal: Any, res: dict[str, Any]) -> None:
                   "Each candidate's value (dot, coloured by its verdict) and interval (bar); the dashed line is "
                   "the criterion's threshold. Relative criteria are in the table above."]
     for metric in metrics:
-        rows, levels = charts.metric_rows(goal, res, metric)
+        rows, levels, threshold = charts.metric_rows(goal, res, metric)
         if rows:
-            crit = goal.absolute_criterion(metric)
-            chart = charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
-                                          title=charts.levels_title(metric, levels))
+            chart = charts.interval_chart(rows, metric, threshold=threshold, title=charts.levels_title(metric, levels))
             doc.figure(metric, f"{metric} per candidate", "metric", chart)
 
 

@@ -150,7 +150,7 @@ def _pick(store: "Store", base: dict[str, Any], runs: list[dict[str, Any]]) -> t
     for r in runs:
         alike = None in (under, run_decided_under(r)) or run_decided_under(r) == under
         for c in store.candidates(r["run_id"]):
-            if c["name"] in picked or any(x["name"] == c["name"] for x in left_out):
+            if c["name"] in picked or c["name"] in {x["name"] for x in left_out}:
                 continue
             if alike:
                 picked[c["name"]] = r
@@ -178,6 +178,18 @@ def _rested_on_others(cand: dict[str, Any], run_verdicts: list[dict[str, Any]],
         passed[v["candidate"]] = passed.get(v["candidate"], True) and v["status"] == "pass"
     before = [n for n, ok in passed.items() if ok and n != cand["name"] and levels.get(n, 0.0) > level + 1e-12]
     return any(picked.get(n, {}).get("run_id") != cand["run_id"] for n in before)
+
+
+GOAL_CHANGED = ("the goal file's criteria, confidence or multiplicity changed since this run: the verdicts are "
+                "what the run decided; `harness run` decides the new ones")
+RESEALED = ("the test set was sealed again since this run: its verdicts are on the old test set and answer "
+            "nothing about the current one; run the goal again")
+
+
+def goal_changed(stored: str | None, goal: Any) -> bool:
+    """The goal file (``goal``) decides otherwise than the run whose ``decided_under`` key is
+    ``stored`` (None, a run stored without its goal: cannot tell, so no)."""
+    return stored is not None and stored != decided_under(goal.model_dump(mode="json"))
 
 
 def run_decided_under(run: dict[str, Any]) -> str | None:

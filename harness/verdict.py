@@ -254,6 +254,11 @@ def judge_criterion(metric: str, op: str, amount: float | str, cand, base=None,
     return verdict
 
 
+def percent_hint(threshold: float, hi: float) -> str:
+    """`` (for 5% write 0.05)`` where a threshold past a 0–1 scale's top reads as a percentage."""
+    return f" (for {threshold:g}% write {threshold / 100:g})" if hi <= 1 < threshold <= 100 else ""
+
+
 def _no_missing_it(verdict: Verdict, res, op: str, threshold: float) -> None:
     """A threshold the metric cannot miss (``at_most: 5`` on a 0–1 share, meant as 5%;
     ``at_least: 0.8`` on a 1–5 rating, meant as 80%) is no goal: a pass on it says nothing, so
@@ -269,8 +274,8 @@ def _no_missing_it(verdict: Verdict, res, op: str, threshold: float) -> None:
     lo, hi = float(bounds[0]), float(bounds[1])
     if (op == "at_least" and threshold <= lo) or (op == "at_most" and threshold >= hi):
         verdict.status = INCONCLUSIVE
-        hint = f" (for {threshold:g}% write {threshold / 100:g})" if hi <= 1 < threshold <= 100 else ""
-        verdict.detail += (f"; {op} {threshold:g} cannot be missed on a {lo:g}–{hi:g} scale{hint}: "
+        verdict.detail += (f"; {op} {threshold:g} cannot be missed on a {lo:g}–{hi:g} scale"
+                           f"{percent_hint(threshold, hi)}: "
                            f"not a goal, not decided")
 
 

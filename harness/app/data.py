@@ -256,11 +256,7 @@ def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str],
     items = panel_items(store, goal.goal)
     if run_id is not None:
         now = {(r["candidate"], r["example_id"]): r["output"] for r in store.run_outputs(run_id)}
-        shown = {(r["candidate"], r["example_id"]): r["output"]
-                 for rid in sorted({it.run_id for it in items}) for r in store.run_outputs(rid)}
-        items = [it for it in items if all(shown.get((c, it.example_id)) == now[(c, it.example_id)]
-                                           for c in filter(None, (it.candidate, it.other_candidate))
-                                           if (c, it.example_id) in now)]
+        items = panel.items_showing(items, panel.shown_texts(store, items), now)
     ratings = store.ratings(goal.goal)
     min_ratings = goal.human.min_ratings if goal.human else 10
     from harness import multiplicity

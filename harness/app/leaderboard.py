@@ -77,9 +77,11 @@ def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, row
     if not table:
         st.info("No candidates match.")
         return
-    if goal is not None and _decided_otherwise(store, goal, run_id):
-        st.warning("The goal file's criteria, confidence or multiplicity changed since this run: the verdicts "
-                   "are what the run decided; `harness run` decides the new ones.")
+    if goal is not None:
+        from harness.results import GOAL_CHANGED, goal_changed, run_decided_under
+
+        if goal_changed(run_decided_under(store.run(run_id) or {}), goal):
+            st.warning(GOAL_CHANGED[0].upper() + GOAL_CHANGED[1:] + ".")
     df = pd.DataFrame(table)
     c1, c2, c3 = st.columns([2, 1, 1])
     sort_options = ["candidate", "meets goal", "cost (USD)", "training (s)"] + headers
@@ -105,14 +107,6 @@ def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, row
         for r in rows + human:
             if r.get("metric") and r.get("detail"):
                 st.markdown(f"- **{r['candidate']}** · `{r['metric']}`: {r['detail']}")
-
-
-def _decided_otherwise(store: Store, goal: Any, run_id: str) -> bool:
-    """The run was decided under other criteria, confidence or multiplicity than the goal file's now."""
-    from harness.results import decided_under, run_decided_under
-
-    stored = run_decided_under(store.run(run_id) or {})
-    return stored is not None and stored != decided_under(goal.model_dump(mode="json"))
 
 
 def table_view(board: lbs.Leaderboard, rows: list[dict[str, Any]]) -> None:
@@ -166,10 +160,9 @@ def metric_chart(store: Store, goal_name: str, run_id: str, goal: Any = None) ->
     if not metrics or res is None:
         return
     metric = st.selectbox("Chart metric", metrics, key="lb:chart_metric")
-    rows, levels = charts.metric_rows(goal, res, metric)
-    crit = goal.absolute_criterion(metric) if goal is not None else None
-    st.altair_chart(charts.interval_chart(rows, metric, threshold=crit.threshold if crit else None,
-                                          title=charts.levels_title(metric, levels)), width="stretch")
+    rows, levels, threshold = charts.metric_rows(goal, res, metric)
+    st.altair_chart(charts.interval_chart(rows, metric, threshold=threshold, title=charts.levels_title(metric, levels)),
+                    width="stretch")
 
 
 def history_view(store: Store, board: lbs.Leaderboard, goal_name: str, run_id: str, goal: Any = None) -> None:

@@ -296,7 +296,9 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str],
     ratings = run.store.ratings(run.goal.goal)
     items = [panel.PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
     if outputs is not None:
-        items = _items_of_current_outputs(run, items, outputs)
+        ids = [ex.id for ex in run.prepared.test]
+        now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
+        items = panel.items_showing(items, panel.shown_texts(run.store, items), now)
     need = run.goal.human.min_ratings
     out: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
@@ -310,29 +312,6 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str],
                 continue
             out.setdefault(cand, {})[name] = res
     return out, missing
-
-
-def _rated_texts(run: Run, items: Sequence[Any]) -> dict[tuple[str, str], str]:
-    """(candidate, example id) → the output text the panel item showed (the item's run's)."""
-    rated_text: dict[tuple[str, str], str] = {}
-    for run_id in sorted({it.run_id for it in items}):
-        for row in run.store.run_outputs(run_id):
-            rated_text[(row["candidate"], row["example_id"])] = row["output"]
-    return rated_text
-
-
-def _items_of_current_outputs(run: Run, items: list, outputs: dict[str, Outputs]) -> list:
-    """The panel items whose shown output(s) are the texts the candidates give in this run."""
-    ids = [ex.id for ex in run.prepared.test]
-    now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
-    shown = _rated_texts(run, items)
-    keep = []
-    for it in items:
-        sides = [it.candidate] + ([it.other_candidate] if getattr(it, "other_candidate", None) else [])
-        if all((c, it.example_id) in now and shown.get((c, it.example_id)) == now[(c, it.example_id)]
-               for c in sides if c in outputs):
-            keep.append(it)
-    return keep
 
 
 def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, dict[str, float]]] | None:
@@ -354,7 +333,7 @@ def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, d
     if not items:
         return {}
     ratings = run.store.ratings(goal.goal)
-    rated_text = _rated_texts(run, items)
+    rated_text = panel.shown_texts(run.store, items)
     ids = [ex.id for ex in run.prepared.test]
     out: dict[str, dict[str, dict[str, float]]] = {}
     for metric in wanted:
@@ -481,7 +460,9 @@ def _with_trust(verdict: Any, trust: dict[str, Any], rated: dict[str, Any] | Non
 def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], missing: dict[str, str],
                        confidence: float, rule: str) -> Any:
     """One criterion of one candidate at ``confidence`` (``rule`` names how it was set)."""
-    from harness.verdict import INCONCLUSIVE, PASS, Verdict, judge_criterion
+    from harness import panel
+    from harness.intervals import ONE_RATER
+    from harness.verdict import INCONCLUSIVE, Verdict, judge_criterion
 
     def undecided(why: str) -> Verdict:
         return Verdict(c.metric, INCONCLUSIVE, float("nan"), (float("nan"), float("nan")), float(c.threshold),
@@ -496,10 +477,8 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
         base = base_full = results.get(c.baseline, {}).get(c.metric)
         if base is None:
             return undecided(f"baseline {c.baseline!r} has no {c.metric} in this run")
-        raters = [len({row[1] for row in r.extra["ratings"]}) for r in (res, base) if r.extra.get("ratings")]
-        if raters and min(raters) < 2:  # as an absolute human criterion: leniency is not quality
-            return undecided("one rater on a side: how lenient the panel is cannot be told from how good the "
-                             "outputs are; a second rater is needed")
+        if any(r.extra.get("ratings") and panel.rater_count(r) < 2 for r in (res, base)):
+            return undecided(f"{ONE_RATER} (a side)")  # as for an absolute human criterion
         res, base = _on_shared_examples(res, base)
         if res is None or base is None:
             return undecided("candidate and baseline were scored on different examples")
@@ -508,22 +487,7 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
                              f"(their generations failed)")
     verdict = judge_criterion(c.metric, c.op, getattr(c, c.op), res, base, c.baseline, confidence, seed=0,
                               multiplicity=rule)
-    if res.extra.get("ppi_one_rater"):
-        verdict.detail += (f"; {res.extra['ppi_one_rater']} of this candidate's outputs have human ratings, all "
-                           f"from one rater, whose leniency PPI would take for the judge's bias")
-        if verdict.status == PASS:
-            verdict.status = INCONCLUSIVE
-            verdict.detail += ": not decided until a second rater rates them"
-    if res.extra.get("ppi_short"):
-        from harness.intervals import MIN_N
-
-        # Humans rated some of these outputs, too few to correct the judge by them (PPI): the
-        # judge alone cannot pass, since the few ratings may show it biased (a +1 judge passed).
-        verdict.detail += (f"; {res.extra['ppi_short']} of this candidate's outputs have human ratings, "
-                           f"PPI needs {MIN_N} to correct the judge by them")
-        if verdict.status == PASS:
-            verdict.status = INCONCLUSIVE
-            verdict.detail += f": not decided until {MIN_N - res.extra['ppi_short']} more are rated"
+    _too_few_labels(verdict, res)
     _count_failed(verdict, res, base, total - res.n, f" (here or in {c.baseline})" if base is not None else "")
     if base is not None:
         _worst_case_paired(verdict, c, full, base_full, total, confidence, rule)
@@ -534,6 +498,26 @@ def _criterion_verdict(c: Any, cand: str, results: dict[str, dict[str, Any]], mi
         verdict.detail += (f"; McNemar ({m.method}) p = {m.p_value:.3g} "
                            f"({m.only_a} right only here, {m.only_b} only in {c.baseline})")
     return verdict
+
+
+def _too_few_labels(verdict: Any, res: Any) -> None:
+    """Humans rated some of a candidate's outputs, too few (under ``MIN_N``) or all by one rater, to
+    correct the judge by them (PPI): the judge alone cannot pass, since those ratings may show it
+    biased (a +1 judge passed), and one rater's leniency would be taken for the judge's bias."""
+    from harness.intervals import MIN_N
+    from harness.verdict import INCONCLUSIVE, PASS
+
+    one, short = res.extra.get("ppi_one_rater"), res.extra.get("ppi_short")
+    if not (one or short):
+        return
+    verdict.detail += (f"; {one} of this candidate's outputs have human ratings, all from one rater, whose leniency "
+                       f"PPI would take for the judge's bias" if one else
+                       f"; {short} of this candidate's outputs have human ratings, PPI needs {MIN_N} to correct the "
+                       f"judge by them")
+    if verdict.status == PASS:
+        verdict.status = INCONCLUSIVE
+        verdict.detail += (": not decided until a second rater rates them" if one else
+                           f": not decided until {MIN_N - short} more are rated")
 
 
 # Above this share of the test examples left out by failures (generations that failed after their

@@ -93,6 +93,7 @@ def _scale_problems(goal: Goal) -> list[Problem]:
     5%) is no goal: the metric cannot miss it, or cannot meet it. Metrics register their scale
     (``scale=(0, 1)``); a verdict also refuses to pass one it cannot miss (``verdict``)."""
     from harness.metrics import METRICS
+    from harness.verdict import percent_hint
 
     problems = []
     specs = {m.name: m.metric for m in goal.metrics}
@@ -102,9 +103,9 @@ def _scale_problems(goal: Goal) -> list[Problem]:
             continue
         lo, hi = METRICS.meta(base)["scale"]
         if not lo <= c.threshold <= hi:
-            hint = f" (for {c.threshold:g}% write {c.threshold / 100:g})" if hi <= 1 < c.threshold <= 100 else ""
             problems.append(_problem(goal, ("success", i, c.op), (
-                f"{c.metric} lies between {lo:g} and {hi:g}; {c.threshold:g} is outside it{hint}")))
+                f"{c.metric} lies between {lo:g} and {hi:g}; {c.threshold:g} is outside it"
+                f"{percent_hint(c.threshold, hi)}")))
     return problems
 
 
