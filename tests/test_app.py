@@ -260,8 +260,11 @@ def test_leaderboard_shows_human_scores_and_untrusted_judge(project):
     for cand, per in expected.items():
         mean = sum(per.values()) / len(per)
         assert df.loc[cand, "human.tone ≥ 3.0"].startswith(f"{mean:.3g} ")
-        # Live human verdicts use the Bonferroni level over the goal's three candidates.
-        v = judge_criterion("human.tone", "at_least", 3.0, list(per.values()), confidence=1 - 0.05 / 3, seed=0)
+        # Live human verdicts use the Bonferroni level over the goal's three candidates, on the
+        # panel's result (1-5 bounds, rater rows): a plain list of four 1s would read as a 0/1 share.
+        v = judge_criterion("human.tone", "at_least", 3.0, panel.human_results(rows, items, "human.tone")[cand],
+                            confidence=1 - 0.05 / 3, seed=0)
+        assert v.status == "inconclusive"  # four rated examples, one rater: nothing is decided yet
         assert BADGE[v.status] in df.loc[cand, "human.tone ≥ 3.0"] and "needs" not in df.loc[cand, "human.tone ≥ 3.0"]
     human_table = at.table[0].value
     got = dict(zip(human_table["candidate"], human_table["human score"]))
