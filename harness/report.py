@@ -268,15 +268,23 @@ def _agreement(store: Store, goal: Any) -> dict[str, Any]:
 
 
 def leakage_line(res: dict[str, Any]) -> list[str]:
-    """One line when train/validation examples duplicated test examples: dropped, or KEPT (flag)."""
+    """A line when train/validation examples duplicated test examples (dropped, or KEPT: flag),
+    and one for each RAG candidate whose documents contain test examples."""
     leak = res["run"].get("leakage") or {}
-    if not leak.get("duplicates"):
-        return []
+    lines = []
     if leak.get("kept"):
-        return [f"**Leakage:** {leak['kept']} train/validation example(s) duplicating test examples were KEPT in "
-                f"training (`data.leakage: flag`); scores may be inflated.", ""]
-    return [f"Leakage: {leak['dropped']} train/validation example(s) duplicating test examples were dropped from "
-            f"training.", ""]
+        lines.append(f"**Leakage:** {leak['kept']} train/validation example(s) duplicating test examples were KEPT "
+                     f"in training (`data.leakage: flag`); scores may be inflated.")
+    elif leak.get("duplicates"):
+        lines.append(f"Leakage: {leak['dropped']} train/validation example(s) duplicating test examples were dropped "
+                     f"from training.")
+    for cand, found in sorted((leak.get("documents") or {}).items()):
+        where = (f"{cand}'s documents contain {found['examples']} test example(s) (turns and answer inside one "
+                 f"passage; {found['passages']} passage(s))")
+        lines.append(f"**Leakage:** {where}, retrieved as any other (`data.leakage: flag`); its scores may be "
+                     f"inflated." if found.get("policy") == "flag" else
+                     f"Leakage: {where}; a passage is not retrieved for the example it contains.")
+    return [x for line in lines for x in (line, "")]
 
 
 def failures_line(res: dict[str, Any]) -> list[str]:

@@ -3,7 +3,7 @@
 ```
 {"schema_version": 2, "goal": str,
  "run": {"id", "status", "started_at", "finished_at", "test_hash", "git_commit", ...,
-         "leakage": {"policy", "duplicates", "dropped", "kept"} | null,
+         "leakage": {"policy", "duplicates", "dropped", "kept", "documents"?} | null,
          "confidence", "decided_under"},
  "latest_run": {"id", "status"}, "unfinished": bool, "test_set_resealed": bool,
  "meets_goal": bool, "best_candidate": str | null,
@@ -47,6 +47,9 @@ run found of train/validation examples duplicating a test example (same user tur
 or nearly): ``policy`` is the goal's ``data.leakage`` (``drop`` or ``flag``), ``duplicates`` how
 many such examples, ``dropped`` how many were left out of training and ``kept`` how many were
 trained on anyway (``flag``: scores may be inflated); null for runs stored before it was recorded.
+``documents`` (present when found) maps a RAG candidate to the test examples its documents contain
+(turns and answer inside one passage): ``{"examples", "passages", "policy"}`` — with ``drop`` a
+passage is not retrieved for the example it contains, with ``flag`` it is.
 ``run``'s ``confidence`` is the goal's level the run decided at, and ``decided_under`` a key of
 what it decided under (``decided_under``: criteria, confidence, multiplicity rule, named
 metrics' arguments, the judge; null for runs stored without their goal). ``generations_failed`` is how many of the candidate's test examples have no output because their

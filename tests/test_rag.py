@@ -430,3 +430,72 @@ def test_similar_shots_in_a_goal_come_from_the_train_split(tmp_path, tiny_model_
 
     with pytest.raises(InputError, match="shot_selection"):
         kind_of("prompt").options(Candidate(name="closest", kind="prompt", shots=2, shot_selection="closest"))
+
+
+# --------------------------------------------------------------------------- test examples inside the documents
+
+
+def test_containment_equals_brute_force_over_shingle_sets():
+    import random
+
+    from harness.data.dedup import contained, shingles
+
+    rng = random.Random(3)
+    words = "the a refund card parcel sync disk full five days slot evening courier login app".split()
+    texts = [[" ".join(rng.choices(words, k=rng.randint(1, 9))) for _ in range(rng.randint(1, 3))] for _ in range(60)]
+    passages = [" ".join(rng.choices(words, k=rng.randint(0, 40))) for _ in range(40)]
+    passages += [" ".join(texts[i]) + " and more" for i in range(0, 60, 7)]  # some texts inside a passage
+    got = contained(texts, passages, 0.8)
+    want = []
+    for i, parts in enumerate(texts):
+        s = set().union(*(shingles(p) for p in parts))
+        if len(s) < 5:
+            continue
+        for j, p in enumerate(passages):
+            share = len(s & shingles(p)) / len(s)
+            if share >= 0.8:
+                want.append((i, j, share))
+    assert [(i, j) for i, j, _ in got] == [(i, j) for i, j, _ in want] and len(want) >= 5
+    assert all(abs(a[2] - b[2]) < 1e-12 for a, b in zip(got, want))
+    # A question and its answer shingle apart: "orders? A: Thirty" between them in the passage still counts.
+    faq = "Q: What is the refund window for orders? A: Thirty days from delivery."
+    assert contained([["What is the refund window for orders?", "Thirty days from delivery."]], [faq]) == [(0, 0, 1.0)]
+
+
+@pytest.mark.parametrize("policy", ["drop", "flag"])
+def test_test_examples_inside_the_documents_are_found_and_not_retrieved_for_themselves(
+        tmp_path, tiny_model_dir, monkeypatch, policy):
+    """A FAQ document holding test questions with their answers is the answer key: with
+    ``data.leakage: drop`` (the default) a passage holding a test example is not retrieved for
+    it; with ``flag`` it is, and the report says the scores may be inflated."""
+    from harness.data.split import prepare
+    from harness.report import build_report
+    from harness.results import results_dict
+    from harness.runner import plan, run_goal
+    from harness.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    goal = load_goal(rag_goal(tmp_path, tiny_model_dir, [
+        {"name": "rag", "kind": "rag", "documents": "docs/manual", "k": 2, "chunk_chars": 200}],
+        data_extra={"leakage": policy}))
+    store = Store(tmp_path / "s.duckdb")
+    test = prepare(goal, store, record=False).test
+    leaked = test[:2]
+    (tmp_path / "docs" / "manual" / "faq.md").write_text(
+        "".join(f"# Asked before {i}\n\n{ex.input_text}\n\n{ex.reference}\n\n" for i, ex in enumerate(leaked)))
+    result = run_goal(goal, store, progress=False, work_dir=tmp_path / "work", rubrics_dir=ROOT / "rubrics")
+    res = results_dict(store, "manual", result.run_id)
+    assert res["run"]["leakage"]["documents"] == {"rag": {"examples": 2, "passages": 2, "policy": policy}}
+    passages = {r["example_id"]: json.loads(r["passages"]) for r in store.run_outputs(result.run_id, "rag")}
+    own = {ex.id: f"faq.md#{i + 1}" for i, ex in enumerate(leaked)}
+    assert all(len(p) == 2 for p in passages.values())
+    if policy == "drop":
+        assert all(own[e] not in passages[e] for e in own)
+    else:
+        assert all(own[e] == passages[e][0] for e in own)  # the exact question ranks its own passage first
+    steps = {(s.candidate, s.action): (s.todo, s.cached)
+             for s in plan(goal, store, prepare(goal, store, record=False), work_dir=tmp_path / "work")}
+    assert steps[("rag", "generate")] == (0, len(test))  # the plan retrieves as the run did
+    report = build_report(store, goal, result.run_id, fmt="md")
+    line = next(x for x in report.splitlines() if "rag's documents contain 2 test example(s)" in x)
+    assert ("may be inflated" in line) == (policy == "flag")

@@ -189,3 +189,35 @@ def cross_duplicates(a_texts: Sequence[str], b_texts: Sequence[str], threshold: 
         for i in index.get(normalise(t), ()):
             found[(i, j)] = (1.0, True)
     return sorted((i, j, s, e) for (i, j), (s, e) in found.items())
+
+
+def contained(texts: Sequence[Sequence[str]], passages: Sequence[str], threshold: float = 0.8, *, k: int = 3,
+                min_shingles: int = 5) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, share)``: at least ``threshold`` of ``texts[i]``'s word shingles occur in
+    ``passages[j]`` — containment, not Jaccard, so a short text inside a long passage is found.
+    A text is its parts (an example's turns and answer), shingled each on its own so no shingle
+    spans two of them. Texts of fewer than ``min_shingles`` shingles are left out: a few words
+    found in a passage say nothing. Exact: one sparse product of the shingle incidence matrices."""
+    from scipy import sparse
+
+    _check_threshold(threshold)
+    sets = [set().union(*(shingles(part, k) for part in parts if part.strip())) for parts in texts]
+    vocab: dict[str, int] = {}
+    for s in sets:
+        for sh in s:
+            vocab.setdefault(sh, len(vocab))
+
+    def incidence(rows: list[list[int]]):
+        ptr = np.cumsum([0] + [len(r) for r in rows])
+        cols = np.fromiter((c for r in rows for c in r), dtype=np.int64, count=int(ptr[-1]))
+        return sparse.csr_matrix((np.ones(cols.size, dtype=np.int32), cols, ptr), shape=(len(rows), len(vocab)))
+
+    keep = [i for i, s in enumerate(sets) if len(s) >= min_shingles]
+    if not keep or not passages:
+        return []
+    t = incidence([[vocab[sh] for sh in sets[i]] for i in keep])
+    p = incidence([sorted({vocab[sh] for sh in shingles(x, k) if sh in vocab}) for x in passages])
+    hits = (t @ p.T).tocoo()
+    sizes = np.array([len(sets[i]) for i in keep])
+    share = hits.data / sizes[hits.row]
+    return sorted((keep[r], int(c), float(s)) for r, c, s in zip(hits.row, hits.col, share) if s >= threshold)

@@ -19,7 +19,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.cache import digest
 from harness.data.formats import Example, load_examples, write_jsonl
@@ -156,12 +156,13 @@ class Prepared:
     def test(self) -> list[Example]:
         return self.splits["test"]
 
-    def leakage_summary(self, policy: str) -> dict[str, Any]:
+    def leakage_summary(self, policy: str, documents: dict[str, Any] | None = None) -> dict[str, Any]:
         """What a run records of leakage: the policy, how many train/validation examples duplicate
-        a test example (exactly or nearly), and how many of them were dropped or kept."""
+        a test example (exactly or nearly), and how many of them were dropped or kept; with
+        ``documents``, the test examples found in each RAG candidate's documents."""
         duplicates = len({p["train_id"] for p in self.leakage})
         return {"policy": policy, "duplicates": duplicates, "dropped": len(self.dropped),
-                "kept": duplicates - len(self.dropped)}
+                "kept": duplicates - len(self.dropped), **({"documents": documents} if documents else {})}
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -176,9 +177,25 @@ class Prepared:
         }
 
 
-def example_text(ex: Example) -> str:
+def example_parts(ex: Example) -> list[str]:
     """What makes an example itself: its turns and answer, not a system prompt most share."""
-    return "\n".join(m["content"] for m in ex.prompt if m["role"] != "system") + "\n" + ex.reference
+    return [m["content"] for m in ex.prompt if m["role"] != "system"] + [ex.reference]
+
+
+def example_text(ex: Example) -> str:
+    return "\n".join(example_parts(ex))
+
+
+def passages_containing(test: Sequence[Example], passages: Sequence[str], threshold: float) -> dict[int, set[int]]:
+    """{test example index: the passages that contain it} — its turns and answer inside one
+    passage (shingle containment at least ``threshold``): a RAG candidate that retrieves one
+    reads the answer key, not the documents a user will have."""
+    from harness.data.dedup import contained
+
+    found: dict[int, set[int]] = {}
+    for i, j, _share in contained([example_parts(ex) for ex in test], passages, threshold):
+        found.setdefault(i, set()).add(j)
+    return found
 
 
 def find_leakage(train: list[Example], test: list[Example], threshold: float) -> list[dict[str, Any]]:

@@ -75,6 +75,11 @@ class CandidateKind:
         cannot be trained on this machine); none by default."""
         return []
 
+    def document_leakage(self, run: "Run", cand: "Candidate") -> dict[str, Any] | None:
+        """Test examples found in what the candidate reads at answer time (a RAG candidate's
+        documents): ``{"examples", "passages", "policy"}``, or None; none by default."""
+        return None
+
     def needs(self, cand: "Candidate") -> list[str]:
         """Candidates whose artifact this one uses (produced first when candidates run in
         parallel, :mod:`harness.runner.executor`); none by default."""

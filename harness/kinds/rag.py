@@ -165,16 +165,35 @@ class RagKind(CandidateKind):
         docs = load_documents(documents_path(run.goal, options))
         index = open_index(run.work_dir, docs, chunk_chars=options.chunk_chars, retriever=options.retriever,
                            build=build, device=run.placement_of(cand).device, progress=run.progress)
-        queries, k = [ex.input_text for ex in run.prepared.test], options.k
+        chunks = index.chunks if index is not None else chunk_documents(docs, options.chunk_chars)
+        # data.leakage: drop — a passage containing a test example is not retrieved for that example:
+        # ask for as many more as the most any example has, then leave them out.
+        leaks = _leaks(run, chunks) if run.goal.data.leakage == "drop" else {}
+        queries, k = [ex.input_text for ex in run.prepared.test], options.k + max(map(len, leaks.values()), default=0)
         if index is not None:
             hits = index.search(queries, k) if build else index.lookup(queries, k)
             if hits is None and options.retriever == "bm25":
                 hits = index.compute(queries, k)
-            return docs, index, hits
-        if options.retriever != "bm25":
+        elif options.retriever != "bm25":
             return docs, None, None
-        chunks = chunk_documents(docs, options.chunk_chars)
-        return docs, None, [[chunks[i] for i in row] for row in nearest([c.text for c in chunks], queries, k)]
+        else:
+            hits = [[chunks[i] for i in row] for row in nearest([c.text for c in chunks], queries, k)]
+        if hits is not None and leaks:
+            hits = [[c for c in row if c.id not in leaks.get(e, ())][:options.k] for e, row in enumerate(hits)]
+        return docs, index, hits
+
+    def document_leakage(self, run: "Run", cand: "Candidate") -> dict[str, Any] | None:
+        """How many test examples its documents contain (turns and answer inside one passage), in
+        how many passages, and what was done: those passages are not retrieved for the examples
+        they contain (``data.leakage: drop``), or kept (``flag``: scores may be inflated)."""
+        from harness.retrieval import chunk_documents, load_documents
+
+        options = self.options(cand)
+        leaks = _leaks(run, chunk_documents(load_documents(documents_path(run.goal, options)), options.chunk_chars))
+        if not leaks:
+            return None
+        return {"examples": len(leaks), "passages": len(set().union(*leaks.values())),
+                "policy": run.goal.data.leakage}
 
     def _prompts(self, run: "Run", options: RagOptions, hits: list[list[Chunk]]) -> list[list[dict[str, str]]]:
         prompts = run.prompts(options, options.resolved_style())
@@ -204,6 +223,14 @@ class RagKind(CandidateKind):
                                        note=f"after {options.adapter_of} trains")])
         _, keys = local_prediction_keys(run, cand, prompts, adapter, model=model)
         return generation_plan(run, cand, keys)
+
+
+def _leaks(run: "Run", chunks: "list[Chunk]") -> dict[int, set[str]]:
+    """{test example index: ids of the passages that contain it}."""
+    from harness.data.split import passages_containing
+
+    found = passages_containing(run.prepared.test, [c.text for c in chunks], run.goal.data.near_duplicate_threshold)
+    return {e: {chunks[j].id for j in js} for e, js in found.items()}
 
 
 def documents_path(goal: "Goal", options: RagOptions) -> Path:

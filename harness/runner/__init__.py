@@ -139,13 +139,28 @@ def prepare_run(goal: Goal, store: "Store", *, only: Sequence[str] | None = None
         others = ", ".join(sorted(set(prepared.inherited.values())))
         run.say(f"{len(prepared.inherited)} example(s) stay in the test set because goal(s) {others} sealed them "
                 f"there; they are never trained on")
+    _find_leakage(run)
+    return run
+
+
+def _find_leakage(run: Run) -> None:
+    """Say what leaks the test set: train/validation duplicates (found by the split) and test
+    examples inside a candidate's documents (kept on the run for :func:`book`)."""
+    prepared = run.prepared
     if prepared.leakage:
         n = len({p["train_id"] for p in prepared.leakage})
         what = ("dropped from training" if prepared.dropped else
                 "KEPT in training (data.leakage: flag); scores may be inflated")
         run.say(f"[yellow]leakage[/]: {n} train/validation example(s) duplicate test examples (same user turns "
                 f"and answer, or nearly), {what}")
-    return run
+    for cand in run.candidates:
+        found = kind_of(cand).document_leakage(run, cand)
+        if found:
+            run.document_leakage[cand.name] = found
+            what = ("not retrieved for the examples they contain" if found["policy"] == "drop" else
+                    "retrieved as any other (data.leakage: flag); its scores may be inflated")
+            run.say(f"[yellow]leakage[/]: {cand.name}'s documents contain {found['examples']} test example(s) "
+                    f"(turns and answer inside one passage) in {found['passages']} passage(s), {what}")
 
 
 def book(run: Run) -> None:
@@ -156,7 +171,8 @@ def book(run: Run) -> None:
     run.store.start_run({"run_id": run.run_id, "goal": goal.goal, "goal_path": goal.source,
                          "config_hash": content_key(config), "data_hash": run.prepared.data_hash,
                          "test_hash": run.prepared.test_hash, "config": config,
-                         "leakage": run.prepared.leakage_summary(goal.data.leakage), **run_provenance()})
+                         "leakage": run.prepared.leakage_summary(goal.data.leakage, run.document_leakage),
+                         **run_provenance()})
 
 
 def produce(run: Run, cand: Candidate) -> Outputs:

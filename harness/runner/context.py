@@ -129,6 +129,7 @@ class Run:
         self.counts = {"generated": 0, "reused": 0, "generations_failed": 0, "judged": 0, "judgments_reused": 0,
                        "judgments_failed": 0, "trained": 0, "adapters_reused": 0, "indexes_built": 0,
                        "indexes_reused": 0}
+        self.document_leakage: dict[str, dict[str, Any]] = {}  # candidate -> test examples in its documents
         self.classification = is_classification(goal, prepared.examples)
         self.labels = label_set(prepared.train + prepared.test) if self.classification else []
 
