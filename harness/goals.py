@@ -61,7 +61,9 @@ class DataSpec(Strict):
     leakage: Literal["flag", "drop"] = Field(
         "drop", description="Train examples duplicating test ones (same user turns and answer, or nearly): "
                             "drop them from training (default) or flag them and train on them anyway.")
-    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-duplicates.")
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard threshold for near-duplicates; the share of a test example's "
+                                     "shingles a RAG passage must hold to hold the example.")
     blocking: list[str] = Field(
         default_factory=lambda: ["error"],
         description="What makes `harness check` exit 1: severities (error, warning), finding codes (pii-email) or code prefixes (pii).")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.data.split import document_leakage_words
 from harness.errors import HarnessError
 from harness.results import results_dict
 
@@ -279,11 +280,8 @@ def leakage_line(res: dict[str, Any]) -> list[str]:
         lines.append(f"Leakage: {leak['dropped']} train/validation example(s) duplicating test examples were dropped "
                      f"from training.")
     for cand, found in sorted((leak.get("documents") or {}).items()):
-        where = (f"{cand}'s documents contain {found['examples']} test example(s) (turns and answer inside one "
-                 f"passage; {found['passages']} passage(s))")
-        lines.append(f"**Leakage:** {where}, retrieved as any other (`data.leakage: flag`); its scores may be "
-                     f"inflated." if found.get("policy") == "flag" else
-                     f"Leakage: {where}; a passage is not retrieved for the example it contains.")
+        words = document_leakage_words(cand, found) + "."
+        lines.append(f"**Leakage:** {words}" if found.get("policy") == "flag" else f"Leakage: {words}")
     return [x for line in lines for x in (line, "")]
 
 

@@ -191,19 +191,35 @@ def cross_duplicates(a_texts: Sequence[str], b_texts: Sequence[str], threshold: 
     return sorted((i, j, s, e) for (i, j), (s, e) in found.items())
 
 
+
 def contained(texts: Sequence[Sequence[str]], passages: Sequence[str], threshold: float = 0.8, *, k: int = 3,
-                min_shingles: int = 5) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, share)``: at least ``threshold`` of ``texts[i]``'s word shingles occur in
-    ``passages[j]`` — containment, not Jaccard, so a short text inside a long passage is found.
-    A text is its parts (an example's turns and answer), shingled each on its own so no shingle
-    spans two of them. Texts of fewer than ``min_shingles`` shingles are left out: a few words
-    found in a passage say nothing. Exact: one sparse product of the shingle incidence matrices."""
+              min_shingles: int = 5, block: int = 1000) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, share)``: every part of ``texts[i]`` (an example's turns, its answer) is
+    inside ``passages[j]`` — a part of ``k`` words or more has at least ``threshold`` of its word
+    shingles there (containment, not Jaccard: a short text inside a long passage), a shorter one
+    occurs there word for word — and the text has ``min_shingles`` shingles in all (a few words
+    found in a passage say nothing). ``share`` is the least contained part's. Exact: sparse
+    products of the shingle incidence matrices, ``block`` passages at a time."""
     from scipy import sparse
 
     _check_threshold(threshold)
-    sets = [set().union(*(shingles(part, k) for part in parts if part.strip())) for parts in texts]
+    long_of: list[int] = []      # the text of each long part
+    long_sets: list[set[str]] = []
+    short: dict[int, list[str]] = defaultdict(list)
+    for i, parts in enumerate(texts):
+        words = [w for w in (_WORD.findall(p.lower()) for p in parts) if w]
+        if sum(max(len(w) - k + 1, 0) for w in words) < min_shingles:
+            continue
+        for w in words:
+            if len(w) < k:
+                short[i].append(f" {' '.join(w)} ")
+            else:
+                long_of.append(i)
+                long_sets.append({" ".join(w[j:j + k]) for j in range(len(w) - k + 1)})
+    if not long_sets or not passages:
+        return []
     vocab: dict[str, int] = {}
-    for s in sets:
+    for s in long_sets:
         for sh in s:
             vocab.setdefault(sh, len(vocab))
 
@@ -212,12 +228,20 @@ def contained(texts: Sequence[Sequence[str]], passages: Sequence[str], threshold
         cols = np.fromiter((c for r in rows for c in r), dtype=np.int64, count=int(ptr[-1]))
         return sparse.csr_matrix((np.ones(cols.size, dtype=np.int32), cols, ptr), shape=(len(rows), len(vocab)))
 
-    keep = [i for i, s in enumerate(sets) if len(s) >= min_shingles]
-    if not keep or not passages:
-        return []
-    t = incidence([[vocab[sh] for sh in sets[i]] for i in keep])
-    p = incidence([sorted({vocab[sh] for sh in shingles(x, k) if sh in vocab}) for x in passages])
-    hits = (t @ p.T).tocoo()
-    sizes = np.array([len(sets[i]) for i in keep])
-    share = hits.data / sizes[hits.row]
-    return sorted((keep[r], int(c), float(s)) for r, c, s in zip(hits.row, hits.col, share) if s >= threshold)
+    t = incidence([[vocab[sh] for sh in s] for s in long_sets])
+    sizes, need = np.array([len(s) for s in long_sets]), np.bincount(long_of)
+    out = []
+    for b in range(0, len(passages), block):
+        words = [_WORD.findall(x.lower()) for x in passages[b:b + block]]
+        p = incidence([sorted({vocab[sh] for sh in (" ".join(w[j:j + k]) for j in range(len(w) - k + 1))
+                               if sh in vocab}) for w in words])
+        hits = (t @ p.T).tocoo()
+        share = hits.data / sizes[hits.row]
+        found: dict[tuple[int, int], list[float]] = defaultdict(list)
+        for r, c, x in zip(hits.row[share >= threshold], hits.col[share >= threshold], share[share >= threshold]):
+            found[(long_of[r], int(c))].append(float(x))
+        for (i, c), shares in found.items():
+            line = f" {' '.join(words[c])} "
+            if len(shares) == need[i] and all(part in line for part in short.get(i, ())):
+                out.append((i, b + c, min(shares)))
+    return sorted(out)

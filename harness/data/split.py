@@ -177,25 +177,41 @@ class Prepared:
         }
 
 
-def example_parts(ex: Example) -> list[str]:
-    """What makes an example itself: its turns and answer, not a system prompt most share."""
-    return [m["content"] for m in ex.prompt if m["role"] != "system"] + [ex.reference]
-
-
 def example_text(ex: Example) -> str:
-    return "\n".join(example_parts(ex))
+    """What makes an example itself: its turns and answer, not a system prompt most share."""
+    return "\n".join(m["content"] for m in ex.prompt if m["role"] != "system") + "\n" + ex.reference
 
 
-def passages_containing(test: Sequence[Example], passages: Sequence[str], threshold: float) -> dict[int, set[int]]:
-    """{test example index: the passages that contain it} — its turns and answer inside one
-    passage (shingle containment at least ``threshold``): a RAG candidate that retrieves one
-    reads the answer key, not the documents a user will have."""
+def passages_containing(test: Sequence[Example], passages: Sequence[tuple[str, str]],
+                        threshold: float) -> dict[int, set[int]]:
+    """{test example index: the passages that hold it}: its turns and answer (a label is no
+    evidence) each inside one passage (:func:`harness.data.dedup.contained`), or, where no single
+    passage holds it, inside two passages next to each other in one document (an entry cut in
+    two). ``passages`` are (document id, text) in document order. A RAG candidate retrieving
+    one reads the answer key, not the documents a user will have."""
     from harness.data.dedup import contained
 
+    parts = [[m["content"] for m in ex.prompt if m["role"] != "system"] + ([] if ex.format == "label" else
+                                                                          [ex.reference]) for ex in test]
     found: dict[int, set[int]] = {}
-    for i, j, _share in contained([example_parts(ex) for ex in test], passages, threshold):
+    for i, j, _share in contained(parts, [text for _, text in passages], threshold):
         found.setdefault(i, set()).add(j)
+    pairs = [j for j in range(len(passages) - 1) if passages[j][0] == passages[j + 1][0]]
+    rest = [i for i in range(len(test)) if i not in found]
+    if pairs and rest:
+        joined = [passages[j][1] + "\n\n" + passages[j + 1][1] for j in pairs]
+        for r, q, _share in contained([parts[i] for i in rest], joined, threshold):
+            found.setdefault(rest[r], set()).update((pairs[q], pairs[q] + 1))
     return found
+
+
+def document_leakage_words(cand: str, found: dict[str, Any]) -> str:
+    """The sentence the run and the report say of test examples inside a candidate's documents."""
+    where = (f"{cand}'s documents hold {found['examples']} test example(s) (turns and answer) in "
+             f"{found['passages']} passage(s)")
+    if found.get("policy") == "flag":
+        return f"{where}, retrieved as any other (data.leakage: flag): its scores may be inflated"
+    return f"{where}; a passage is not retrieved for the example it holds (data.leakage: drop)"
 
 
 def find_leakage(train: list[Example], test: list[Example], threshold: float) -> list[dict[str, Any]]:

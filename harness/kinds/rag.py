@@ -119,6 +119,9 @@ class RagKind(CandidateKind):
         options = self.options(cand)
         docs, index, hits = self._retrieve(run, cand, options, build=False)
         note = f"{options.retriever}, {len(docs)} documents" + (f", {len(index.chunks)} passages" if index else "")
+        leaked = self.document_leakage(run, cand)
+        if leaked:
+            note += f"; they hold {leaked['examples']} test example(s) (data.leakage: {leaked['policy']})"
         steps = [Step(cand.name, cand.kind, "index", int(index is None), int(index is not None), note=note)]
         if hits is None:
             n = len(run.prepared.test)
@@ -165,10 +168,9 @@ class RagKind(CandidateKind):
         docs = load_documents(documents_path(run.goal, options))
         index = open_index(run.work_dir, docs, chunk_chars=options.chunk_chars, retriever=options.retriever,
                            build=build, device=run.placement_of(cand).device, progress=run.progress)
-        chunks = index.chunks if index is not None else chunk_documents(docs, options.chunk_chars)
-        # data.leakage: drop — a passage containing a test example is not retrieved for that example:
+        # data.leakage: drop — a passage holding a test example is not retrieved for that example:
         # ask for as many more as the most any example has, then leave them out.
-        leaks = _leaks(run, chunks) if run.goal.data.leakage == "drop" else {}
+        leaks = _leaks(run, options, docs) if run.goal.data.leakage == "drop" else {}
         queries, k = [ex.input_text for ex in run.prepared.test], options.k + max(map(len, leaks.values()), default=0)
         if index is not None:
             hits = index.search(queries, k) if build else index.lookup(queries, k)
@@ -177,19 +179,20 @@ class RagKind(CandidateKind):
         elif options.retriever != "bm25":
             return docs, None, None
         else:
+            chunks = chunk_documents(docs, options.chunk_chars)
             hits = [[chunks[i] for i in row] for row in nearest([c.text for c in chunks], queries, k)]
         if hits is not None and leaks:
             hits = [[c for c in row if c.id not in leaks.get(e, ())][:options.k] for e, row in enumerate(hits)]
         return docs, index, hits
 
     def document_leakage(self, run: "Run", cand: "Candidate") -> dict[str, Any] | None:
-        """How many test examples its documents contain (turns and answer inside one passage), in
-        how many passages, and what was done: those passages are not retrieved for the examples
-        they contain (``data.leakage: drop``), or kept (``flag``: scores may be inflated)."""
-        from harness.retrieval import chunk_documents, load_documents
+        """How many test examples its documents hold (turns and answer), in how many passages, and
+        what was done: those passages are not retrieved for the examples they hold
+        (``data.leakage: drop``), or are (``flag``: scores may be inflated)."""
+        from harness.retrieval import load_documents
 
         options = self.options(cand)
-        leaks = _leaks(run, chunk_documents(load_documents(documents_path(run.goal, options)), options.chunk_chars))
+        leaks = _leaks(run, options, load_documents(documents_path(run.goal, options)))
         if not leaks:
             return None
         return {"examples": len(leaks), "passages": len(set().union(*leaks.values())),
@@ -225,12 +228,19 @@ class RagKind(CandidateKind):
         return generation_plan(run, cand, keys)
 
 
-def _leaks(run: "Run", chunks: "list[Chunk]") -> dict[int, set[str]]:
-    """{test example index: ids of the passages that contain it}."""
+def _leaks(run: "Run", options: RagOptions, docs: "list[Document]") -> dict[int, set[str]]:
+    """{test example index: ids of the passages that hold it} (:func:`passages_containing`),
+    found once a run for each documents folder and chunking."""
     from harness.data.split import passages_containing
+    from harness.retrieval import chunk_documents
 
-    found = passages_containing(run.prepared.test, [c.text for c in chunks], run.goal.data.near_duplicate_threshold)
-    return {e: {chunks[j].id for j in js} for e, js in found.items()}
+    key = ("documents in the test set", options.documents, options.chunk_chars)
+    if key not in run.memo:
+        chunks = chunk_documents(docs, options.chunk_chars)
+        found = passages_containing(run.prepared.test, [(c.doc, c.text) for c in chunks],
+                                    run.goal.data.near_duplicate_threshold)
+        run.memo[key] = {e: {chunks[j].id for j in js} for e, js in found.items()}
+    return run.memo[key]
 
 
 def documents_path(goal: "Goal", options: RagOptions) -> Path:

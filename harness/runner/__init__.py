@@ -146,6 +146,8 @@ def prepare_run(goal: Goal, store: "Store", *, only: Sequence[str] | None = None
 def _find_leakage(run: Run) -> None:
     """Say what leaks the test set: train/validation duplicates (found by the split) and test
     examples inside a candidate's documents (kept on the run for :func:`book`)."""
+    from harness.data.split import document_leakage_words
+
     prepared = run.prepared
     if prepared.leakage:
         n = len({p["train_id"] for p in prepared.leakage})
@@ -157,10 +159,7 @@ def _find_leakage(run: Run) -> None:
         found = kind_of(cand).document_leakage(run, cand)
         if found:
             run.document_leakage[cand.name] = found
-            what = ("not retrieved for the examples they contain" if found["policy"] == "drop" else
-                    "retrieved as any other (data.leakage: flag); its scores may be inflated")
-            run.say(f"[yellow]leakage[/]: {cand.name}'s documents contain {found['examples']} test example(s) "
-                    f"(turns and answer inside one passage) in {found['passages']} passage(s), {what}")
+            run.say(f"[yellow]leakage[/]: {document_leakage_words(cand.name, found)}")
 
 
 def book(run: Run) -> None:

@@ -130,6 +130,7 @@ class Run:
                        "judgments_failed": 0, "trained": 0, "adapters_reused": 0, "indexes_built": 0,
                        "indexes_reused": 0}
         self.document_leakage: dict[str, dict[str, Any]] = {}  # candidate -> test examples in its documents
+        self.memo: dict[tuple, Any] = {}  # what a kind finds once a run (keys start with what it is)
         self.classification = is_classification(goal, prepared.examples)
         self.labels = label_set(prepared.train + prepared.test) if self.classification else []
 
