@@ -89,6 +89,8 @@ PAIRED_DELTA = "paired studentised bootstrap (delta-method SE, small-n expanded)
 STUDENTIZED_DELTA = "studentised bootstrap (delta-method SE, small-n expanded)"
 PPI = "PPI++ (judge corrected by human ratings)"
 PPI_BOOTSTRAP = "studentised bootstrap over both samples, lambda re-tuned in each resample"
+PPI_PYTHON = "ppi-python's normal interval"
+PPI_PYTHON_WHY = "it misses the residuals' skew and passes at the truth too often with few ratings"
 RANDOM_EFFECTS = "two-way random effects (raters and items; MOVER of a t for each)"
 SCALED_EXACT = "Clopper-Pearson on the scale (no spread)"
 TOO_FEW = "none (too few examples)"
@@ -615,14 +617,14 @@ def ppi_interval(result, confidence: float = 0.95, n_resamples: int = 2000, seed
         return Interval(found.lo, found.hi, f"{found.method} of the human ratings (every output rated)",
                         found.note, float(y.mean()))
     yhat, yu = np.array([judged[i] for i in rated]), np.array([judged[i] for i in rest])
-    est, lo, hi, lam = ppi_mean(y, yhat, yu, confidence)
-    if not hi > lo:
+    est, n_lo, n_hi, lam = ppi_mean(y, yhat, yu, confidence)
+    if not n_hi > n_lo:
         return Interval(NAN, NAN, NO_SPREAD, "neither the judge nor the humans vary", est)
     lo, hi = ppi_bootstrap_t(y, yhat, yu, confidence, n_resamples, seed)
     if not hi > lo:
         return Interval(NAN, NAN, NO_SPREAD, "no resample of the ratings varies", est)
-    return Interval(lo, hi, f"{PPI}: {len(rated)} rated of {len(judged)}, lambda {lam:.2f}; {PPI_BOOTSTRAP}",
-                    "", est)
+    return Interval(lo, hi, f"{PPI}: {len(rated)} rated of {len(judged)}, lambda {lam:.2f}; {PPI_BOOTSTRAP} "
+                            f"({PPI_PYTHON} [{n_lo:.4g}, {n_hi:.4g}], not used: {PPI_PYTHON_WHY})", "", est)
 
 
 def _ppi_from_moments(n: int, big_n: int, sy, syh, syy, shh, syh2, su, suu):

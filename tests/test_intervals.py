@@ -288,6 +288,15 @@ def test_ppi_estimate_and_interval_equal_ppi_python(seed):
     assert lo == pytest.approx(float(np.ravel(ref_lo)[0]), abs=1e-9)
     assert hi == pytest.approx(float(np.ravel(ref_hi)[0]), abs=1e-9)
     assert 0.0 <= lam <= 1.0
+    # Through the verdict: its value is ppi-python's estimate, and it names ppi-python's interval
+    # beside the wider one it decides on.
+    ids = [f"e{i}" for i in range(truth.size)]
+    res = from_values("judge.tone", list(judge), extra={"ids": ids, "human_labels": {ids[i]: float(truth[i])
+                                                                                     for i in rated}})
+    v = judge_criterion("judge.tone", "at_least", 3.0, res)
+    assert v.value == pytest.approx(float(np.ravel(ref_est)[0]), abs=1e-9)
+    ref = f"[{float(np.ravel(ref_lo)[0]):.4g}, {float(np.ravel(ref_hi)[0]):.4g}], not used"
+    assert f"{intervals.PPI_PYTHON} {ref}" in v.interval and v.ci[0] < float(np.ravel(ref_lo)[0])
 
 
 def test_a_judge_biased_by_one_point_is_corrected_to_the_human_verdict():
