@@ -191,3 +191,33 @@ def test_a_split_with_no_test_example_is_refused_before_anything_is_recorded(tmp
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="test split is empty"):  # the dry run's prepare too
         prepare(load_goal(goal_path), store, record=False)
+
+
+def test_a_model_trained_on_this_goals_test_examples_is_refused_at_its_line(tmp_path, store):
+    """A model the harness trained (its harness_adapter.json lists what it saw, by content id),
+    brought into a goal whose test set holds some of those examples, would score its memory:
+    the run refuses it at the model: line, before anything is booked; a model that saw none runs."""
+    import json
+
+    from harness.errors import InputError
+    from harness.runner import prepare_run
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows(120))
+    test = prepare(load_goal(write_goal(tmp_path, data)), store, record=False).test
+    model = tmp_path / "exported"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+
+    def goal_with(seen: list[str]):
+        (model / "harness_adapter.json").write_text(json.dumps({"method": "full", "seen_ids": seen}))
+        return load_goal(write_goal(tmp_path, data, extra_candidates=[
+            {"name": "tuned", "kind": "prompt", "model": str(model)}]))
+
+    with pytest.raises(InputError) as err:
+        prepare_run(goal_with(["0" * 16] + [e.id for e in test[:3]]), store, progress=False)
+    text = str(err.value)
+    assert f"was trained on 3 of this goal's {len(test)} test examples" in text
+    assert "t.yaml:" in text and "candidates[1].model" in text
+    assert all(str(e.line) in text for e in test[:3])
+    assert not store.runs("t")  # nothing booked
+    prepare_run(goal_with(["0" * 16]), store, progress=False)  # saw none of them: runs

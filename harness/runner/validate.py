@@ -39,8 +39,45 @@ def preflight(run: "Run") -> None:
     index = {c.name: i for i, c in enumerate(run.goal.candidates)}
     problems = [_option_problem(run.goal, index[cand.name], p)
                 for cand in run.candidates for p in kind_of(cand).preflight(run, cand)]
+    problems += _seen_test_problems(run, index)
     if problems:
         raise InputError(problems)
+
+
+def _seen_test_problems(run: "Run", index: dict[str, int]) -> list[Problem]:
+    """A local model the harness trained (a ``full`` fine-tune, a merged export: its
+    ``harness_adapter.json`` lists the examples it saw, ``seen_ids``) that saw some of this goal's
+    test examples in training or validation: its scores would be recall of their answers, not
+    skill. Refused at the ``model:`` line that names it (the candidate's, else the goal's)."""
+    import json
+
+    from harness.backends.modelhub import harness_home
+    from harness.kinds import kind_of
+    from harness.train.sft import METADATA_FILE
+
+    test = {ex.id: ex for ex in run.prepared.test}
+    found: dict[tuple, Problem] = {}
+    for cand in run.candidates:
+        kind = kind_of(cand)
+        spec = kind.model_of(run.goal, cand) if kind.local_model else None
+        if not spec:
+            continue
+        folder = Path(spec).expanduser()
+        meta = folder / METADATA_FILE if folder.is_dir() else harness_home() / "models" / spec / METADATA_FILE
+        try:
+            seen = json.loads(meta.read_text(encoding="utf-8")).get("seen_ids") if meta.is_file() else None
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue  # a damaged file is said where the model is loaded
+        seen = {i for i in seen if isinstance(i, str)} if isinstance(seen, list) else set()
+        hit = sorted(test[i].line for i in seen & test.keys())
+        if hit:
+            loc = ("candidates", index[cand.name], "model") if cand.model else ("model",)
+            lines = ", ".join(map(str, hit[:5])) + (", ..." if len(hit) > 5 else "")
+            found[loc] = _problem(run.goal, loc, (
+                f"model {spec!r} was trained on {len(hit)} of this goal's {len(test)} test examples (data lines "
+                f"{lines}, by content; its {METADATA_FILE} lists what it saw): its scores would be recall of "
+                f"their answers, not skill. Evaluate it on a test set it did not see"))
+    return list(found.values())
 
 
 def _problem(goal: Goal, loc: tuple, message: str) -> Problem:

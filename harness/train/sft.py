@@ -714,6 +714,8 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
             "n_train": len(train),
             "n_validation": len(val),
             "validation_hash": data_hash(val) if val else None,
+            # What it saw, by content id: a goal whose test set holds one of these refuses the model.
+            "seen_ids": sorted({e.id for e in train} | {e.id for e in val}),
             "test_hash": meta.get("test_hash"),
             "versions": package_versions(TRAIN_PACKAGES),
             "trainer_version": TRAINER_VERSION,
