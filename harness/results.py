@@ -52,7 +52,8 @@ trained on anyway (``flag``: scores may be inflated); null for runs stored befor
 passage is not retrieved for the example it contains, with ``flag`` it is.
 ``run``'s ``confidence`` is the goal's level the run decided at, and ``decided_under`` a key of
 what it decided under (``decided_under``: criteria, confidence, multiplicity rule, named
-metrics' arguments, the judge; null for runs stored without their goal). ``generations_failed`` is how many of the candidate's test examples have no output because their
+metrics' arguments, the judge and its rubrics' content hashes; null for runs stored without
+their goal). ``generations_failed`` is how many of the candidate's test examples have no output because their
 generation failed after its retries (an API request); they are left out of its metrics, judge
 and verdicts (above 5% of the test examples a criterion is inconclusive) and generated again by
 the next run; a failure a later run replaced with a success no longer counts.
@@ -75,6 +76,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -151,7 +153,7 @@ def _pick(store: "Store", base: dict[str, Any], runs: list[dict[str, Any]]) -> t
     left_out: list[dict[str, str]] = []
     under = run_decided_under(base)
     for r in runs:
-        alike = None in (under, run_decided_under(r)) or run_decided_under(r) == under
+        alike = same_decision(under, run_decided_under(r))
         for c in store.candidates(r["run_id"]):
             if c["name"] in picked or c["name"] in {x["name"] for x in left_out}:
                 continue
@@ -183,16 +185,58 @@ def _rested_on_others(cand: dict[str, Any], run_verdicts: list[dict[str, Any]],
     return any(picked.get(n, {}).get("run_id") != cand["run_id"] for n in before)
 
 
-GOAL_CHANGED = ("the goal file's criteria, confidence or multiplicity changed since this run: the verdicts are "
-                "what the run decided; `harness run` decides the new ones")
+GOAL_CHANGED = ("the goal's criteria, confidence or multiplicity changed since this run (or a judge rubric's "
+                "text): the verdicts are what the run decided; `harness run` decides the new ones")
 RESEALED = ("the test set was sealed again since this run: its verdicts are on the old test set and answer "
             "nothing about the current one; run the goal again")
 
 
-def goal_changed(stored: str | None, goal: Any) -> bool:
-    """The goal file (``goal``) decides otherwise than the run whose ``decided_under`` key is
-    ``stored`` (None, a run stored without its goal: cannot tell, so no)."""
-    return stored is not None and stored != decided_under(goal.model_dump(mode="json"))
+def goal_changed(stored: str | None, goal: Any, rubrics_dir: str | Path | None = None) -> bool:
+    """The goal file (``goal``) — or a judge rubric file it names, when the run recorded their
+    hashes — decides otherwise than the run whose ``decided_under`` key is ``stored`` (None, a
+    run stored without its goal: cannot tell, so no). ``rubrics_dir``: where the rubrics are
+    (default: ``rubrics/``, else the one beside the goal's folder)."""
+    if stored is None:
+        return False
+    config = goal.model_dump(mode="json")
+    if RUBRIC_HASHES in (json.loads(stored)[4] or {}):
+        config[RUBRIC_HASHES] = judge_rubric_hashes(goal, rubrics_dir)
+    return stored != decided_under(config)
+
+
+RUBRIC_HASHES = "judge_rubric_hashes"
+
+
+def same_decision(a: str | None, b: str | None) -> bool:
+    """Two ``decided_under`` keys decide alike: equal, or one unknown (None), or equal but for
+    the rubric hashes one of them was stored without (a run from before they were kept)."""
+    if None in (a, b) or a == b:
+        return True
+    ka, kb = json.loads(a), json.loads(b)  # type: ignore[arg-type]
+    has = [isinstance(k[4], dict) and RUBRIC_HASHES in k[4] for k in (ka, kb)]
+    if has[0] == has[1]:
+        return False
+    for k in (ka, kb):
+        if isinstance(k[4], dict):
+            k[4].pop(RUBRIC_HASHES, None)
+    return ka == kb
+
+
+def judge_rubric_hashes(goal: Any, rubrics_dir: str | Path | None = None) -> dict[str, str | None]:
+    """{rubric: content hash} of the judge's rubrics as the files say now (None: unreadable); a
+    run stores them with its goal so an edited rubric shows its old verdicts as not current."""
+    from harness.errors import HarnessError
+    from harness.judge.rubric import load_rubric
+    from harness.runner.context import rubrics_dir_for
+
+    folder = rubrics_dir_for(goal, rubrics_dir or "rubrics")
+    out: dict[str, str | None] = {}
+    for name in (goal.judge.rubrics if goal.judge else []):
+        try:
+            out[name] = load_rubric(name, folder).hash
+        except (HarnessError, OSError):
+            out[name] = None
+    return out
 
 
 def run_decided_under(run: dict[str, Any]) -> str | None:
@@ -210,8 +254,8 @@ def decided_under(config: dict[str, Any]) -> str:
     """A goal's (``Goal.model_dump(mode="json")``) decision-making part as a comparable key: each
     criterion's metric, op, threshold, baseline and args (in any order; fields a later version
     added do not count), the confidence and the multiplicity rule (their defaults when absent),
-    the named metrics' arguments and the judge's model, mode and rubrics. (A rubric file edited
-    in place is not in it.)"""
+    the named metrics' arguments and the judge's model, mode and rubrics — with the rubrics'
+    content hashes where the run stored them (:func:`judge_rubric_hashes`)."""
     criteria = sorted(json.dumps({"metric": c.get("metric"), "baseline": c.get("baseline"), "args": c.get("args") or {},
                                   **{op: c[op] for op in OPS if c.get(op) is not None}}, sort_keys=True)
                       for c in config.get("success") or [])
@@ -219,6 +263,8 @@ def decided_under(config: dict[str, Any]) -> str:
                      for m in config.get("metrics") or [])
     judge = config.get("judge") or {}
     judge = {k: judge.get(k) for k in ("model", "mode", "rubrics")} if judge else None
+    if judge is not None and config.get(RUBRIC_HASHES) is not None:
+        judge[RUBRIC_HASHES] = config[RUBRIC_HASHES]
     return json.dumps([criteria, config.get("confidence", 0.95), config.get("multiplicity", "holm"), metrics,
                        judge], sort_keys=True)
 

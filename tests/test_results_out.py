@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from harness.results import HOLM_STEP, OTHER_CRITERIA
-from tests.helpers import ROOT, write_eval_goal, write_jsonl
+from tests.helpers import ROOT, chat, write_eval_goal, write_jsonl, write_yaml
 
 LABELS = ["billing", "shipping", "technical"]
 
@@ -213,3 +213,38 @@ def test_leakage_is_stored_with_the_run_and_shown_in_results_and_report(tmp_path
     md = build_report(store, goal, fmt="md")
     line = "KEPT in training (`data.leakage: flag`)" if policy == "flag" else "were dropped from training"
     assert f"{leak['kept'] or leak['dropped']} train/validation example(s)" in md and line in md
+
+
+def test_an_edited_judge_rubric_shows_the_runs_verdicts_as_not_current(tmp_path):
+    """A run stores its judge rubrics' content hashes with its goal: editing a rubric's text
+    afterwards makes the run's verdicts 'changed since this run' (a comment does not: the hash
+    is of the content); a run stored before the hashes were kept cannot tell, so says nothing."""
+    import shutil
+
+    from harness.goals import load_goal
+    from harness.results import RUBRIC_HASHES, decided_under, goal_changed, judge_rubric_hashes, same_decision
+
+    rubrics = tmp_path / "rubrics"
+    rubrics.mkdir()
+    shutil.copy(ROOT / "rubrics" / "tone.yaml", rubrics / "tone.yaml")
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(10)])
+    path = write_yaml(tmp_path / "goals" / "g.yaml", {
+        "goal": "g", "data": {"path": str(data)}, "judge": {"rubrics": ["tone"]},
+        "success": [{"metric": "judge.tone", "at_least": 3.5}], "candidates": [{"name": "p", "kind": "prompt"}]})
+    goal = load_goal(path)
+    config = goal.model_dump(mode="json")
+    with_hashes = decided_under({**config, RUBRIC_HASHES: judge_rubric_hashes(goal, rubrics)})
+    assert not goal_changed(with_hashes, goal, rubrics) and not goal_changed(decided_under(config), goal, rubrics)
+    # Results of a run stored before the hashes were kept are put together with a later one's.
+    assert same_decision(with_hashes, decided_under(config)) and same_decision(decided_under(config), with_hashes)
+    other = decided_under({**config, RUBRIC_HASHES: {"tone": "0" * 16}})
+    assert not same_decision(with_hashes, other)
+    assert not same_decision(decided_under({**config, "confidence": 0.9}), with_hashes)
+    tone = rubrics / "tone.yaml"
+    tone.write_text("# a comment\n" + tone.read_text())
+    assert not goal_changed(with_hashes, goal, rubrics)
+    tone.write_text(tone.read_text().replace("Professional. Polite", "Casual. Polite"))
+    assert goal_changed(with_hashes, goal, rubrics)
+    assert not goal_changed(decided_under(config), goal, rubrics)  # stored without hashes: cannot tell
+    tone.unlink()  # the name now finds the rubric harness ships, the text the run was judged on
+    assert not goal_changed(with_hashes, goal, rubrics)

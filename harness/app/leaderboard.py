@@ -80,7 +80,7 @@ def criteria_view(store: Store, cfg: data.AppConfig, goal: Any, run_id: str, row
     if goal is not None:
         from harness.results import GOAL_CHANGED, goal_changed, run_decided_under
 
-        if goal_changed(run_decided_under(store.run(run_id) or {}), goal):
+        if goal_changed(run_decided_under(store.run(run_id) or {}), goal, cfg.rubrics_dir):
             st.warning(GOAL_CHANGED[0].upper() + GOAL_CHANGED[1:] + ".")
     df = pd.DataFrame(table)
     c1, c2, c3 = st.columns([2, 1, 1])

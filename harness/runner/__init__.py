@@ -166,10 +166,14 @@ def book(run: Run) -> None:
     """Record the run as started (and earlier runs of the goal still 'running' as interrupted)."""
     goal = run.goal
     run.store.mark_interrupted(goal.goal)
+    from harness.results import RUBRIC_HASHES, judge_rubric_hashes
+
     config = goal.model_dump(mode="json")
+    # The judge's rubrics as they were: an edited rubric shows this run's verdicts as not current.
+    stored = {**config, RUBRIC_HASHES: judge_rubric_hashes(goal, run.rubrics_dir)} if goal.judge else config
     run.store.start_run({"run_id": run.run_id, "goal": goal.goal, "goal_path": goal.source,
                          "config_hash": content_key(config), "data_hash": run.prepared.data_hash,
-                         "test_hash": run.prepared.test_hash, "config": config,
+                         "test_hash": run.prepared.test_hash, "config": stored,
                          "leakage": run.prepared.leakage_summary(goal.data.leakage, run.document_leakage),
                          **run_provenance()})
 
