@@ -91,6 +91,9 @@ def test_merged_export_gives_the_adapters_greedy_output(tiny, lora_dir, tmp_path
     out = res.path
     assert res.merged and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert not (out / "adapter_config.json").exists()
+    from harness.train.seen import read_seen
+
+    assert read_seen(out) == read_seen(lora_dir) and read_seen(out).ids  # what it saw goes with the weights
 
     tok = AutoTokenizer.from_pretrained(tiny)
     want, want_logits = _greedy(_adapter_model(tiny, lora_dir), tok)

@@ -194,30 +194,45 @@ def test_a_split_with_no_test_example_is_refused_before_anything_is_recorded(tmp
 
 
 def test_a_model_trained_on_this_goals_test_examples_is_refused_at_its_line(tmp_path, store):
-    """A model the harness trained (its harness_adapter.json lists what it saw, by content id),
-    brought into a goal whose test set holds some of those examples, would score its memory:
-    the run refuses it at the model: line, before anything is booked; a model that saw none runs."""
-    import json
+    """A model the harness trained (its harness_seen.json lists what it and its base saw, by id
+    and by user turns and answer), brought into a goal whose test set holds some of those
+    examples, would score its memory: the run refuses it at the model: line, before anything is
+    booked — a copy under another system prompt counts; a model that saw none runs, and one
+    whose record is damaged runs with a warning that it is unchecked."""
+    import io
 
+    from rich.console import Console
+
+    from harness.data.formats import make_example
     from harness.errors import InputError
     from harness.runner import prepare_run
+    from harness.train.seen import SEEN_FILE, write_seen
 
     data = write_jsonl(tmp_path / "d.jsonl", rows(120))
     test = prepare(load_goal(write_goal(tmp_path, data)), store, record=False).test
-    model = tmp_path / "exported"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-
-    def goal_with(seen: list[str]):
-        (model / "harness_adapter.json").write_text(json.dumps({"method": "full", "seen_ids": seen}))
-        return load_goal(write_goal(tmp_path, data, extra_candidates=[
-            {"name": "tuned", "kind": "prompt", "model": str(model)}]))
-
+    model, base = tmp_path / "exported", tmp_path / "base"
+    for folder in (model, base):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    goal = load_goal(write_goal(tmp_path, data, extra_candidates=[
+        {"name": "tuned", "kind": "prompt", "model": str(model)}]))
+    other = make_example("chat", [{"role": "user", "content": "nothing like the test set at all"}], "no")
+    # The base saw two test examples as they are; the model one more, under a system prompt.
+    write_seen(base, test[:2], None, "goal 'a', candidate 'lora'")
+    moved = make_example("chat", [{"role": "system", "content": "Be brief."},
+                                  {"role": "user", "content": test[2].input_text}], test[2].reference)
+    write_seen(model, [other, moved], base, "goal 'b', candidate 'full'")
     with pytest.raises(InputError) as err:
-        prepare_run(goal_with(["0" * 16] + [e.id for e in test[:3]]), store, progress=False)
+        prepare_run(goal, store, progress=False)
     text = str(err.value)
     assert f"was trained on 3 of this goal's {len(test)} test examples" in text
-    assert "t.yaml:" in text and "candidates[1].model" in text
+    assert "goal 'b', candidate 'full'; on a base trained by goal 'a', candidate 'lora'" in text
+    assert "t.yaml:" in text and "candidates[1].model" in text and "d.jsonl lines" in text
     assert all(str(e.line) in text for e in test[:3])
     assert not store.runs("t")  # nothing booked
-    prepare_run(goal_with(["0" * 16]), store, progress=False)  # saw none of them: runs
+    write_seen(model, [other], None, "goal 'b', candidate 'full'")
+    prepare_run(goal, store, progress=False)  # saw none of them: runs
+    (model / SEEN_FILE).write_text("{not json")
+    out = io.StringIO()
+    prepare_run(goal, store, progress=False, console=Console(file=out, width=300))
+    assert "what it saw is damaged: it cannot be checked" in out.getvalue()

@@ -217,7 +217,11 @@ def test_each_method_trains_saves_and_loads(method, lr, tiny, data, tmp_path):
     from harness.data.split import data_hash as split_data_hash
 
     assert meta["data_hash"] == split_data_hash(data[0]) and meta["tokens_seen"] == res.tokens_seen > 0
-    assert meta["seen_ids"] == sorted({e.id for e in data[0]} | {e.id for e in data[1]})
+    from harness.train.seen import read_seen, text_key
+
+    seen = read_seen(out)  # what it saw, for goals that would test it on one of those
+    assert seen.ids == {e.id for e in data[0]} | {e.id for e in data[1]}
+    assert seen.texts == {text_key(e) for e in data[0] + data[1]} and seen.trained_by == "goal 'g', candidate '?'"
     assert set(meta["versions"]) >= {"torch", "transformers", "peft", "trl"}
     assert meta["trainer_version"] == sft.TRAINER_VERSION
     assert meta["adapter_hash"] == res.adapter_hash == adapter_hash(out)

@@ -46,38 +46,63 @@ def preflight(run: "Run") -> None:
 
 def _seen_test_problems(run: "Run", index: dict[str, int]) -> list[Problem]:
     """A local model the harness trained (a ``full`` fine-tune, a merged export: its
-    ``harness_adapter.json`` lists the examples it saw, ``seen_ids``) that saw some of this goal's
-    test examples in training or validation: its scores would be recall of their answers, not
-    skill. Refused at the ``model:`` line that names it (the candidate's, else the goal's)."""
-    import json
-
-    from harness.backends.modelhub import harness_home
-    from harness.kinds import kind_of
+    ``harness_seen.json``, :mod:`harness.train.seen`) that saw some of this goal's test examples
+    in training or validation — its own or its base's: its scores would be recall of their
+    answers, not skill. Refused at the ``model:`` line that names it; a model whose record is
+    damaged, or that the harness trained before it kept one, is said to be unchecked."""
+    from harness.train.seen import UNREADABLE, read_seen
     from harness.train.sft import METADATA_FILE
 
-    test = {ex.id: ex for ex in run.prepared.test}
     found: dict[tuple, Problem] = {}
     for cand in run.candidates:
-        kind = kind_of(cand)
-        spec = kind.model_of(run.goal, cand) if kind.local_model else None
-        if not spec:
+        spec, loc = _model_named(run, cand, index)
+        folder = _model_folder(spec)
+        seen = read_seen(folder)
+        if seen is None or seen is UNREADABLE:
+            if folder is not None and (seen is UNREADABLE or (folder / METADATA_FILE).is_file()):
+                run.say(f"[yellow]model {spec!r} was trained by the harness, but what it saw is "
+                        f"{'damaged' if seen is UNREADABLE else 'not recorded (trained before that was kept)'}: "
+                        f"it cannot be checked against this goal's test set[/]")
             continue
-        folder = Path(spec).expanduser()
-        meta = folder / METADATA_FILE if folder.is_dir() else harness_home() / "models" / spec / METADATA_FILE
-        try:
-            seen = json.loads(meta.read_text(encoding="utf-8")).get("seen_ids") if meta.is_file() else None
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            continue  # a damaged file is said where the model is loaded
-        seen = {i for i in seen if isinstance(i, str)} if isinstance(seen, list) else set()
-        hit = sorted(test[i].line for i in seen & test.keys())
+        hit = seen.found(run.prepared.test)
         if hit:
-            loc = ("candidates", index[cand.name], "model") if cand.model else ("model",)
-            lines = ", ".join(map(str, hit[:5])) + (", ..." if len(hit) > 5 else "")
+            lines = ", ".join(str(ex.line) for ex in sorted(hit, key=lambda e: e.line)[:5]) + (
+                ", ..." if len(hit) > 5 else "")
             found[loc] = _problem(run.goal, loc, (
-                f"model {spec!r} was trained on {len(hit)} of this goal's {len(test)} test examples (data lines "
-                f"{lines}, by content; its {METADATA_FILE} lists what it saw): its scores would be recall of "
-                f"their answers, not skill. Evaluate it on a test set it did not see"))
+                f"model {spec!r} ({seen.trained_by}) was trained on {len(hit)} of this goal's "
+                f"{len(run.prepared.test)} test examples ({run.goal.data.path} lines {lines}, by content): its scores "
+                f"would be recall of their answers, not skill. Evaluate it on data it was not trained on, or "
+                f"leave this candidate out"))
     return list(found.values())
+
+
+def _model_named(run: "Run", cand, index: dict[str, int]) -> tuple[str | None, tuple]:
+    """The local model a candidate runs on and where the goal names it: its own ``model:``, the
+    one of the candidate whose adapter it answers with (``adapter_of``), else the goal's."""
+    from harness.kinds import kind_of
+
+    kind = kind_of(cand)
+    if not kind.local_model:
+        return None, ()
+    spec = kind.model_of(run.goal, cand)
+    for name in [cand.name, *kind.needs(cand)]:
+        other = run.goal.candidate(name)
+        if other.model and other.model == spec:
+            return spec, ("candidates", index[name], "model")
+    return spec, ("model",)
+
+
+def _model_folder(spec: str | None) -> Path | None:
+    """The folder a model spec loads from, where that is known without converting or fetching
+    anything (the default model is never one the harness trained)."""
+    from harness.backends.modelhub import DEFAULT_ALIASES, resolve_model
+
+    if not spec or spec.strip().lower() in DEFAULT_ALIASES or spec.endswith(".gguf"):
+        return None
+    try:
+        return resolve_model(spec).path
+    except HarnessError:
+        return None
 
 
 def _problem(goal: Goal, loc: tuple, message: str) -> Problem:

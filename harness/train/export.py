@@ -19,6 +19,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.fsutil import atomic_dir
 from harness.train.methods import METHODS
+from harness.train.seen import SEEN_FILE
 from harness.train.sft import METADATA_FILE, read_metadata
 
 SERVE_FILE = "SERVE.md"
@@ -152,6 +153,8 @@ def _merge_lora(src: _Source, dest: Path) -> None:
     if src.metadata:
         meta = dict(src.metadata, merged_from=str(src.folder))
         (dest / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    if (src.folder / SEEN_FILE).is_file():  # what it saw goes with the weights
+        shutil.copy2(src.folder / SEEN_FILE, dest / SEEN_FILE)
 
 
 def _serve_name(out: Path) -> str:

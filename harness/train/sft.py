@@ -41,6 +41,7 @@ from harness.errors import HarnessError, InputError, Problem
 from harness.fsutil import atomic_dir
 from harness.prompts import render_prompt
 from harness.provenance import TRAIN_PACKAGES, package_versions
+from harness.train.seen import write_seen
 from harness.train.distributed import Dist, maybe_no_sync
 from harness.train.methods import (METHODS, TrainParams, model_load_kwargs, peft_config_for,
                                    require_cuda_and_bitsandbytes)
@@ -714,8 +715,6 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
             "n_train": len(train),
             "n_validation": len(val),
             "validation_hash": data_hash(val) if val else None,
-            # What it saw, by content id: a goal whose test set holds one of these refuses the model.
-            "seen_ids": sorted({e.id for e in train} | {e.id for e in val}),
             "test_hash": meta.get("test_hash"),
             "versions": package_versions(TRAIN_PACKAGES),
             "trainer_version": TRAINER_VERSION,
@@ -726,6 +725,9 @@ def _save(model: Any, tokenizer: Any, out_dir: Path, *, params: TrainParams, bas
             "curves": [list(c) for c in curves],
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+        # What it saw (and its base saw): a goal whose test set holds one of these refuses the model.
+        write_seen(tmp, [*train, *val], Path(base_path),
+                   f"goal {meta.get('goal', '?')!r}, candidate {meta.get('candidate', '?')!r}")
     return metadata
 
 
