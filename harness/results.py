@@ -48,7 +48,7 @@ or nearly): ``policy`` is the goal's ``data.leakage`` (``drop`` or ``flag``), ``
 many such examples, ``dropped`` how many were left out of training and ``kept`` how many were
 trained on anyway (``flag``: scores may be inflated); null for runs stored before it was recorded.
 ``documents`` (present when found) maps a RAG candidate to the test examples its documents contain
-(turns and answer inside one passage): ``{"examples", "passages", "policy"}`` — with ``drop`` a
+(turns and answer inside one passage, or two adjacent ones of a document): ``{"examples", "passages", "policy"}`` — with ``drop`` a
 passage is not retrieved for the example it contains, with ``flag`` it is.
 ``run``'s ``confidence`` is the goal's level the run decided at, and ``decided_under`` a key of
 what it decided under (``decided_under``: criteria, confidence, multiplicity rule, named
@@ -185,8 +185,8 @@ def _rested_on_others(cand: dict[str, Any], run_verdicts: list[dict[str, Any]],
     return any(picked.get(n, {}).get("run_id") != cand["run_id"] for n in before)
 
 
-GOAL_CHANGED = ("the goal's criteria, confidence or multiplicity changed since this run (or a judge rubric's "
-                "text): the verdicts are what the run decided; `harness run` decides the new ones")
+GOAL_CHANGED = ("the goal's criteria, confidence, multiplicity or judge changed since this run (or a judge "
+                "rubric's text): the verdicts are what the run decided; `harness run` decides the new ones")
 RESEALED = ("the test set was sealed again since this run: its verdicts are on the old test set and answer "
             "nothing about the current one; run the goal again")
 
@@ -199,8 +199,10 @@ def goal_changed(stored: str | None, goal: Any, rubrics_dir: str | Path | None =
     if stored is None:
         return False
     config = goal.model_dump(mode="json")
-    if RUBRIC_HASHES in (json.loads(stored)[4] or {}):
-        config[RUBRIC_HASHES] = judge_rubric_hashes(goal, rubrics_dir)
+    then = (json.loads(stored)[4] or {}).get(RUBRIC_HASHES)
+    if then is not None:  # a rubric not found from here cannot tell, so counts as it was
+        config[RUBRIC_HASHES] = {name: now if now is not None else then.get(name)
+                                 for name, now in judge_rubric_hashes(goal, rubrics_dir).items()}
     return stored != decided_under(config)
 
 

@@ -248,3 +248,12 @@ def test_an_edited_judge_rubric_shows_the_runs_verdicts_as_not_current(tmp_path)
     assert not goal_changed(decided_under(config), goal, rubrics)  # stored without hashes: cannot tell
     tone.unlink()  # the name now finds the rubric harness ships, the text the run was judged on
     assert not goal_changed(with_hashes, goal, rubrics)
+    # A rubric not found from here (another folder, the goal file gone) cannot tell: not "changed".
+    (rubrics / "mytone.yaml").write_text((ROOT / "rubrics" / "tone.yaml").read_text().replace("name: tone",
+                                                                                               "name: mytone"))
+    mine = load_goal(write_yaml(tmp_path / "apart" / "goals" / "m.yaml", {
+        "goal": "m", "data": {"path": str(data)}, "judge": {"rubrics": ["mytone"]},
+        "success": [{"metric": "judge.mytone", "at_least": 3.5}], "candidates": [{"name": "p", "kind": "prompt"}]}))
+    key = decided_under({**mine.model_dump(mode="json"), RUBRIC_HASHES: judge_rubric_hashes(mine, rubrics)})
+    assert judge_rubric_hashes(mine, tmp_path / "nowhere") == {"mytone": None}
+    assert not goal_changed(key, mine, tmp_path / "nowhere") and not goal_changed(key, mine, rubrics)

@@ -236,3 +236,10 @@ def test_a_model_trained_on_this_goals_test_examples_is_refused_at_its_line(tmp_
     out = io.StringIO()
     prepare_run(goal, store, progress=False, console=Console(file=out, width=300))
     assert "what it saw is damaged: it cannot be checked" in out.getvalue()
+    # Trained on a harness-trained base that kept no record: what the base saw is unknown, and said.
+    (base / SEEN_FILE).unlink()
+    (base / "harness_adapter.json").write_text("{}")
+    write_seen(model, [other], base, "goal 'b', candidate 'full'")
+    out = io.StringIO()
+    prepare_run(goal, store, progress=False, console=Console(file=out, width=300))
+    assert out.getvalue().count("what it saw is not recorded for its base") == 1

@@ -191,7 +191,6 @@ def cross_duplicates(a_texts: Sequence[str], b_texts: Sequence[str], threshold: 
     return sorted((i, j, s, e) for (i, j), (s, e) in found.items())
 
 
-
 def contained(texts: Sequence[Sequence[str]], passages: Sequence[str], threshold: float = 0.8, *, k: int = 3,
               min_shingles: int = 5, block: int = 1000) -> list[tuple[int, int, float]]:
     """Pairs ``(i, j, share)``: every part of ``texts[i]`` (an example's turns, its answer) is

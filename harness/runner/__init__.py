@@ -164,10 +164,10 @@ def _find_leakage(run: Run) -> None:
 
 def book(run: Run) -> None:
     """Record the run as started (and earlier runs of the goal still 'running' as interrupted)."""
-    goal = run.goal
-    run.store.mark_interrupted(goal.goal)
     from harness.results import RUBRIC_HASHES, judge_rubric_hashes
 
+    goal = run.goal
+    run.store.mark_interrupted(goal.goal)
     config = goal.model_dump(mode="json")
     # The judge's rubrics as they were: an edited rubric shows this run's verdicts as not current.
     stored = {**config, RUBRIC_HASHES: judge_rubric_hashes(goal, run.rubrics_dir)} if goal.judge else config

@@ -4,7 +4,8 @@
 kinds and their options, metrics, rubrics of the judge and the panel, the judge itself, and the
 devices and precisions asked for (:mod:`harness.backends.device`). Every problem is collected
 (not just the first) with the goal file's line and field. :func:`preflight` adds what needs the
-split data (an adapter still to train that cannot train here).
+split data: an adapter still to train that cannot train here, and a model trained on this
+goal's test examples (:mod:`harness.train.seen`).
 """
 from __future__ import annotations
 
@@ -54,15 +55,19 @@ def _seen_test_problems(run: "Run", index: dict[str, int]) -> list[Problem]:
     from harness.train.sft import METADATA_FILE
 
     found: dict[tuple, Problem] = {}
+    said: set[Path] = set()
     for cand in run.candidates:
         spec, loc = _model_named(run, cand, index)
         folder = _model_folder(spec)
         seen = read_seen(folder)
+        unknown = ("damaged" if seen is UNREADABLE else "not recorded (trained before that was kept)"
+                   if seen is None and folder is not None and (folder / METADATA_FILE).is_file() else
+                   "not recorded for its base" if seen is not None and seen.base_unchecked else None)
+        if unknown and folder not in said:
+            said.add(folder)  # type: ignore[arg-type]
+            run.say(f"[yellow]model {spec!r} was trained by the harness, but what it saw is {unknown}: it cannot "
+                    f"be checked against this goal's test set[/]")
         if seen is None or seen is UNREADABLE:
-            if folder is not None and (seen is UNREADABLE or (folder / METADATA_FILE).is_file()):
-                run.say(f"[yellow]model {spec!r} was trained by the harness, but what it saw is "
-                        f"{'damaged' if seen is UNREADABLE else 'not recorded (trained before that was kept)'}: "
-                        f"it cannot be checked against this goal's test set[/]")
             continue
         hit = seen.found(run.prepared.test)
         if hit:

@@ -24,6 +24,7 @@ class Seen:
     ids: frozenset[str]
     texts: frozenset[str]
     trained_by: str  # "goal G, candidate C" where known
+    base_unchecked: bool = False  # trained on a harness-trained base whose record was missing or damaged
 
     def found(self, test: Sequence[Example]) -> list[Example]:
         """The test examples among those seen."""
@@ -43,15 +44,20 @@ def _ids(ex: Example) -> set[str]:
 
 def write_seen(folder: Path, examples: Sequence[Example], base: Path | None, trained_by: str) -> None:
     """Write what a model trained on ``examples`` saw, with what its ``base`` model saw."""
+    from harness.train.sft import METADATA_FILE
+
     ids = {i for ex in examples for i in _ids(ex)}
     texts = {text_key(ex) for ex in examples}
-    inherited = read_seen(base) if base is not None else None
+    inherited = read_seen(base)
+    unchecked = inherited is UNREADABLE or (inherited is None and base is not None
+                                            and (Path(base) / METADATA_FILE).is_file())
     if inherited is not None and inherited is not UNREADABLE:
         ids |= inherited.ids
         texts |= inherited.texts
         trained_by += f"; on a base trained by {inherited.trained_by}"
+        unchecked = inherited.base_unchecked
     (Path(folder) / SEEN_FILE).write_text(json.dumps({"ids": sorted(ids), "texts": sorted(texts),
-                                                      "trained_by": trained_by}))
+                                                      "trained_by": trained_by, "base_unchecked": unchecked}))
 
 
 UNREADABLE = Seen(frozenset(), frozenset(), "")
@@ -70,6 +76,7 @@ def read_seen(folder: Path | None) -> Seen | None:
         ids, texts = data["ids"], data["texts"]
         if not (isinstance(ids, list) and isinstance(texts, list)):
             return UNREADABLE
-        return Seen(frozenset(map(str, ids)), frozenset(map(str, texts)), str(data.get("trained_by") or "?"))
+        return Seen(frozenset(map(str, ids)), frozenset(map(str, texts)), str(data.get("trained_by") or "?"),
+                    bool(data.get("base_unchecked")))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return UNREADABLE
