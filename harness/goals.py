@@ -306,10 +306,25 @@ class Goal(Strict):
     source: str = Field("", exclude=True)
     root: str = Field("", exclude=True)
     _lines: dict = PrivateAttr(default_factory=dict)
+    _entries: list[int] = PrivateAttr(default_factory=list)  # candidate -> its entry as written
 
     def line_of(self, *loc: Any) -> int | None:
         """The goal file's line for a key path, for errors found after loading."""
         return line_for(loc, self._lines)
+
+    def entry_of(self, i: int) -> int:
+        """The ``candidates:`` entry, as written, candidate ``i`` comes from (a sweep expands one
+        entry into several candidates)."""
+        return self._entries[i] if len(self._entries) == len(self.candidates) else i
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_entries(cls, data: Any, handler: Any) -> "Goal":
+        goal = handler(data)
+        raw = data.get("candidates") if isinstance(data, dict) else None
+        if isinstance(raw, list):
+            goal._entries = [j for j, c in enumerate(raw) for _ in range(_sweep_size(c))]
+        return goal
 
     @field_validator("goal")
     @classmethod

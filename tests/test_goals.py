@@ -284,3 +284,26 @@ def test_a_goal_with_too_many_values_is_refused_at_the_line_it_passes_the_bound(
         load_goal(_sweep_goal(tmp_path, data, 1500, "[" + ",".join("0" * 256) + "]"))  # 384,000 candidates
     (prob,) = e.value.problems
     assert "more than 100,000 values" in prob.message and prob.line and 300 < prob.line < 500
+
+
+def test_a_problem_after_a_sweep_is_at_the_entry_as_written(tmp_path, data):
+    """A sweep expands one entry into several candidates: a problem of a later entry is at that
+    entry's line and index, and one of a swept candidate at its entry's, named."""
+    from harness.runner.validate import validate_goal
+
+    p = tmp_path / "g.yaml"
+    p.write_text(goal_text(data, "success:\n  - {metric: accuracy, at_least: 0.5}\ncandidates:\n"
+                                 "  - {name: l, kind: lora, r: [4, 8], epochs: 1}\n"
+                                 "  - name: p\n    kind: prompt\n    shots: -1\n"
+                                 "  - {name: m, kind: lora, r: [2, 3], lora_dropout: 7}\n"))
+    goal = load_goal(p)
+    assert [c.name for c in goal.candidates] == ["l-r4", "l-r8", "p", "m-r2", "m-r3"]
+    assert [goal.entry_of(i) for i in range(5)] == [0, 0, 1, 2, 2]
+    with pytest.raises(InputError) as err:
+        validate_goal(goal)
+    lines = p.read_text().splitlines()
+    problems = {pr.field: pr for pr in err.value.problems}
+    shots = problems["candidates[1].shots"]
+    assert lines[shots.line - 1].strip().startswith("shots:")
+    swept = [pr for f, pr in problems.items() if f.startswith("candidates[2]")]
+    assert swept and all("(swept from 'm')" in pr.message and "m, kind: lora" in lines[pr.line - 1] for pr in swept)

@@ -111,8 +111,14 @@ def _model_folder(spec: str | None) -> Path | None:
 
 
 def _problem(goal: Goal, loc: tuple, message: str) -> Problem:
+    """At ``loc``'s line; a candidate a sweep made is found at the entry it came from, and named."""
     from harness.yamlfile import field_name
 
+    if len(loc) >= 2 and loc[0] == "candidates" and isinstance(loc[1], int) and loc[1] < len(goal.candidates):
+        cand = goal.candidates[loc[1]]
+        if cand.sweep_of:
+            message = f"{cand.name} (swept from {cand.sweep_of!r}): {message}"
+        loc = ("candidates", goal.entry_of(loc[1]), *loc[2:])
     return Problem(goal.source or "<goal>", goal.line_of(*loc), field_name(loc), message)
 
 
@@ -227,7 +233,8 @@ def _option_problem(goal: Goal, i: int, p: Problem) -> Problem:
     key = (p.field or "").split(".")[0].split("[")[0]
     loc = ("candidates", i, key) if key else ("candidates", i)
     nested = ("candidates", i, *(p.field or "").split("."))  # an option's own key, e.g. train.launcher
-    if "[" not in (p.field or "") and len(nested) > len(loc) and goal.line_of(*nested) is not None:
+    written = ("candidates", goal.entry_of(i), *nested[2:])
+    if "[" not in (p.field or "") and len(nested) > len(loc) and goal.line_of(*written) is not None:
         loc = nested
     return _problem(goal, loc, p.message)
 
