@@ -227,7 +227,8 @@ class _Catalog:
     items: dict[tuple[Any, ...], list[panel.PanelItem]]  # (example, candidate, other, mode, rubric) -> items
     stored_items: set[str]
     rubrics: dict[str, Rubric | str] = field(default_factory=dict)  # name -> rubric, or why it did not load
-    mode: str | None = None                         # the goal's panel mode (pointwise / pairwise)
+    modes: dict[str, str] = field(default_factory=dict)  # rubric -> the one mode its ratings take
+    goal_rubrics: tuple[str, ...] = ()                   # the rubrics of the goal's panel
 
     def rubric(self, name: str) -> Rubric | str:
         if name not in self.rubrics:
@@ -263,9 +264,14 @@ def _catalog(goal: Goal, store: Store, file: str, rubrics_dir: Path, drawn: Sequ
     for example_id, text in sorted(store.example_inputs(goal.goal).items()):
         if splits.get(example_id) == "test":
             by_input[(text or "").strip()].append(example_id)
+    # One mode a rubric: the goal panel's for its rubrics, else what the rubric's stored items are.
+    mode = getattr(goal.human, "mode", None)
+    modes = {it.rubric: it.mode for it in stored}
+    modes.update({r: mode for r in (goal.human.rubrics if goal.human else [])})
     return _Catalog(goal.goal, file, rubrics_dir, set(splits), by_input,
                     sorted({c.name for c in goal.candidates} | {c for c, _ in outputs}), outputs, items,
-                    {it.item_id for it in stored}, mode=getattr(goal.human, "mode", None))
+                    {it.item_id for it in stored}, modes=modes,
+                    goal_rubrics=tuple(goal.human.rubrics if goal.human else ()))
 
 
 @dataclass(frozen=True)
@@ -311,15 +317,30 @@ class _Row:
         return value
 
 
+def _one_mode(cat: _Catalog, r: _Row, rubric: str | None, other: str | None) -> None:
+    """A rubric's ratings are all scores or all comparisons: its human criteria are means of 1-5
+    scores (pointwise) or win rates (pairwise), and one kind averaged into the other is neither.
+    The goal's panel mode holds for its rubrics; another rubric keeps the mode it was first rated in."""
+    mode = panel.PAIRWISE if other else panel.POINTWISE
+    if rubric is None:
+        return
+    if cat.modes.setdefault(rubric, mode) == mode:
+        return
+    where = "this goal's panel is" if rubric in (cat.goal_rubrics or ()) else f"rubric {rubric!r} is rated"
+    if other:
+        r.bad("other_candidate", f"is given, but {where} pointwise: a row scores one output 1-5 (score), and a "
+                                 f"win or loss would be averaged in with the scores")
+    else:
+        r.bad("other_candidate", f"is missing: {where} pairwise, so a row compares two outputs (other_candidate "
+                                 f"and choice A, B or tie), not a score")
+
+
 def _check_row(cat: _Catalog, row: Row) -> tuple[Rating | None, list[Problem]]:
     r = _Row(cat, row)
     rater = _rater(r)
     rubric, criterion = _criterion(r)
     other = r.text.get("other_candidate")
-    if cat.mode == panel.PAIRWISE and not other:
-        # A pairwise goal's human criteria are win rates: a 1-5 score would be averaged in as one.
-        r.bad("other_candidate", "is missing: this goal's panel is pairwise, so a row compares two outputs "
-                                 "(other_candidate and choice A, B or tie), not a score")
+    _one_mode(cat, r, rubric, other)
     value = _choice(r) if other else _score(r)
     candidates = [_candidate(r, "candidate")] + ([_candidate(r, "other_candidate")] if other else [])
     if other and other == r.text.get("candidate"):

@@ -187,13 +187,13 @@ def test_pairwise_rows_reuse_an_item_shown_the_other_way_round(tmp_path, project
     from harness import panel
 
     p = project
-    item = panel.PanelItem(panel.item_id_for("rated", p.run_id, p.ids[0], "tuned", "base", "pairwise", "tone"),
-                           "rated", p.run_id, p.ids[0], "tuned", "base", "pairwise", "tone")
+    item = panel.PanelItem(panel.item_id_for("rated", p.run_id, p.ids[0], "tuned", "base", "pairwise", "helpfulness"),
+                           "rated", p.run_id, p.ids[0], "tuned", "base", "pairwise", "helpfulness")
     p.store.put_panel_items("rated", [item.as_row()])
     rows = [{"example_id": p.ids[0], "candidate": "base", "other_candidate": "tuned", "rater": "ann",
-             "rubric": "tone", "criterion": "formal", "choice": "A"},   # base better, on the item showing tuned as A
+             "rubric": "helpfulness", "choice": "A"},   # base better, on the item showing tuned as A
             {"example_id": p.ids[1], "candidate": "base", "other_candidate": "tuned", "rater": "ann",
-             "rubric": "tone", "criterion": "formal", "choice": "tie"}]
+             "rubric": "helpfulness", "choice": "tie"}]
     import_ratings(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", rows), RUBRICS)
     by_item = {r["item_id"]: r["choice"] for r in p.store.ratings("rated")}
     assert by_item[item.item_id] == "B" and sorted(by_item.values()) == ["B", "tie"]
@@ -201,7 +201,16 @@ def test_pairwise_rows_reuse_an_item_shown_the_other_way_round(tmp_path, project
     with pytest.raises(InputError) as err:
         plan_import(p.goal, p.store, write_jsonl(tmp_path / "bad.jsonl", bad), RUBRICS)
     fields = [(pr.line, pr.field) for pr in err.value.problems]
-    assert (1, "score") in fields and (2, "choice") in fields and (3, "choice") in fields, fields
+    assert (1, "score") in fields and (2, "choice") in fields and (3, "other_candidate") in fields, fields
+    # One mode a rubric: a comparison on the goal's pointwise panel rubric, or a score on a rubric
+    # rated pairwise, would be averaged in with the other kind — refused at its line, nothing imported.
+    mixed = [{**rows[0], "rubric": "tone", "criterion": "formal"},
+             {"example_id": p.ids[0], "candidate": "base", "rater": "ann", "rubric": "helpfulness", "score": 4}]
+    with pytest.raises(InputError) as err:
+        import_ratings(p.goal, p.store, write_jsonl(tmp_path / "mixed.jsonl", mixed), RUBRICS)
+    got = {pr.line: pr.message for pr in err.value.problems}
+    assert "this goal's panel is pointwise" in got[1] and "rubric 'helpfulness' is rated pairwise" in got[2]
+    assert sorted(by_item.values()) == sorted(r["choice"] for r in p.store.ratings("rated"))
 
 
 def test_export_then_import_into_a_fresh_store_round_trips(tmp_path, project):
