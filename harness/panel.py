@@ -275,6 +275,14 @@ def shown_texts(store: "Store", items: Iterable[PanelItem]) -> dict[tuple[str, s
             for run_id in sorted({it.run_id for it in items}) for r in store.run_outputs(run_id)}
 
 
+def in_goal_mode(items: Iterable[PanelItem], human: Any) -> list[PanelItem]:
+    """The items of the goal panel's rubrics in the panel's mode (``human``: the goal's
+    ``human`` section), those of other rubrics as they are: a goal whose ``human.mode`` changed
+    keeps its old items, whose ratings are neither its mean scores nor its win rates."""
+    rubrics = set(human.rubrics) if human is not None else set()
+    return [it for it in items if it.rubric not in rubrics or it.mode == human.mode]
+
+
 def items_showing(items: Iterable[PanelItem], shown: Mapping[tuple[str, str], str],
                   now: Mapping[tuple[str, str], str]) -> list[PanelItem]:
     """The items whose output(s) are the texts the candidates give ``now`` ((candidate, example id)

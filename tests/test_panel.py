@@ -123,6 +123,26 @@ def test_pairwise_human_scores_are_win_rates():
     assert scores == {"a": {"e1": 0.75, "e2": 0.0}, "b": {"e1": 0.25, "e2": 1.0}}
 
 
+def test_a_goal_whose_panel_mode_changed_counts_only_ratings_of_its_mode():
+    """A goal rated pairwise, then made pointwise, keeps its old items: their wins (1) and losses
+    (0) averaged in with 1-5 scores would be neither; only its panel rubrics' items of the
+    goal's mode count, other rubrics' as they are."""
+    items = [_item("s1", "a", "e1"), _item("s2", "a", "e2"), _item("p1", "a", "e1", other="b", mode="pairwise"),
+             _item("h1", "a", "e1", other="b", mode="pairwise", rubric="helpfulness")]
+    ratings = [{"rater": "x", "item_id": "s1", "criterion": "formal", "score": 4.0},
+               {"rater": "x", "item_id": "s2", "criterion": "formal", "score": 2.0},
+               {"rater": "x", "item_id": "p1", "criterion": "formal", "choice": "B"},
+               {"rater": "x", "item_id": "h1", "criterion": "helpfulness", "choice": "A"}]
+    mixed = panel.human_results(ratings, items, "human.tone")["a"]
+    assert mixed.extra["bounds"] == (0.0, 1.0)  # one pairwise item made the 1-5 scores a "win rate"
+    human = SimpleNamespace(rubrics=["tone"], mode=panel.POINTWISE)
+    kept = panel.in_goal_mode(items, human)
+    assert [it.item_id for it in kept] == ["s1", "s2", "h1"]
+    res = panel.human_results(ratings, kept, "human.tone")["a"]
+    assert res.extra["bounds"] == (1.0, 5.0) and res.recompute() == 3.0
+    assert panel.in_goal_mode(items, None) == items
+
+
 def _crit(metric, op, amount, baseline=None):
     return SimpleNamespace(metric=metric, op=op, baseline=baseline, **{op: amount})
 

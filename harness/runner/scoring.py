@@ -294,7 +294,8 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str],
     from harness import panel
 
     ratings = run.store.ratings(run.goal.goal)
-    items = [panel.PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)]
+    items = panel.in_goal_mode([panel.PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)],
+                               run.goal.human)
     if outputs is not None:
         ids = [ex.id for ex in run.prepared.test]
         now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
