@@ -30,11 +30,13 @@ import csv
 import io
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Mapping, Sequence
 
+from harness.cache import digest
 from harness import panel
 from harness.errors import HarnessError, InputError, Problem
 from harness.registry import did_you_mean
@@ -44,9 +46,16 @@ if TYPE_CHECKING:
     from harness.judge.rubric import Rubric
     from harness.store import Store
 
-FIELDS = ("example_id", "input", "candidate", "other_candidate", "rater", "rubric", "criterion", "score", "choice")
-EXPORT_FIELDS = ("example_id", "candidate", "other_candidate", "rater", "rubric", "criterion", "score", "choice")
-PAIRWISE_FIELDS = ("other_candidate", "choice")
+FIELDS = ("example_id", "input", "candidate", "other_candidate", "rater", "rubric", "criterion", "score", "choice",
+          "output", "other_output", "output_hash", "other_output_hash")
+EXPORT_FIELDS = ("example_id", "candidate", "other_candidate", "rater", "rubric", "criterion", "score", "choice",
+                 "output_hash", "other_output_hash")
+PAIRWISE_FIELDS = ("other_candidate", "choice", "other_output_hash")
+
+
+def output_hash(text: str) -> str:
+    """What names the output a rating was made on: the first 16 hex of its text's sha256."""
+    return digest(text, 16)
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -224,6 +233,7 @@ class _Catalog:
     by_input: dict[str, list[str]]                  # stripped test input -> test example ids
     candidates: list[str]                           # the goal's candidates and those with outputs
     outputs: dict[tuple[str, str], list[str]]       # (candidate, example) -> finished runs, newest first
+    hashes: dict[tuple[str, str, str], str]         # (run, candidate, example) -> output_hash of its text
     items: dict[tuple[Any, ...], list[panel.PanelItem]]  # (example, candidate, other, mode, rubric) -> items
     stored_items: set[str]
     rubrics: dict[str, Rubric | str] = field(default_factory=dict)  # name -> rubric, or why it did not load
@@ -252,10 +262,12 @@ def _load_rubric(name: str, rubrics_dir: Path) -> Rubric | str:
 def _catalog(goal: Goal, store: Store, file: str, rubrics_dir: Path, drawn: Sequence[panel.PanelItem],
              stored: Sequence[panel.PanelItem]) -> _Catalog:
     outputs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    hashes: dict[tuple[str, str, str], str] = {}
     rank: dict[str, int] = {}
     for r in store.finished_run_outputs(goal.goal):  # newest run first
         rank.setdefault(r["run_id"], len(rank))
         outputs[(r["candidate"], r["example_id"])].append(r["run_id"])
+        hashes[(r["run_id"], r["candidate"], r["example_id"])] = output_hash(r["output"] or "")
     items: dict[tuple[Any, ...], list[panel.PanelItem]] = defaultdict(list)
     for it in sorted([*stored, *drawn], key=lambda it: (rank.get(it.run_id, len(rank)), it.item_id)):
         items[(it.example_id, it.candidate, it.other_candidate or None, it.mode, it.rubric)].append(it)
@@ -269,7 +281,7 @@ def _catalog(goal: Goal, store: Store, file: str, rubrics_dir: Path, drawn: Sequ
     modes = {it.rubric: it.mode for it in stored}
     modes.update({r: mode for r in (goal.human.rubrics if goal.human else [])})
     return _Catalog(goal.goal, file, rubrics_dir, set(splits), by_input,
-                    sorted({c.name for c in goal.candidates} | {c for c, _ in outputs}), outputs, items,
+                    sorted({c.name for c in goal.candidates} | {c for c, _ in outputs}), outputs, hashes, items,
                     {it.item_id for it in stored}, modes=modes,
                     goal_rubrics=tuple(goal.human.rubrics if goal.human else ()))
 
@@ -346,9 +358,11 @@ def _check_row(cat: _Catalog, row: Row) -> tuple[Rating | None, list[Problem]]:
     if other and other == r.text.get("candidate"):
         r.bad("other_candidate", "is the same candidate as 'candidate': a pairwise rating compares two")
     example = _example(r)
+    rated = {c: h for c, h in ((r.text.get("candidate"), _rated_output(r, "")),
+                               (other, _rated_output(r, "other_"))) if c and h}
     if r.problems or None in (rater, rubric, criterion, value, example, *candidates):
         return None, r.problems
-    found = _item(cat, str(example), str(candidates[0]), other, str(rubric))
+    found = _item(cat, str(example), str(candidates[0]), other, str(rubric), rated)
     if isinstance(found, str):
         return None, [Problem(cat.file, row.line, "example_id" if "example_id" in r.text else "input", found)]
     item, swapped = found
@@ -356,6 +370,18 @@ def _check_row(cat: _Catalog, row: Row) -> tuple[Rating | None, list[Problem]]:
         choice = {"A": "B", "B": "A"}.get(str(value), str(value)) if swapped else str(value)
         return Rating(row.line, item, str(rater), str(criterion), choice=choice), []
     return Rating(row.line, item, str(rater), str(criterion), score=float(value)), []
+
+
+def _rated_output(r: _Row, prefix: str) -> str | None:
+    """The output a row says it rated (``output`` text or ``output_hash``; ``other_`` ones for
+    the other candidate), as an output hash; None when it does not say."""
+    text, given = r.text.get(f"{prefix}output"), r.text.get(f"{prefix}output_hash")
+    if given is not None:
+        if not re.fullmatch(r"[0-9a-f]{16}", given.strip().lower()):
+            r.bad(f"{prefix}output_hash", f"{given!r} is not an output hash (16 hex digits, as ratings export writes)")
+            return None
+        return given.strip().lower()
+    return output_hash(text) if text is not None else None
 
 
 def _rater(r: _Row) -> str | None:
@@ -457,15 +483,21 @@ def _example(r: _Row) -> str | None:
     return matches[0]
 
 
-def _item(cat: _Catalog, example: str, candidate: str, other: str | None,
-          rubric: str) -> tuple[panel.PanelItem, bool] | str:
+def _item(cat: _Catalog, example: str, candidate: str, other: str | None, rubric: str,
+          rated: dict[str, str]) -> tuple[panel.PanelItem, bool] | str:
     """The panel item this rating belongs to and whether it shows the two candidates the other
-    way round (a pairwise choice then flips); or why there is none."""
+    way round (a pairwise choice then flips); or why there is none. ``rated``: candidate ->
+    hash of the output the row says it rated; the item must then be on a run that gave it."""
     mode = panel.PAIRWISE if other else panel.POINTWISE
-    if cat.items.get((example, candidate, other, mode, rubric)):
-        return cat.items[(example, candidate, other, mode, rubric)][0], False
-    if other and cat.items.get((example, other, candidate, mode, rubric)):
-        return cat.items[(example, other, candidate, mode, rubric)][0], True
+
+    def gave(run: str) -> bool:
+        return all(cat.hashes.get((run, c, example)) == h for c, h in rated.items())
+
+    for key, swapped in (((example, candidate, other, mode, rubric), False),
+                         ((example, other, candidate, mode, rubric), True)):
+        found = [it for it in cat.items.get(key, ()) if gave(it.run_id)] if other or not swapped else []
+        if found:
+            return found[0], swapped
     for name in filter(None, (candidate, other)):
         if not cat.outputs.get((name, example)):
             return f"candidate {name!r} has no output on example {example!r} in a finished run of goal {cat.goal!r}"
@@ -473,6 +505,10 @@ def _item(cat: _Catalog, example: str, candidate: str, other: str | None,
     runs = [run for run in cat.outputs[(candidate, example)] if with_other is None or run in with_other]
     if not runs:
         return f"no finished run of goal {cat.goal!r} has outputs of both {candidate!r} and {other!r} on {example!r}"
+    runs = [run for run in runs if gave(run)]
+    if not runs:
+        return (f"no finished run of goal {cat.goal!r} gave the output this row rated ({', '.join(rated)} on "
+                f"{example!r}): it was rated on a text the candidate no longer gives here")
     run_id = runs[0]
     return panel.PanelItem(panel.item_id_for(cat.goal, run_id, example, candidate, other, mode, rubric), cat.goal,
                            run_id, example, candidate, other, mode, rubric), False
@@ -569,6 +605,8 @@ def export_rows(store: Store, goal: str) -> list[dict[str, Any]]:
     """The goal's ratings in the import shape, one a row (pairwise ones with other_candidate
     and choice); ratings of items the store no longer has are left out."""
     items = {r["item_id"]: panel.PanelItem.from_row(r) for r in store.panel_items(goal)}
+    texts = {(r["run_id"], r["candidate"], r["example_id"]): r["output"] or ""
+             for r in store.finished_run_outputs(goal)}
     rows = []
     for rating in store.ratings(goal):
         it = items.get(rating["item_id"])
@@ -577,6 +615,9 @@ def export_rows(store: Store, goal: str) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"example_id": it.example_id, "candidate": it.candidate}
         if it.mode == panel.PAIRWISE:
             row["other_candidate"] = it.other_candidate
+        for prefix, cand in (("", it.candidate), ("other_", it.other_candidate)):
+            if cand and (it.run_id, cand, it.example_id) in texts:
+                row[f"{prefix}output_hash"] = output_hash(texts[(it.run_id, cand, it.example_id)])
         row.update(rater=rating["rater"], rubric=it.rubric, criterion=rating["criterion"])
         if it.mode == panel.PAIRWISE and rating.get("choice") is not None:
             rows.append({**row, "choice": rating["choice"]})

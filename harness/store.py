@@ -724,9 +724,10 @@ class Store:
             "SELECT DISTINCT example_id FROM outputs WHERE run_id = ? ORDER BY example_id", [run_id])]
 
     def finished_run_outputs(self, goal: str) -> list[dict[str, Any]]:
-        """(run_id, candidate, example_id) of every output of the goal's finished runs, newest run
-        first (failed generations are no outputs)."""
-        return self.query("SELECT o.run_id, o.candidate, o.example_id FROM outputs o JOIN runs r USING (run_id) "
+        """(run_id, candidate, example_id, output) of every output of the goal's finished runs,
+        newest run first (failed generations are no outputs)."""
+        return self.query("SELECT o.run_id, o.candidate, o.example_id, p.output FROM outputs o JOIN runs r "
+                          "USING (run_id) "
                           "JOIN predictions p USING (cache_key) "
                           "WHERE r.goal = ? AND r.status = 'finished' AND p.error IS NULL "
                           "ORDER BY r.started_at DESC, o.run_id, o.candidate, o.example_id", [goal])

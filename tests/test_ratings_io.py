@@ -224,7 +224,7 @@ def test_export_then_import_into_a_fresh_store_round_trips(tmp_path, project):
     import_ratings(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", rows), RUBRICS)
     exported = export_rows(p.store, p.goal.goal)
     assert len(exported) == len(rows) and {"example_id", "candidate", "rater", "rubric", "criterion",
-                                            "score"} == set(exported[0])
+                                            "score", "output_hash"} == set(exported[0])
     fresh = run_project(tmp_path / "fresh")
     assert fresh.run_id != p.run_id and fresh.ids == p.ids
     for name in ("out.jsonl", "out.csv"):
@@ -266,21 +266,24 @@ def test_cli_import_export_and_exit_codes(tmp_path, project):
     assert [json.loads(line) for line in r.stdout.splitlines()] == export_rows(p.store, "rated")
     r = harness("ratings", "export", p.goal_file, tmp_path / "out.csv", "--db", p.db)
     assert r.returncode == 0 and "exported 3 rating(s) from 1 rater(s)" in r.stdout
-    assert (tmp_path / "out.csv").read_text().splitlines()[0] == "example_id,candidate,rater,rubric,criterion,score"
+    assert (tmp_path / "out.csv").read_text().splitlines()[0] == (
+        "example_id,candidate,rater,rubric,criterion,score,output_hash")
     r = harness("ratings", "export", p.goal_file, tmp_path / "out.xlsx", "--db", p.db)
     assert r.returncode == 2 and ".csv or .jsonl" in r.stderr
 
 
 def _label_studio_csv(path, p, n=4):
-    """A Label Studio CSV export of tasks uploaded with example_id, candidate and output, rated
-    with a Rating control named ``correctness``: the tool's own columns around the task data."""
+    """A Label Studio CSV export of tasks uploaded with example_id, candidate and output (the text
+    the annotator saw, checked on import), rated with a Rating control named ``correctness``: the
+    tool's own columns around the task data."""
+    shown = {r["example_id"]: r["output"] for r in p.store.run_outputs(p.run_id, "tuned")}
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["annotation_id", "annotator", "candidate", "correctness", "created_at", "example_id", "id",
                     "lead_time", "output", "updated_at"])
         for i in range(n):
             w.writerow([100 + i, "ann@example.org", "tuned", str(2 + i % 3), "2024-05-01T10:00:00.000000Z", p.ids[i],
-                        7 + i, "12.5", "billing", "2024-05-01T10:00:12.000000Z"])
+                        7 + i, "12.5", shown[p.ids[i]], "2024-05-01T10:00:12.000000Z"])
     return path
 
 
@@ -290,8 +293,8 @@ def test_an_annotation_tool_export_imports_with_extra_columns_ignored_and_named(
     plan = import_ratings(p.goal, p.store, path, RUBRICS, mapping={"annotator": "rater", "correctness": "score"},
                           constants={"rubric": "correctness"})
     assert len(plan.ratings) == 4
-    assert plan.ignored == ["annotation_id", "created_at", "id", "lead_time", "output", "updated_at"]
-    assert plan.note().startswith("ignored 6 columns that are not rating fields: annotation_id, created_at, id")
+    assert plan.ignored == ["annotation_id", "created_at", "id", "lead_time", "updated_at"]
+    assert plan.note().startswith("ignored 5 columns that are not rating fields: annotation_id, created_at, id")
     assert stored(p) == sorted((p.ids[i], "tuned", "ann@example.org", "correctness", float(2 + i % 3), None)
                                for i in range(4))
     # An Argilla-style JSON Lines export: record ids, status, metadata (an object) beside the fields.
@@ -338,7 +341,32 @@ def test_cli_import_of_a_tool_export_with_map_and_set(tmp_path, project):
                 "--map", "correctness=score", "--set", "rubric=correctness")
     assert r.returncode == 0, r.stderr
     assert "imported 4 ratings from 1 rater for 4 outputs" in r.stdout
-    assert "ignored 6 columns that are not rating fields: annotation_id, created_at, id, lead_time, output, " \
+    assert "ignored 5 columns that are not rating fields: annotation_id, created_at, id, lead_time, " \
            "updated_at" in r.stdout
     r = harness("ratings", "import", p.goal_file, path, "--db", p.db, "--map", "annotator")
     assert r.returncode == 2 and "expected NAME=VALUE" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_rating_of_an_output_the_candidate_no_longer_gives_is_refused(tmp_path, project):
+    """A row that says which output it rated (``output`` text or ``output_hash``, as export
+    writes) attaches only to a run that gave that text: ratings made on an old output must not
+    count for the new one a later run gives in its place."""
+    from harness.ratings_io import output_hash
+
+    p = project
+    outputs = {(r["candidate"], r["example_id"]): r["output"] for r in p.store.run_outputs(p.run_id)}
+    good = rating(p, 0, "tuned", output=outputs[("tuned", p.ids[0])])
+    stale = rating(p, 1, "tuned", rater="bob", output_hash=output_hash("an answer this store never saw"))
+    pair = {"example_id": p.ids[2], "candidate": "tuned", "other_candidate": "base", "rater": "ann",
+            "rubric": "helpfulness", "choice": "A", "other_output": "not base's output"}
+    with pytest.raises(InputError) as err:
+        plan_import(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", [good, stale, pair]), RUBRICS)
+    got = {pr.line: pr.message for pr in err.value.problems}
+    assert set(got) == {2, 3} and all("no longer gives here" in m for m in got.values())
+    bad_hash = rating(p, 1, "tuned", output_hash="xyz")
+    with pytest.raises(InputError, match="not an output hash"):
+        plan_import(p.goal, p.store, write_jsonl(tmp_path / "h.jsonl", [bad_hash]), RUBRICS)
+    plan = import_ratings(p.goal, p.store, write_jsonl(tmp_path / "ok.jsonl", [good]), RUBRICS)
+    assert len(plan.ratings) == 1 and plan.ratings[0].item.run_id == p.run_id
+    exported = export_rows(p.store, p.goal.goal)
+    assert exported[0]["output_hash"] == output_hash(outputs[("tuned", p.ids[0])])
