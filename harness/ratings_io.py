@@ -54,8 +54,9 @@ PAIRWISE_FIELDS = ("other_candidate", "choice", "other_output_hash")
 
 
 def output_hash(text: str) -> str:
-    """What names the output a rating was made on: the first 16 hex of its text's sha256."""
-    return digest(text, 16)
+    """What names the output a rating was made on: the first 16 hex of the sha256 of its text,
+    line ends as newlines and stripped (as a spreadsheet's cell gives it back)."""
+    return digest(text.replace("\r\n", "\n").strip(), 16)
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 

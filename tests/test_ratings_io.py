@@ -363,6 +363,7 @@ def test_a_rating_of_an_output_the_candidate_no_longer_gives_is_refused(tmp_path
         plan_import(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", [good, stale, pair]), RUBRICS)
     got = {pr.line: pr.message for pr in err.value.problems}
     assert set(got) == {2, 3} and all("no longer gives here" in m for m in got.values())
+    assert output_hash("two\r\nlines \n") == output_hash("two\nlines")  # as a spreadsheet cell gives it back
     bad_hash = rating(p, 1, "tuned", output_hash="xyz")
     with pytest.raises(InputError, match="not an output hash"):
         plan_import(p.goal, p.store, write_jsonl(tmp_path / "h.jsonl", [bad_hash]), RUBRICS)
