@@ -338,7 +338,7 @@ def panel_report(store: Store, goal: Any, rubrics_dir: Path, *, intervals: bool 
     ``intervals``, each alpha and kappa with its 95% bootstrap interval)."""
     from harness import panel
 
-    items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal.goal)]
+    items = panel.goal_items(store, goal)
     ratings = store.ratings(goal.goal)
     threshold = goal.human.agreement_threshold if goal.human else 0.4
     inter, versus = [], []

@@ -530,12 +530,13 @@ def _stored_goal(store: Store, name: str) -> Goal | None:
 
 def _human_summary(store: Store, goal: Goal, res: Any) -> dict:
     """Live human-panel scores (per candidate and metric) and agreement statistics."""
-    from harness.app.data import agreement_report, panel_items
+    from harness import panel
+    from harness.app.data import agreement_report
     from harness.panel import human_aggregates
 
     if goal.human is None:
         return {}
-    items = panel_items(store, goal.goal)
+    items = panel.goal_items(store, goal)
     ratings = store.ratings(goal.goal)
     metrics = [f"human.{r}" for r in goal.human.rubrics] + [c.metric for c in goal.success if c.metric.startswith("human.")]
     scores: dict = {}

@@ -269,10 +269,16 @@ def _rating_value(item: PanelItem, rating: Mapping[str, Any], candidate: str) ->
     return None if score is None else float(score)
 
 
-def shown_texts(store: "Store", items: Iterable[PanelItem]) -> dict[tuple[str, str], str]:
-    """(candidate, example id) → the output text the panel items showed (their runs' outputs)."""
-    return {(r["candidate"], r["example_id"]): r["output"]
+def shown_texts(store: "Store", items: Iterable[PanelItem]) -> dict[tuple[str, str, str], str]:
+    """(run id, candidate, example id) → the output text the panel items of that run showed."""
+    return {(run_id, r["candidate"], r["example_id"]): r["output"]
             for run_id in sorted({it.run_id for it in items}) for r in store.run_outputs(run_id)}
+
+
+def goal_items(store: "Store", goal: Any) -> list[PanelItem]:
+    """The goal's panel items its human scores and verdicts rest on: of its panel rubrics, those
+    in the panel's mode (:func:`in_goal_mode`)."""
+    return in_goal_mode([PanelItem.from_row(r) for r in store.panel_items(goal.goal)], goal.human)
 
 
 def in_goal_mode(items: Iterable[PanelItem], human: Any) -> list[PanelItem]:
@@ -283,13 +289,14 @@ def in_goal_mode(items: Iterable[PanelItem], human: Any) -> list[PanelItem]:
     return [it for it in items if it.rubric not in rubrics or it.mode == human.mode]
 
 
-def items_showing(items: Iterable[PanelItem], shown: Mapping[tuple[str, str], str],
+def items_showing(items: Iterable[PanelItem], shown: Mapping[tuple[str, str, str], str],
                   now: Mapping[tuple[str, str], str]) -> list[PanelItem]:
-    """The items whose output(s) are the texts the candidates give ``now`` ((candidate, example id)
-    → text; a candidate with nothing there is not checked): a rating of an output a candidate no
-    longer gives says nothing about it."""
+    """The items whose output(s) — as their own run gave them (``shown``, :func:`shown_texts`) —
+    are the texts the candidates give ``now`` ((candidate, example id) → text; a candidate with
+    nothing there is not checked): a rating of an output a candidate no longer gives says
+    nothing about it, whichever run's item it was made on."""
     return [it for it in items
-            if all(shown.get((c, it.example_id)) == now[(c, it.example_id)]
+            if all(shown.get((it.run_id, c, it.example_id)) == now[(c, it.example_id)]
                    for c in filter(None, (it.candidate, it.other_candidate)) if (c, it.example_id) in now)]
 
 

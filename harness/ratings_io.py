@@ -361,6 +361,9 @@ def _check_row(cat: _Catalog, row: Row) -> tuple[Rating | None, list[Problem]]:
     example = _example(r)
     rated = {c: h for c, h in ((r.text.get("candidate"), _rated_output(r, "")),
                                (other, _rated_output(r, "other_"))) if c and h}
+    if other and len(rated) == 1:  # half a comparison checked would attach to a run showing another text
+        r.bad("other_output_hash" if r.text.get("candidate") in rated else "output_hash",
+              "a pairwise row names both outputs it compared (output and other_output, or their hashes), or neither")
     if r.problems or None in (rater, rubric, criterion, value, example, *candidates):
         return None, r.problems
     found = _item(cat, str(example), str(candidates[0]), other, str(rubric), rated)

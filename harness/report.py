@@ -236,7 +236,7 @@ def _human_section(doc: _Doc, store: Store, goal: Any, agreement: dict[str, Any]
 
     if goal.human is None:
         return
-    items = [panel.PanelItem.from_row(r) for r in store.panel_items(goal.goal)]
+    items = panel.goal_items(store, goal)
     ratings = store.ratings(goal.goal)
     out = ["", "## Human panel", "", f"{len(ratings)} ratings of {len(items)} items."]
     doc.lines += out

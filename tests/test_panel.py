@@ -143,6 +143,17 @@ def test_a_goal_whose_panel_mode_changed_counts_only_ratings_of_its_mode():
     assert panel.in_goal_mode(items, None) == items
 
 
+def test_an_item_counts_by_the_text_its_own_run_showed():
+    """Items of two runs on one output: the old run's showed another text. Only the item whose
+    own run gave the text the candidate gives now counts, whichever run is newer."""
+    old = panel.PanelItem("i-old", "g", "r1", "e1", "a", None, panel.POINTWISE, "tone")
+    new = panel.PanelItem("i-new", "g", "r2", "e1", "a", None, panel.POINTWISE, "tone")
+    shown = {("r1", "a", "e1"): "a fine answer", ("r2", "a", "e1"): "I refuse to help"}
+    assert panel.items_showing([old, new], shown, {("a", "e1"): "I refuse to help"}) == [new]
+    assert panel.items_showing([old, new], shown, {("a", "e1"): "a fine answer"}) == [old]
+    assert panel.items_showing([old, new], shown, {}) == [old, new]  # nothing given now: not checked
+
+
 def _crit(metric, op, amount, baseline=None):
     return SimpleNamespace(metric=metric, op=op, baseline=baseline, **{op: amount})
 

@@ -359,10 +359,12 @@ def test_a_rating_of_an_output_the_candidate_no_longer_gives_is_refused(tmp_path
     stale = rating(p, 1, "tuned", rater="bob", output_hash=output_hash("an answer this store never saw"))
     pair = {"example_id": p.ids[2], "candidate": "tuned", "other_candidate": "base", "rater": "ann",
             "rubric": "helpfulness", "choice": "A", "other_output": "not base's output"}
+    both = {**pair, "example_id": p.ids[3], "output": outputs[("tuned", p.ids[3])]}
     with pytest.raises(InputError) as err:
-        plan_import(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", [good, stale, pair]), RUBRICS)
+        plan_import(p.goal, p.store, write_jsonl(tmp_path / "r.jsonl", [good, stale, pair, both]), RUBRICS)
     got = {pr.line: pr.message for pr in err.value.problems}
-    assert set(got) == {2, 3} and all("no longer gives here" in m for m in got.values())
+    assert set(got) == {2, 3, 4} and "names both outputs" in got[3]
+    assert "no longer gives here" in got[2] and "no longer gives here" in got[4]
     assert output_hash("two\r\nlines \n") == output_hash("two\nlines")  # as a spreadsheet cell gives it back
     bad_hash = rating(p, 1, "tuned", output_hash="xyz")
     with pytest.raises(InputError, match="not an output hash"):

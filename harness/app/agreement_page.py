@@ -112,7 +112,7 @@ def _raters(store: Store, goal: Any, cfg: data.AppConfig) -> None:
 
 
 def _distributions(store: Store, goal: Any, report: dict[str, Any]) -> None:
-    items = data.panel_items(store, goal.goal)
+    items = panel.goal_items(store, goal)
     ratings = store.ratings(goal.goal)
     crits = [(r["rubric"], r["criterion"]) for r in report["judge_vs_human"]]
     if not crits or not ratings:

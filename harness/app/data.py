@@ -253,7 +253,7 @@ def live_human_verdicts(store: "Store", goal: Any, candidates: Sequence[str],
     the very texts the candidates gave in that run (as the run decides them)."""
     if goal is None or not any(is_human_metric(c.metric) for c in goal.success):
         return []
-    items = panel.in_goal_mode(panel_items(store, goal.goal), goal.human)
+    items = panel.goal_items(store, goal)
     if run_id is not None:
         now = {(r["candidate"], r["example_id"]): r["output"] for r in store.run_outputs(run_id)}
         items = panel.items_showing(items, panel.shown_texts(store, items), now)

@@ -133,7 +133,7 @@ def human_panel_table(store: Store, goal: Any) -> None:
     """Human-panel scores as they stand now (mean, CI, n), per rubric of the goal's panel."""
     if goal is None or goal.human is None:
         return
-    items = data.panel_items(store, goal.goal)
+    items = panel.goal_items(store, goal)
     ratings = store.ratings(goal.goal)
     if not ratings:
         st.caption("Human panel: no ratings yet (Rate page).")

@@ -294,8 +294,7 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str],
     from harness import panel
 
     ratings = run.store.ratings(run.goal.goal)
-    items = panel.in_goal_mode([panel.PanelItem.from_row(r) for r in run.store.panel_items(run.goal.goal)],
-                               run.goal.human)
+    items = panel.goal_items(run.store, run.goal)
     if outputs is not None:
         ids = [ex.id for ex in run.prepared.test]
         now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
@@ -328,22 +327,22 @@ def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, d
         return None
     from harness import panel
 
-    items = [panel.PanelItem.from_row(r) for r in run.store.panel_items(goal.goal)]
-    if any(it.mode == panel.PAIRWISE for it in items):
+    rubrics = {str(parse_metric_name(m).rubric) for m in wanted}
+    items = panel.goal_items(run.store, goal)
+    if any(it.mode == panel.PAIRWISE for it in items if it.rubric in rubrics):
         return None
     if not items:
         return {}
     ratings = run.store.ratings(goal.goal)
-    rated_text = panel.shown_texts(run.store, items)
     ids = [ex.id for ex in run.prepared.test]
+    now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
+    items = panel.items_showing(items, panel.shown_texts(run.store, items), now)  # the texts the judge scored
     out: dict[str, dict[str, dict[str, float]]] = {}
     for metric in wanted:
         parsed = parse_metric_name(metric)
         per = panel.ratings_by_output(ratings, items, str(parsed.rubric), parsed.criterion)
-        for cand, outs in outputs.items():
-            now = {ids[i]: outs.texts[i] for i in outs.succeeded()}  # a failed generation has no text
-            kept = {e: vals for (c, e), vals in per.items()
-                    if c == cand and e in now and rated_text.get((cand, e)) == now[e]}
+        for cand in outputs:
+            kept = {e: vals for (c, e), vals in per.items() if c == cand and (cand, e) in now}
             if kept:
                 same = Labels({e: sum(v for _r, v in vals) / len(vals) for e, vals in sorted(kept.items())})
                 same.raters = len({r for vals in kept.values() for r, _v in vals})
