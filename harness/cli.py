@@ -333,9 +333,7 @@ _OPS = {"at_least": ">=", "at_most": "<=", "reduce_by": "reduce by", "improve_by
 def _print_verdicts(goal: Goal | None, store: Store, run_id: str, res: dict | None = None) -> None:
     """The verdict table, one row per candidate and criterion, readable at 80 columns: the
     interval methods and levels, costs and earlier runs are said under it, not in its cells."""
-    from harness.results import results_dict
-
-    from harness.results import GOAL_CHANGED, goal_changed
+    from harness.results import GOAL_CHANGED, goal_changed, results_dict
 
     res = res or results_dict(store, goal.goal, run_id)
     # Labels and level are what the run decided on, not what the goal file says now.
@@ -532,7 +530,6 @@ def _human_summary(store: Store, goal: Goal, res: Any) -> dict:
     """Live human-panel scores (per candidate and metric) and agreement statistics."""
     from harness import panel
     from harness.app.data import agreement_report
-    from harness.panel import human_aggregates
 
     if goal.human is None:
         return {}
@@ -541,7 +538,7 @@ def _human_summary(store: Store, goal: Goal, res: Any) -> dict:
     metrics = [f"human.{r}" for r in goal.human.rubrics] + [c.metric for c in goal.success if c.metric.startswith("human.")]
     scores: dict = {}
     for metric in dict.fromkeys(metrics):
-        for row in human_aggregates(ratings, items, metric, confidence=goal.confidence):
+        for row in panel.human_aggregates(ratings, items, metric, confidence=goal.confidence):
             scores.setdefault(row["candidate"], {})[metric] = {
                 "value": row["value"], "ci": [row["ci_low"], row["ci_high"]], "n": row["n"],
                 "n_ratings": row["extra"]["n_ratings"]}

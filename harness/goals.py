@@ -364,8 +364,11 @@ class Goal(Strict):
 
     def thresholds(self) -> dict[str, float]:
         """Each metric with an absolute criterion → that criterion's threshold (the first's)."""
-        return {c.metric: c.threshold for c in map(self.absolute_criterion, {c.metric: 0 for c in self.success})
-                if c is not None}
+        out: dict[str, float] = {}
+        for c in self.success:
+            if not c.relative_op:
+                out.setdefault(c.metric, c.threshold)
+        return out
 
     def metric_spec(self, name: str) -> MetricSpec | None:
         for m in self.metrics:

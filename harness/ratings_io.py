@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Mapping, Sequence
 
-from harness.cache import digest
 from harness import panel
+from harness.cache import digest
 from harness.errors import HarnessError, InputError, Problem
 from harness.registry import did_you_mean
 
@@ -51,13 +51,13 @@ FIELDS = ("example_id", "input", "candidate", "other_candidate", "rater", "rubri
 EXPORT_FIELDS = ("example_id", "candidate", "other_candidate", "rater", "rubric", "criterion", "score", "choice",
                  "output_hash", "other_output_hash")
 PAIRWISE_FIELDS = ("other_candidate", "choice", "other_output_hash")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
 def output_hash(text: str) -> str:
     """What names the output a rating was made on: the first 16 hex of the sha256 of its text,
     line ends as newlines and stripped (as a spreadsheet's cell gives it back)."""
     return digest(text.replace("\r\n", "\n").strip(), 16)
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
 def file_format(path: Path) -> str:

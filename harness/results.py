@@ -189,6 +189,7 @@ GOAL_CHANGED = ("the goal's criteria, confidence, multiplicity or judge changed 
                 "rubric's text): the verdicts are what the run decided; `harness run` decides the new ones")
 RESEALED = ("the test set was sealed again since this run: its verdicts are on the old test set and answer "
             "nothing about the current one; run the goal again")
+RUBRIC_HASHES = "judge_rubric_hashes"  # in a run's stored config and in the judge part of its decided_under key
 
 
 def goal_changed(stored: str | None, goal: Any, rubrics_dir: str | Path | None = None) -> bool:
@@ -199,14 +200,16 @@ def goal_changed(stored: str | None, goal: Any, rubrics_dir: str | Path | None =
     if stored is None:
         return False
     config = goal.model_dump(mode="json")
-    then = (json.loads(stored)[4] or {}).get(RUBRIC_HASHES)
+    then = _judge_part(json.loads(stored)).get(RUBRIC_HASHES)
     if then is not None:  # a rubric not found from here cannot tell, so counts as it was
         config[RUBRIC_HASHES] = {name: now if now is not None else then.get(name)
                                  for name, now in judge_rubric_hashes(goal, rubrics_dir).items()}
     return stored != decided_under(config)
 
 
-RUBRIC_HASHES = "judge_rubric_hashes"
+def _judge_part(key: list[Any]) -> dict[str, Any]:
+    """The judge's part of a parsed ``decided_under`` key ({} without a judge)."""
+    return key[4] if isinstance(key[4], dict) else {}
 
 
 def same_decision(a: str | None, b: str | None) -> bool:
@@ -215,12 +218,10 @@ def same_decision(a: str | None, b: str | None) -> bool:
     if None in (a, b) or a == b:
         return True
     ka, kb = json.loads(a), json.loads(b)  # type: ignore[arg-type]
-    has = [isinstance(k[4], dict) and RUBRIC_HASHES in k[4] for k in (ka, kb)]
-    if has[0] == has[1]:
+    if (RUBRIC_HASHES in _judge_part(ka)) == (RUBRIC_HASHES in _judge_part(kb)):
         return False
     for k in (ka, kb):
-        if isinstance(k[4], dict):
-            k[4].pop(RUBRIC_HASHES, None)
+        _judge_part(k).pop(RUBRIC_HASHES, None)
     return ka == kb
 
 

@@ -25,12 +25,22 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def words_of(text: str) -> list[str]:
+    """The lowercased words shingles are made of (punctuation dropped)."""
+    return _WORD.findall(text.lower())
+
+
+def kgrams(words: Sequence[str], k: int = 3) -> set[str]:
+    """Every run of ``k`` consecutive words (none for fewer than ``k``)."""
+    return {" ".join(words[i:i + k]) for i in range(len(words) - k + 1)}
+
+
 def shingles(text: str, k: int = 3) -> set[str]:
     """Set of ``k``-word shingles; a text shorter than ``k`` words is one shingle of itself."""
-    words = _WORD.findall(text.lower())
+    words = words_of(text)
     if len(words) <= k:
         return {" ".join(words)}
-    return {" ".join(words[i:i + k]) for i in range(len(words) - k + 1)}
+    return kgrams(words, k)
 
 
 def jaccard(a: set, b: set) -> float:
@@ -206,7 +216,7 @@ def contained(texts: Sequence[Sequence[str]], passages: Sequence[str], threshold
     long_sets: list[set[str]] = []
     short: dict[int, list[str]] = defaultdict(list)
     for i, parts in enumerate(texts):
-        words = [w for w in (_WORD.findall(p.lower()) for p in parts) if w]
+        words = [w for w in map(words_of, parts) if w]
         if sum(max(len(w) - k + 1, 0) for w in words) < min_shingles:
             continue
         for w in words:
@@ -214,7 +224,7 @@ def contained(texts: Sequence[Sequence[str]], passages: Sequence[str], threshold
                 short[i].append(f" {' '.join(w)} ")
             else:
                 long_of.append(i)
-                long_sets.append({" ".join(w[j:j + k]) for j in range(len(w) - k + 1)})
+                long_sets.append(kgrams(w, k))
     if not long_sets or not passages:
         return []
     vocab: dict[str, int] = {}
@@ -231,9 +241,8 @@ def contained(texts: Sequence[Sequence[str]], passages: Sequence[str], threshold
     sizes, need = np.array([len(s) for s in long_sets]), np.bincount(long_of)
     out = []
     for b in range(0, len(passages), block):
-        words = [_WORD.findall(x.lower()) for x in passages[b:b + block]]
-        p = incidence([sorted({vocab[sh] for sh in (" ".join(w[j:j + k]) for j in range(len(w) - k + 1))
-                               if sh in vocab}) for w in words])
+        words = [words_of(x) for x in passages[b:b + block]]
+        p = incidence([sorted({vocab[sh] for sh in kgrams(w, k) if sh in vocab}) for w in words])
         hits = (t @ p.T).tocoo()
         share = hits.data / sizes[hits.row]
         found: dict[tuple[int, int], list[float]] = defaultdict(list)

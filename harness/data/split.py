@@ -177,9 +177,13 @@ class Prepared:
         }
 
 
+def example_parts(ex: Example, *, answer: bool = True) -> list[str]:
+    """What makes an example itself: its turns (not a system prompt most share) and its answer."""
+    return [m["content"] for m in ex.prompt if m["role"] != "system"] + ([ex.reference] if answer else [])
+
+
 def example_text(ex: Example) -> str:
-    """What makes an example itself: its turns and answer, not a system prompt most share."""
-    return "\n".join(m["content"] for m in ex.prompt if m["role"] != "system") + "\n" + ex.reference
+    return "\n".join(example_parts(ex))
 
 
 def passages_containing(test: Sequence[Example], passages: Sequence[tuple[str, str]],
@@ -191,8 +195,7 @@ def passages_containing(test: Sequence[Example], passages: Sequence[tuple[str, s
     one reads the answer key, not the documents a user will have."""
     from harness.data.dedup import contained
 
-    parts = [[m["content"] for m in ex.prompt if m["role"] != "system"] + ([] if ex.format == "label" else
-                                                                          [ex.reference]) for ex in test]
+    parts = [example_parts(ex, answer=ex.format != "label") for ex in test]
     found: dict[int, set[int]] = {}
     for i, j, _share in contained(parts, [text for _, text in passages], threshold):
         found.setdefault(i, set()).add(j)

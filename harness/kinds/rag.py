@@ -170,7 +170,7 @@ class RagKind(CandidateKind):
                            build=build, device=run.placement_of(cand).device, progress=run.progress)
         # data.leakage: drop — a passage holding a test example is not retrieved for that example:
         # ask for as many more as the most any example has, then leave them out.
-        leaks = _leaks(run, options, docs) if run.goal.data.leakage == "drop" else {}
+        leaks = _leaks(run, options) if run.goal.data.leakage == "drop" else {}
         queries, k = [ex.input_text for ex in run.prepared.test], options.k + max(map(len, leaks.values()), default=0)
         if index is not None:
             hits = index.search(queries, k) if build else index.lookup(queries, k)
@@ -189,10 +189,7 @@ class RagKind(CandidateKind):
         """How many test examples its documents hold (turns and answer), in how many passages, and
         what was done: those passages are not retrieved for the examples they hold
         (``data.leakage: drop``), or are (``flag``: scores may be inflated)."""
-        from harness.retrieval import load_documents
-
-        options = self.options(cand)
-        leaks = _leaks(run, options, load_documents(documents_path(run.goal, options)))
+        leaks = _leaks(run, self.options(cand))
         if not leaks:
             return None
         return {"examples": len(leaks), "passages": len(set().union(*leaks.values())),
@@ -228,15 +225,15 @@ class RagKind(CandidateKind):
         return generation_plan(run, cand, keys)
 
 
-def _leaks(run: "Run", options: RagOptions, docs: "list[Document]") -> dict[int, set[str]]:
+def _leaks(run: "Run", options: RagOptions) -> dict[int, set[str]]:
     """{test example index: ids of the passages that hold it} (:func:`passages_containing`),
     found once a run for each documents folder and chunking."""
     from harness.data.split import passages_containing
-    from harness.retrieval import chunk_documents
+    from harness.retrieval import chunk_documents, load_documents
 
     key = ("documents in the test set", options.documents, options.chunk_chars)
     if key not in run.memo:
-        chunks = chunk_documents(docs, options.chunk_chars)
+        chunks = chunk_documents(load_documents(documents_path(run.goal, options)), options.chunk_chars)
         found = passages_containing(run.prepared.test, [(c.doc, c.text) for c in chunks],
                                     run.goal.data.near_duplicate_threshold)
         run.memo[key] = {e: {chunks[j].id for j in js} for e, js in found.items()}

@@ -296,9 +296,7 @@ def human_results(run: Run, names: Sequence[str], candidates: Sequence[str],
     ratings = run.store.ratings(run.goal.goal)
     items = panel.goal_items(run.store, run.goal)
     if outputs is not None:
-        ids = [ex.id for ex in run.prepared.test]
-        now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
-        items = panel.items_showing(items, panel.shown_texts(run.store, items), now)
+        items = panel.items_showing(items, panel.shown_texts(run.store, items), _texts_now(run, outputs))
     need = run.goal.human.min_ratings
     out: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
@@ -334,8 +332,7 @@ def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, d
     if not items:
         return {}
     ratings = run.store.ratings(goal.goal)
-    ids = [ex.id for ex in run.prepared.test]
-    now = {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
+    now = _texts_now(run, outputs)
     items = panel.items_showing(items, panel.shown_texts(run.store, items), now)  # the texts the judge scored
     out: dict[str, dict[str, dict[str, float]]] = {}
     for metric in wanted:
@@ -348,6 +345,12 @@ def judge_labels(run: Run, outputs: dict[str, Outputs]) -> dict[str, dict[str, d
                 same.raters = len({r for vals in kept.values() for r, _v in vals})
                 out.setdefault(cand, {})[metric] = same
     return out
+
+
+def _texts_now(run: Run, outputs: dict[str, Outputs]) -> dict[tuple[str, str], str]:
+    """(candidate, example id) → the text the candidate gives in this run (a failed generation has none)."""
+    ids = [ex.id for ex in run.prepared.test]
+    return {(cand, ids[i]): outs.texts[i] for cand, outs in outputs.items() for i in outs.succeeded()}
 
 
 class Labels(dict):

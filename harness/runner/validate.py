@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError, InputError, Problem
 from harness.goals import Goal
@@ -52,24 +52,22 @@ def _seen_test_problems(run: "Run", index: dict[str, int]) -> list[Problem]:
     answers, not skill. Refused at the ``model:`` line that names it; a model whose record is
     damaged, or that the harness trained before it kept one, is said to be unchecked."""
     from harness.train.seen import UNREADABLE, read_seen
-    from harness.train.sft import METADATA_FILE
 
     found: dict[tuple, Problem] = {}
-    said: set[Path] = set()
+    checked: dict[Path, tuple[Any, list]] = {}  # model folder -> (what it saw, the test examples among them)
     for cand in run.candidates:
         spec, loc = _model_named(run, cand, index)
         folder = _model_folder(spec)
-        seen = read_seen(folder)
-        unknown = ("damaged" if seen is UNREADABLE else "not recorded (trained before that was kept)"
-                   if seen is None and folder is not None and (folder / METADATA_FILE).is_file() else
-                   "not recorded for its base" if seen is not None and seen.base_unchecked else None)
-        if unknown and folder not in said:
-            said.add(folder)  # type: ignore[arg-type]
-            run.say(f"[yellow]model {spec!r} was trained by the harness, but what it saw is {unknown}: it cannot "
-                    f"be checked against this goal's test set[/]")
-        if seen is None or seen is UNREADABLE:
+        if folder is None:
             continue
-        hit = seen.found(run.prepared.test)
+        if folder not in checked:  # candidates share models: read and compare once, say once
+            seen = read_seen(folder)
+            unknown = _unchecked(seen, folder)
+            if unknown:
+                run.say(f"[yellow]model {spec!r} was trained by the harness, but what it saw is {unknown}: it "
+                        f"cannot be checked against this goal's test set[/]")
+            checked[folder] = (seen, [] if seen is None or seen is UNREADABLE else seen.found(run.prepared.test))
+        seen, hit = checked[folder]
         if hit:
             lines = ", ".join(str(ex.line) for ex in sorted(hit, key=lambda e: e.line)[:5]) + (
                 ", ..." if len(hit) > 5 else "")
@@ -79,6 +77,18 @@ def _seen_test_problems(run: "Run", index: dict[str, int]) -> list[Problem]:
                 f"would be recall of their answers, not skill. Evaluate it on data it was not trained on, or "
                 f"leave this candidate out"))
     return list(found.values())
+
+
+def _unchecked(seen: Any, folder: Path) -> str | None:
+    """Why a harness-trained model cannot be checked against the test set, or None."""
+    from harness.train.seen import UNREADABLE
+    from harness.train.sft import METADATA_FILE
+
+    if seen is UNREADABLE:
+        return "damaged"
+    if seen is None:
+        return "not recorded (trained before that was kept)" if (folder / METADATA_FILE).is_file() else None
+    return "not recorded for its base" if seen.base_unchecked else None
 
 
 def _model_named(run: "Run", cand, index: dict[str, int]) -> tuple[str | None, tuple]:

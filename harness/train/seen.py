@@ -31,6 +31,9 @@ class Seen:
         return [ex for ex in test if _ids(ex) & self.ids or text_key(ex) in self.texts]
 
 
+UNREADABLE = Seen(frozenset(), frozenset(), "")  # a record that is there but cannot be read
+
+
 def text_key(ex: Example) -> str:
     from harness.data.dedup import normalise
     from harness.data.split import example_text
@@ -58,9 +61,6 @@ def write_seen(folder: Path, examples: Sequence[Example], base: Path | None, tra
         unchecked = inherited.base_unchecked
     (Path(folder) / SEEN_FILE).write_text(json.dumps({"ids": sorted(ids), "texts": sorted(texts),
                                                       "trained_by": trained_by, "base_unchecked": unchecked}))
-
-
-UNREADABLE = Seen(frozenset(), frozenset(), "")
 
 
 def read_seen(folder: Path | None) -> Seen | None:

@@ -41,10 +41,10 @@ from harness.errors import HarnessError, InputError, Problem
 from harness.fsutil import atomic_dir
 from harness.prompts import render_prompt
 from harness.provenance import TRAIN_PACKAGES, package_versions
-from harness.train.seen import write_seen
 from harness.train.distributed import Dist, maybe_no_sync
 from harness.train.methods import (METHODS, TrainParams, model_load_kwargs, peft_config_for,
                                    require_cuda_and_bitsandbytes)
+from harness.train.seen import write_seen
 
 METADATA_FILE = "harness_adapter.json"
 # Bumped whenever this loop's numerics change (batching, dropout draws, loss maths): the same
